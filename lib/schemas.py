@@ -128,3 +128,50 @@ GENERATIONS = _schema(
     _f("finish_reason", pa.string()),  # eos | length
     _f("seed", pa.int64()),
 )
+
+# Metric columns of the per-prompt score table, in the order reports show them. NaN = missing
+# (could not be computed or not applicable, e.g. Pass@k on `creative` without a judge), never 0.0.
+PASS_AT_K = tuple(f"pass_at_{k}" for k in range(1, 11))
+SCORE_METRICS = (
+    "self_bleu",  # ↓, leave-one-out sacrebleu sentence BLEU / 100
+    "distinct_1",  # ↑, distinct / total n-grams
+    "distinct_2",
+    "distinct_1_li",  # ↑, Li et al. (2016): distinct n-grams / tokens
+    "distinct_2_li",
+    "semantic_diversity",  # ↑, mean pairwise 1 − cos, training encoder (MiniLM)
+    "semantic_diversity_eval",  # ↑, same with the evaluation encoder (NaN when none is set)
+    "rouge_l",  # mean over samples of ROUGE-L F vs the reference (max over references)
+    "bertscore_f1",  # mean over samples, local MiniLM layer 6
+    "mean_length",  # mean whitespace tokens per sample
+    *PASS_AT_K,
+)
+
+# One row per (system, test input), aggregated over its samples (stage score@<system>).
+SCORES = _schema(
+    "scores",
+    "score",
+    _f("system", pa.string()),
+    _f("id", pa.string()),
+    _f("n_samples", pa.int64()),
+    _f("n_pass", pa.int64(), nullable=True),  # null where no checker applies
+    *(_f(m, pa.float64(), nullable=True) for m in SCORE_METRICS),
+)
+
+# One pairwise comparison of polychromic against an opponent on one test input (stage judge).
+# Asked in both orders; `outcome` is from polychromic's side, a flip between orders is a tie.
+JUDGMENTS = _schema(
+    "judgments",
+    "judge",
+    _f("id", pa.string()),
+    _f("system", pa.string()),  # always polychromic
+    _f("opponent", pa.string()),
+    _f("sample_system", pa.int64()),
+    _f("sample_opponent", pa.int64()),
+    _f("verdict_first", pa.string()),  # polychromic shown first: A | B | tie | unparseable | missing
+    _f("verdict_second", pa.string()),  # polychromic shown second
+    _f("reason_first", pa.string(), nullable=True),
+    _f("reason_second", pa.string(), nullable=True),
+    _f("outcome", pa.string()),  # win | tie | loss | missing
+    _f("backend", pa.string()),  # anthropic | local (labelled in every output)
+    _f("judge_model", pa.string()),
+)
