@@ -175,3 +175,16 @@ JUDGMENTS = _schema(
     _f("backend", pa.string()),  # anthropic | local (labelled in every output)
     _f("judge_model", pa.string()),
 )
+
+# Judge-based Pass@k for domains without an executable checker (stage judge, optional): one row per
+# (system, test input). n_samples = samples the judge gave a verdict on; pass_at_k NaN for k > n.
+JUDGE_PASS = _schema(
+    "judge_pass",
+    "judge",
+    _f("system", pa.string()),
+    _f("id", pa.string()),
+    _f("n_samples", pa.int64()),
+    _f("n_pass", pa.int64()),
+    *(_f(k, pa.float64(), nullable=True) for k in PASS_AT_K),
+    _f("backend", pa.string()),
+)
