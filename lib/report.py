@@ -1,0 +1,251 @@
+"""The paper's results table, as Markdown and LaTeX (booktabs), from the stats dict.
+
+Rows are metrics, columns are systems. Each cell is the mean over prompts with its bootstrap CI;
+the best system per row is bold; † marks a Holm-corrected Wilcoxon p < alpha against polychromic.
+The judge row holds polychromic's win rate against the column's system (so polychromic shows —).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lib.schemas import SYSTEMS
+from lib.stats import TARGET
+
+SYSTEM_LABELS = {
+    "zero_shot": "Zero-shot",
+    "few_shot": "Few-shot",
+    "baseline": "Baseline LoRA",
+    "gem": "GEM",
+    "polychromic": "Polychromic",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    label: str  # Markdown/Unicode text
+    latex: str
+    higher_is_better: bool | None  # None: no best marked
+
+
+ROWS: tuple[Row, ...] = (
+    Row("self_bleu", "Self-BLEU ↓", r"Self-BLEU $\downarrow$", False),
+    Row("distinct_2", "Distinct-2 ↑", r"Distinct-2 $\uparrow$", True),
+    Row("semantic_diversity", "Semantic diversity ↑", r"Semantic diversity $\uparrow$", True),
+    Row("rouge_l", "ROUGE-L ↑", r"ROUGE-L $\uparrow$", True),
+    Row("bertscore_f1", "BERTScore ↑", r"BERTScore $\uparrow$", True),
+    Row("pass_at_1", "Pass@1 ↑", r"Pass@1 $\uparrow$", True),
+    Row("pass_at_5", "Pass@5 ↑", r"Pass@5 $\uparrow$", True),
+    Row("pass_at_10", "Pass@10 ↑", r"Pass@10 $\uparrow$", True),
+)
+JUDGE_ROW = Row(
+    "judge_win_rate", "Judge win rate (Poly. vs column)", "Judge win rate (Poly.\\ vs column)", None
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str | None  # None: n/a
+    bold: bool = False
+    dagger: bool = False
+    dash: bool = False  # the row does not apply to this column
+
+
+def _semantic_metric(stats: dict[str, Any]) -> str:
+    # DESIGN §4: report the encoder that was not trained against when it is available.
+    ev = stats["summary"].get("semantic_diversity_eval", {})
+    if any(v.get("mean") is not None for v in ev.values()):
+        return "semantic_diversity_eval"
+    return "semantic_diversity"
+
+
+def _fmt(mean: float, lo: float, hi: float, decimals: int, ci_format: str) -> str:
+    if ci_format == "interval":
+        return f"{mean:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+    return f"{mean:.{decimals}f} ± {(hi - lo) / 2:.{decimals}f}"
+
+
+def _metric_cells(
+    stats: dict[str, Any], metric: str, higher: bool | None, alpha: float, dec: int, fmt: str
+) -> list[Cell]:
+    summ = stats["summary"].get(metric)
+    if summ is None:
+        return [Cell(None) for _ in SYSTEMS]
+    means = {s: summ[s]["mean"] for s in SYSTEMS}
+    present = [round(v, dec) for v in means.values() if v is not None]
+    best = None
+    if higher is not None and present:
+        best = max(present) if higher else min(present)
+    cells = []
+    for s in SYSTEMS:
+        m = means[s]
+        if m is None:
+            cells.append(Cell(None))
+            continue
+        dagger = False
+        if s != TARGET:
+            p = stats["comparisons"][s][metric]["p_holm"]
+            dagger = p is not None and p < alpha
+        cells.append(
+            Cell(
+                _fmt(m, summ[s]["ci_low"], summ[s]["ci_high"], dec, fmt),
+                bold=best is not None and round(m, dec) == best,
+                dagger=dagger,
+            )
+        )
+    return cells
+
+
+def _judge_cells(stats: dict[str, Any], alpha: float, dec: int, fmt: str) -> list[Cell]:
+    judge = stats.get("judge")
+    cells = []
+    for s in SYSTEMS:
+        if s == TARGET:
+            cells.append(Cell("—", dash=True))
+            continue
+        e = (judge or {}).get("opponents", {}).get(s)
+        if not e or e.get("win_rate") is None:
+            cells.append(Cell(None))
+            continue
+        p = e.get("p_sign_holm")
+        cells.append(
+            Cell(
+                _fmt(e["win_rate"], e["ci_low"], e["ci_high"], dec, fmt),
+                dagger=p is not None and p < alpha,
+            )
+        )
+    return cells
+
+
+def build_rows(stats: dict[str, Any], decimals: int = 3, ci_format: str = "halfwidth"):
+    """[(Row, [Cell per system])] in table order."""
+    alpha = stats["settings"]["alpha"]
+    sem = _semantic_metric(stats)
+    out = []
+    for row in ROWS:
+        metric = sem if row.metric == "semantic_diversity" else row.metric
+        cells = _metric_cells(stats, metric, row.higher_is_better, alpha, decimals, ci_format)
+        out.append((row, cells))
+    out.append((JUDGE_ROW, _judge_cells(stats, alpha, decimals, ci_format)))
+    return out
+
+
+def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
+    s = stats["settings"]
+    level = round(100 * (1 - s["alpha"]))
+    ci = "± half-width of the" if ci_format == "halfwidth" else "[low, high] of the"
+    counts = sorted(set(stats["n_prompts"].values()))
+    n = (
+        f"n = {counts[0]}"
+        if len(counts) == 1
+        else "n = " + "/".join(str(stats["n_prompts"][sy]) for sy in SYSTEMS)
+    )
+    notes = [
+        f"Mean over test prompts ({n} per system) {ci} {level}% percentile bootstrap "
+        f"CI ({s['bootstrap']} resamples, seed {s['seed']}). Bold: best per row.",
+        f"† Holm-corrected (family of {s['holm_family_size']} comparisons) Wilcoxon signed-rank "
+        f"p < {s['alpha']} against Polychromic, paired by prompt.",
+        "Distinct-2: distinct / total bigrams per prompt (not Li et al.'s per-token ratio). "
+        + (
+            "Semantic diversity: evaluation encoder (not the one trained against)."
+            if _semantic_metric(stats) == "semantic_diversity_eval"
+            else "Semantic diversity: MiniLM, the encoder the polychromic objective trained "
+            "against (no separate evaluation encoder set)."
+        ),
+    ]
+    judge = stats.get("judge")
+    if judge is None:
+        notes.append("Judge win rate: n/a (no judge comparisons).")
+    else:
+        backends = ", ".join(judge["backend"])
+        models = ", ".join(judge["judge_model"])
+        local = (
+            " The local judge is a small local model, not an API LLM judge: treat it as indicative."
+            if "local" in judge["backend"]
+            else ""
+        )
+        notes.append(
+            f"Judge win rate: share of pairwise comparisons Polychromic wins against the column "
+            f"system (each pair asked in both orders; a flip is a tie), judge backend "
+            f"**{backends}** ({models}); † Holm-corrected sign test (wins vs losses) "
+            f"p < {s['alpha']}." + local
+        )
+    return notes
+
+
+def _md_cell(c: Cell) -> str:
+    if c.text is None:
+        return "n/a"
+    t = f"**{c.text}**" if c.bold else c.text
+    return t + (" †" if c.dagger else "")
+
+
+def to_markdown(stats: dict[str, Any], decimals: int = 3, ci_format: str = "halfwidth") -> str:
+    header = ["Metric", *(SYSTEM_LABELS[s] for s in SYSTEMS)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + [":-:"] * len(SYSTEMS)) + "|",
+    ]
+    for row, cells in build_rows(stats, decimals, ci_format):
+        lines.append("| " + " | ".join([row.label, *(_md_cell(c) for c in cells)]) + " |")
+    lines.append("")
+    lines.extend(f"- {n}" for n in footnotes(stats, ci_format))
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _tex_cell(c: Cell) -> str:
+    if c.text is None:
+        return "n/a"
+    if c.dash:
+        return "---"
+    t = c.text.replace("±", r"$\pm$")
+    t = rf"\textbf{{{t}}}" if c.bold else t
+    return t + (r"$^\dagger$" if c.dagger else "")
+
+
+def _tex_note(text: str) -> str:
+    t = tex_escape(text.replace("**", ""))
+    # Text-mode < and > print as ¡ and ¿ in OT1 fonts.
+    for a, b in (("†", r"$^\dagger$"), ("±", r"$\pm$"), ("<", "$<$"), (">", "$>$")):
+        t = t.replace(a, b)
+    return t
+
+
+def to_latex(
+    stats: dict[str, Any],
+    decimals: int = 3,
+    ci_format: str = "halfwidth",
+    caption: str = "Diversity and quality of each system on the test prompts.",
+    label: str = "tab:results",
+) -> str:
+    cols = "l" + "c" * len(SYSTEMS)
+    lines = [
+        r"% Generated by stages/stats.py; needs \usepackage{booktabs}.",
+        r"\begin{table*}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(["Metric", *(SYSTEM_LABELS[s] for s in SYSTEMS)]) + r" \\",
+        r"\midrule",
+    ]
+    rows = build_rows(stats, decimals, ci_format)
+    for i, (row, cells) in enumerate(rows):
+        if row is JUDGE_ROW and i:
+            lines.append(r"\midrule")
+        lines.append(" & ".join([row.latex, *(_tex_cell(c) for c in cells)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip\footnotesize"]
+    lines += [_tex_note(n) + r"\par" for n in footnotes(stats, ci_format)]
+    lines.append(r"\end{table*}")
+    return "\n".join(lines) + "\n"

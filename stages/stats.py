@@ -1,0 +1,65 @@
+"""Stage stats: polychromic vs every other system on per-prompt scores → stats.json + paper table.
+
+python -m stages.stats --scores-dir data/scores --judge data/judge/comparisons.parquet \
+    --out metrics/stats.json --table-md metrics/table.md --table-tex metrics/table.tex
+
+The judge file is optional (a missing one leaves the judge row n/a); a missing score file is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from lib.config import load_section, read_params
+from lib.io import read_parquet, write_json, write_text
+from lib.report import to_latex, to_markdown
+from lib.schemas import JUDGMENTS, SCORES, SYSTEMS
+from lib.stats import StatsParams, compute_stats
+
+
+def read_scores(scores_dir: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for system in SYSTEMS:
+        path = scores_dir / f"{system}.parquet"
+        df = read_parquet(path, SCORES)  # FileNotFoundError names the file
+        wrong = df.index[df["system"] != system]
+        if len(wrong):
+            raise ValueError(
+                f"{path}: row {int(wrong[0])} has system {df.loc[wrong[0], 'system']!r}, "
+                f"expected {system!r}"
+            )
+        out[system] = df
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scores-dir", type=Path, required=True)
+    ap.add_argument("--judge", type=Path, default=None, help="optional JUDGMENTS parquet")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--table-md", type=Path, required=True)
+    ap.add_argument("--table-tex", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args(argv)
+
+    p = load_section(StatsParams, "stats", args.params)
+    seed = int(read_params(args.params)["seed"])
+    scores = read_scores(args.scores_dir)
+    judgments = None
+    if args.judge is not None and args.judge.exists():
+        judgments = read_parquet(args.judge, JUDGMENTS)
+    else:
+        print(f"stats: no judge comparisons at {args.judge}; the judge row will read n/a")
+
+    stats = compute_stats(scores, p, seed, judgments)
+    write_json(stats, args.out)
+    write_text(to_markdown(stats, p.decimals, p.ci_format), args.table_md)
+    write_text(to_latex(stats, p.decimals, p.ci_format), args.table_tex)
+    print(f"stats: wrote {args.out}, {args.table_md}, {args.table_tex}")
+
+
+if __name__ == "__main__":
+    main()
