@@ -1,0 +1,371 @@
+"""Raw pairs → filtered, validated, deduplicated pairs; then grouped train/val/test splits.
+
+Each step is a pure function of its inputs and params so it can be tested alone. Every dropped row
+is counted by reason; the counts become `metrics/data.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class DataParams:
+    domain: str = "social"
+    jsonl_path: str | None = None
+    max_bad_fraction: float = 0.01
+    min_input_chars: int = 2
+    max_input_chars: int = 600
+    min_reference_chars: int = 2
+    max_reference_chars: int = 400
+    near_dup_jaccard: float = 0.8
+    max_pairs: int = 20000
+
+
+@dataclass(frozen=True)
+class RawPair:
+    input: Any
+    reference: Any
+    source: str  # "file:line" — named in every error and bad-row report
+    meta: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None  # a natural id (HumanEval task_id); else derived from the content
+
+
+@dataclass(frozen=True)
+class BadRow:
+    source: str
+    reason: str
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file and line."""
+
+
+# ---------------------------------------------------------------- normalisation and validation
+
+_WS = re.compile(r"\s+")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_PUNCT = re.compile(rf"[{re.escape(string.punctuation)}“”‘’«»…—–]")
+
+
+def clean_text(text: str) -> str:
+    """NFC, control characters removed, whitespace collapsed: how text is stored."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    return _WS.sub(" ", text).strip()
+
+
+def dedup_key(text: str) -> str:
+    """Case, punctuation and spacing folded: two texts with the same key are duplicates."""
+    return _WS.sub(" ", _PUNCT.sub(" ", text.casefold())).strip()
+
+
+def validate(raw: RawPair, *, reference_required: bool) -> BadRow | tuple[str, str | None]:
+    """Type and encoding checks; a bad row is reported with its file:line, never a crash."""
+    if not isinstance(raw.input, str):
+        return BadRow(raw.source, f"input is {type(raw.input).__name__}, expected a string")
+    if raw.reference is None and not reference_required:
+        ref = None
+    elif not isinstance(raw.reference, str):
+        return BadRow(raw.source, f"output is {type(raw.reference).__name__}, expected a string")
+    else:
+        ref = raw.reference
+    for name, value in (("input", raw.input), ("output", ref)):
+        if value is not None and "\x00" in value:
+            return BadRow(raw.source, f"{name} contains a NUL byte")
+        if value is not None and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            return BadRow(raw.source, f"{name} contains an unpaired surrogate (bad encoding)")
+    return raw.input, ref
+
+
+def filter_reason(inp: str, ref: str | None, p: DataParams) -> str | None:
+    """Why a cleaned pair is dropped, or None to keep it."""
+    if not inp:
+        return "empty_input"
+    if _URL.sub("", inp).strip() == "":
+        return "url_only_input"
+    if not any(ch.isalnum() for ch in inp):
+        return "non_text_input"
+    if len(inp) < p.min_input_chars:
+        return "input_too_short"
+    if len(inp) > p.max_input_chars:
+        return "input_too_long"
+    if ref is None:
+        return None
+    if not ref:
+        return "empty_reference"
+    if _URL.sub("", ref).strip() == "":
+        return "url_only_reference"
+    if not any(ch.isalnum() for ch in ref):
+        return "non_text_reference"
+    if len(ref) < p.min_reference_chars:
+        return "reference_too_short"
+    if len(ref) > p.max_reference_chars:
+        return "reference_too_long"
+    return None
+
+
+# ---------------------------------------------------------------- near-duplicate grouping
+
+
+def shingles(text: str, n: int = 3) -> set[str]:
+    words = dedup_key(text).split()
+    if len(words) < n:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+_MERSENNE = (1 << 61) - 1
+
+
+def near_duplicate_groups(
+    texts: Sequence[str], threshold: float, *, num_perm: int = 64, bands: int = 16
+) -> list[int]:
+    """Cluster ids such that texts whose word-3-shingle Jaccard ≥ threshold share a cluster.
+
+    Exact duplicates (same `dedup_key`) are merged first; MinHash LSH proposes candidate pairs among
+    the distinct keys and each candidate is confirmed by its exact Jaccard, then union-find.
+    Cluster ids are the index of the cluster's first text, so they are deterministic.
+    """
+    keys = [dedup_key(t) for t in texts]
+    first_of: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first_of.setdefault(k, i)
+    reps = sorted(set(first_of.values()))
+    parent = {r: r for r in reps}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    if threshold <= 1.0 and len(reps) > 1:
+        rng = np.random.default_rng(0x5EED)
+        a = rng.integers(1, _MERSENNE, size=num_perm, dtype=np.uint64)
+        b = rng.integers(0, _MERSENNE, size=num_perm, dtype=np.uint64)
+        sh = {r: shingles(texts[r]) for r in reps}
+        rows = num_perm // bands
+        buckets: dict[tuple[int, bytes], list[int]] = {}
+        for r in reps:
+            h = np.fromiter((zlib.crc32(s.encode()) for s in sh[r]), dtype=np.uint64)
+            # (a·h + b) mod p on uint64 wraps; good enough as a hash family for LSH proposals.
+            sig = ((np.outer(h, a) + b) % _MERSENNE).min(axis=0)
+            for band in range(bands):
+                key = (band, sig[band * rows : (band + 1) * rows].tobytes())
+                buckets.setdefault(key, []).append(r)
+        for members in buckets.values():
+            for i in range(1, len(members)):
+                x, y = members[0], members[i]
+                if find(x) != find(y) and jaccard(sh[x], sh[y]) >= threshold:
+                    parent[find(y)] = find(x)
+            # Pairs not through the first member are also candidates; check them in small buckets.
+            if 2 < len(members) <= 50:
+                for i in range(1, len(members)):
+                    for j in range(i + 1, len(members)):
+                        x, y = members[i], members[j]
+                        if find(x) != find(y) and jaccard(sh[x], sh[y]) >= threshold:
+                            parent[find(y)] = find(x)
+    root_min: dict[int, int] = {}
+    for r in reps:
+        root = find(r)
+        root_min[root] = min(root_min.get(root, r), r)
+    return [root_min[find(first_of[k])] for k in keys]
+
+
+# ---------------------------------------------------------------- the whole prepare step
+
+
+def stable_id(domain: str, *parts: str | None) -> str:
+    h = hashlib.sha1("\x1f".join(p or "" for p in parts).encode("utf-8")).hexdigest()[:16]
+    return f"{domain}-{h}"
+
+
+def prepare_pairs(
+    raws: Iterable[RawPair | BadRow],
+    p: DataParams,
+    seed: int,
+    *,
+    reference_required: bool = True,
+    curated: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Validate, clean, filter, dedup, cap and group. Returns (pairs frame, report).
+
+    `curated` sources (a benchmark such as HumanEval) are validated but never length-filtered,
+    deduplicated or capped: dropping a benchmark problem would change the benchmark.
+    """
+    bad: list[BadRow] = []
+    dropped: Counter[str] = Counter()
+    kept: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    seen_ids: set[str] = set()
+    total = 0
+    for raw in raws:
+        total += 1
+        if isinstance(raw, BadRow):
+            bad.append(raw)
+            continue
+        checked = validate(raw, reference_required=reference_required)
+        if isinstance(checked, BadRow):
+            bad.append(checked)
+            continue
+        if curated:  # code keeps its exact text: whitespace is syntax
+            inp, ref = checked
+        else:
+            inp = clean_text(checked[0])
+            ref = None if checked[1] is None else clean_text(checked[1])
+            reason = filter_reason(inp, ref, p)
+            if reason:
+                dropped[reason] += 1
+                continue
+        key = (dedup_key(inp), dedup_key(ref) if ref is not None else "")
+        if not curated and key in seen:
+            dropped["duplicate_pair"] += 1
+            continue
+        seen.add(key)
+        rid = raw.id or stable_id(p.domain, inp, ref)
+        if rid in seen_ids:
+            bad.append(BadRow(raw.source, f"duplicate id '{rid}'"))
+            continue
+        seen_ids.add(rid)
+        kept.append({"id": rid, "input": inp, "reference": ref, "meta": raw.meta})
+
+    if total and len(bad) / total > p.max_bad_fraction:
+        shown = "; ".join(f"{b.source}: {b.reason}" for b in bad[:5])
+        raise DataError(
+            f"{len(bad)} of {total} rows are malformed ({len(bad) / total:.1%} > "
+            f"data.max_bad_fraction={p.max_bad_fraction}); nothing was written. First: {shown}"
+        )
+    if not kept:
+        raise DataError(f"no usable rows for domain '{p.domain}' ({total} read, {len(bad)} bad)")
+
+    capped = 0
+    if len(kept) > p.max_pairs and not curated:
+        rng = np.random.default_rng(seed)
+        keep_idx = np.sort(rng.choice(len(kept), size=p.max_pairs, replace=False))
+        capped = len(kept) - p.max_pairs
+        kept = [kept[i] for i in keep_idx]
+
+    inputs = [r["input"] for r in kept]
+    clusters = near_duplicate_groups(inputs, p.near_dup_jaccard)
+    group_ids = {c: stable_id("g", dedup_key(inputs[c])) for c in set(clusters)}
+    df = pd.DataFrame(
+        {
+            "id": [r["id"] for r in kept],
+            "domain": p.domain,
+            "input": inputs,
+            "reference": [r["reference"] for r in kept],
+            "group": [group_ids[c] for c in clusters],
+            "meta": [json.dumps(r["meta"], ensure_ascii=False, sort_keys=True) for r in kept],
+        }
+    )
+    report = {
+        "domain": p.domain,
+        "rows_read": total,
+        "rows_kept": len(df),
+        "bad_rows": len(bad),
+        "bad_row_examples": [f"{b.source}: {b.reason}" for b in bad[:20]],
+        "bad_by_reason": dict(Counter(b.reason.split(",")[0] for b in bad)),
+        "dropped_by_reason": dict(sorted(dropped.items())),
+        "dropped_by_cap": capped,
+        "groups": int(df["group"].nunique()),
+        # distinct inputs merged into another input's group by near-duplicate matching
+        "near_duplicate_inputs_grouped": int(
+            df["input"].map(dedup_key).nunique() - df["group"].nunique()
+        ),
+    }
+    return df, report
+
+
+# ---------------------------------------------------------------- split
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    max_train: int = 512
+    max_val: int = 32
+    max_test: int = 20
+
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_groups(groups: pd.Series, p: SplitParams, seed: int) -> dict[str, str]:
+    """Map each group to a split so row fractions approach the targets; deterministic from seed."""
+    fracs = {"train": p.train, "val": p.val, "test": p.test}
+    if any(f < 0 for f in fracs.values()) or abs(sum(fracs.values()) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fracs}")
+    sizes = groups.value_counts().sort_index()
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    total = int(sizes.sum())
+    have = dict.fromkeys(SPLITS, 0)
+    out: dict[str, str] = {}
+    for i in order:
+        g, n = sizes.index[i], int(sizes.iloc[i])
+        # The split furthest below its target (relative to its target) takes the next group.
+        name = max(
+            (s for s in SPLITS if fracs[s] > 0),
+            key=lambda s: (fracs[s] * total - have[s]) / (fracs[s] * total),
+        )
+        out[g] = name
+        have[name] += n
+    return out
+
+
+def split_pairs(pairs: pd.DataFrame, p: SplitParams, seed: int) -> dict[str, pd.DataFrame]:
+    """Grouped train/val/test. val/test: one row per group with all its references.
+
+    Caps: train keeps a seeded random sample of pairs; val/test keep inputs with two or more
+    references first, then a seeded random sample of the rest.
+    """
+    assignment = assign_groups(pairs["group"], p, seed)
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, pd.DataFrame] = {}
+    for name in SPLITS:
+        part = pairs[pairs["group"].map(assignment) == name].sort_values("id", kind="stable")
+        if name == "train":
+            part = part.assign(references=[[r] if r is not None else [] for r in part["reference"]])
+            cap = p.max_train
+        else:
+            rows = []
+            for _, g in part.groupby("group", sort=True):
+                refs = list(dict.fromkeys(r for r in g["reference"] if r is not None))
+                first = g.iloc[0].to_dict()
+                first["reference"] = refs[0] if refs else None
+                first["references"] = refs
+                rows.append(first)
+            part = pd.DataFrame(rows, columns=[*pairs.columns, "references"])
+            cap = p.max_val if name == "val" else p.max_test
+        if len(part) > cap and name == "train":
+            idx = np.sort(rng.choice(len(part), size=cap, replace=False))
+            part = part.iloc[idx]
+        elif len(part) > cap:
+            # Inputs with several human references come first (chitchat's opening prompts): they
+            # calibrate the social checker on val and give a human diversity reference on test.
+            multi = np.flatnonzero(part["references"].map(len).to_numpy() >= 2)
+            single = np.flatnonzero(part["references"].map(len).to_numpy() < 2)
+            order = np.concatenate([rng.permutation(multi), rng.permutation(single)])
+            part = part.iloc[np.sort(order[:cap])]
+        out[name] = part.assign(split=name).reset_index(drop=True)
+    return out

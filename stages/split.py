@@ -1,0 +1,36 @@
+"""split: pairs → grouped, deterministic train / val / test Parquet files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lib.config import load_section, read_params
+from lib.data import SPLITS, SplitParams, split_pairs
+from lib.io import read_parquet, write_json, write_parquet
+from lib.schemas import EXAMPLES, PAIRS
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--out", required=True, help="directory for train/val/test.parquet")
+    ap.add_argument("--report", required=True, help="split sizes JSON (a DVC metric)")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+
+    p = load_section(SplitParams, "split", args.params)
+    seed = int(read_params(args.params)["seed"])
+    pairs = read_parquet(args.pairs, PAIRS)
+    parts = split_pairs(pairs, p, seed)
+    out = Path(args.out)
+    for name in SPLITS:
+        write_parquet(parts[name], out / f"{name}.parquet", EXAMPLES)
+    sizes = {name: len(parts[name]) for name in SPLITS}
+    refs = {f"{name}_references": int(parts[name]["references"].map(len).sum()) for name in SPLITS}
+    write_json({**sizes, **refs, "groups": int(pairs["group"].nunique())}, args.report)
+    print(f"split: {sizes} → {out}")
+
+
+if __name__ == "__main__":
+    main()
