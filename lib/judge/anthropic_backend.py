@@ -170,12 +170,17 @@ class AnthropicJudge:
             self.usage.calls += 1
             retry_after = None
             try:
+                extra = (
+                    {"extra_body": {"temperature": self.params.temperature}}
+                    if self.params.temperature is not None
+                    else {}
+                )
                 msg = client.messages.create(
                     model=self.model,
                     max_tokens=self.params.max_tokens,
-                    temperature=self.params.temperature,
                     system=q.system,
                     messages=[{"role": "user", "content": q.user}],
+                    **extra,
                 )
                 text = _message_text(msg)
                 if text is None:

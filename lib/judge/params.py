@@ -24,7 +24,9 @@ class JudgeParams:
     price_per_mtok_input: float = 3.0  # USD per million tokens, for `model`
     price_per_mtok_output: float = 15.0
     max_tokens: int = 100
-    temperature: float = 0.0
+    # anthropic 2.x has no `temperature` argument (recent models fix their own sampling): null
+    # sends none; a number goes through `extra_body` for models that still accept it.
+    temperature: float | None = None
     timeout_s: float = 60.0
     max_retries: int = 6  # retries after the first attempt (429, 5xx, timeouts, connection)
     backoff_base_s: float = 1.0  # delay before retry i: uniform(0, min(max, base * 2**i))

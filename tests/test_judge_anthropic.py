@@ -1,0 +1,387 @@
+"""The Claude backend through the real SDK against a fake Messages API on 127.0.0.1.
+
+The fake server plays a script of behaviours (429 with retry-after, 500, a stall past the client
+timeout, a malformed body, a dropped connection) and counts every request, so retries, budget stops
+and "a rerun pays nothing" are asserted exactly. No network is used.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lib.judge.anthropic_backend import AnthropicJudge, JudgeError
+from lib.judge.params import JudgeParams
+from lib.judge.prompts import Question
+
+CANARY = "sk-ant-CANARY-7f3e9b1d2c-never-write-me"
+
+
+class FakeAPI:
+    """A Messages API double: `script` holds behaviours for the next requests, then `default`."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple] = []
+        self.requests: list[dict] = []
+        self.keys: list[str | None] = []
+        self.answer = lambda body: "Verdict: A\nReason: A is more on topic."
+        self.usage = (100, 10)
+        self.lock = threading.Lock()
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _send(self, code, payload: bytes, headers=()):
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                with api.lock:
+                    api.requests.append(body)
+                    # SDK versions send the key as x-api-key or as a bearer token.
+                    auth = self.headers.get("x-api-key") or self.headers.get("authorization")
+                    api.keys.append(auth)
+                    step = api.script.pop(0) if api.script else ("ok",)
+                kind = step[0]
+                if kind == "ok":
+                    text = step[1] if len(step) > 1 else api.answer(body)
+                    msg = {
+                        "id": f"msg_{len(api.requests)}",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body["model"],
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": api.usage[0], "output_tokens": api.usage[1]},
+                    }
+                    self._send(200, json.dumps(msg).encode())
+                elif kind == "status":
+                    code, headers = step[1], step[2] if len(step) > 2 else ()
+                    err = {"type": "error", "error": {"type": "api_error", "message": "x"}}
+                    self._send(code, json.dumps(err).encode(), headers)
+                elif kind == "badjson":
+                    self._send(200, b'{"content": [ {"type": "te')
+                elif kind == "nocontent":
+                    self._send(200, b'{"foo": 1}')
+                elif kind == "stall":
+                    time.sleep(step[1])
+                elif kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
+    server = FakeAPI()
+    yield server
+    server.close()
+
+
+def _params(api: FakeAPI, **kw) -> JudgeParams:
+    base = {
+        "backend": "anthropic",
+        "model": "claude-test",
+        "base_url": api.url,
+        "timeout_s": 0.3,
+        "max_retries": 3,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.02,
+    }
+    base.update(kw)
+    return JudgeParams(**base)
+
+
+class Sleeps(list):
+    def __call__(self, s: float) -> None:
+        self.append(s)
+
+
+def _qs(n: int) -> list[Question]:
+    return [Question("sys", f"question {i}", ("A", "B", "tie")) for i in range(n)]
+
+
+def _judge(api, tmp_path, **kw):
+    sleeps = Sleeps()
+    return AnthropicJudge(_params(api, **kw), tmp_path / "cache", sleep=sleeps), sleeps
+
+
+def test_normal_answers_are_parsed_cached_and_sent_with_the_key(api, tmp_path):
+    judge, sleeps = _judge(api, tmp_path)
+    api.script = [("ok", "Verdict: B\nReason: clearer"), ("ok", "Verdict: tie\nReason: same")]
+    out = judge.ask(_qs(2))
+    assert [(a.verdict, a.reason) for a in out] == [("B", "clearer"), ("tie", "same")]
+    assert len(api.requests) == 2 and sleeps == []
+    assert all(k is not None and CANARY in k for k in api.keys)
+    req = api.requests[0]
+    assert req["model"] == "claude-test" and "temperature" not in req
+    assert req["system"] == "sys" and req["messages"][0]["content"] == "question 0"
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 2
+    u = judge.describe()
+    assert u["calls"] == 2 and u["input_tokens"] == 200 and u["output_tokens"] == 20
+    assert u["cost_usd_estimate"] == pytest.approx((200 * 3.0 + 20 * 15.0) / 1e6)
+
+
+def test_429_honours_retry_after(api, tmp_path):
+    judge, sleeps = _judge(api, tmp_path)
+    api.script = [("status", 429, [("retry-after", "7")]), ("ok",)]
+    assert judge.ask(_qs(1))[0].verdict == "A"
+    assert len(api.requests) == 2
+    assert sleeps == [7.0]  # the server's wait, not the (tiny) backoff
+    assert judge.usage.retries == 1 and judge.usage.errors == {"http_429": 1}
+
+
+def test_500_is_retried_with_jittered_backoff(api, tmp_path):
+    judge, sleeps = _judge(api, tmp_path)
+    api.script = [("status", 500), ("status", 503), ("ok",)]
+    assert judge.ask(_qs(1))[0].verdict == "A"
+    assert len(api.requests) == 3 and len(sleeps) == 2
+    assert 0.0 <= sleeps[0] <= 0.01 and 0.0 <= sleeps[1] <= 0.02
+
+
+def test_timeout_is_retried(api, tmp_path):
+    judge, sleeps = _judge(api, tmp_path, timeout_s=0.1)
+    api.script = [("stall", 0.6), ("ok",)]
+    assert judge.ask(_qs(1))[0].verdict == "A"
+    assert judge.usage.errors == {"timeout": 1} and len(sleeps) == 1
+    assert len(api.requests) == 2
+
+
+def test_malformed_body_and_dropped_connection_are_retried(api, tmp_path):
+    judge, sleeps = _judge(api, tmp_path)
+    api.script = [("badjson",), ("nocontent",), ("drop",), ("ok",)]
+    assert judge.ask(_qs(1))[0].verdict == "A"
+    assert len(api.requests) == 4
+    assert judge.usage.errors == {"malformed_body": 2, "connection": 1}
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1  # only the good answer cached
+
+
+def test_unparseable_answer_is_asked_once_more_then_recorded(api, tmp_path):
+    judge, _ = _judge(api, tmp_path)
+    api.script = [("ok", "Both are lovely."), ("ok", "Still cannot say."), ("ok", "gibberish")]
+    api.answer = lambda body: "Verdict: B\nReason: ok"
+    out = judge.ask(_qs(2))
+    assert out[0].verdict == "unparseable"
+    assert out[1].verdict == "B"  # "gibberish", then the re-ask got a verdict
+    assert out[1].reason == "ok"
+    assert len(api.requests) == 4
+
+
+def test_unparseable_then_good_reask(api, tmp_path):
+    judge, _ = _judge(api, tmp_path)
+    api.script = [("ok", "Hmm."), ("ok", "Verdict: B\nReason: fine")]
+    assert judge.ask(_qs(1))[0].verdict == "B"
+    assert len(api.requests) == 2
+    # A rerun replays both cached attempts and pays nothing.
+    again, _ = _judge(api, tmp_path)
+    assert again.ask(_qs(1))[0].verdict == "B"
+    assert len(api.requests) == 2 and again.usage.calls == 0 and again.usage.cache_hits == 2
+
+
+def test_retries_exhausted_stops_cleanly(api, tmp_path):
+    judge, sleeps = _judge(api, tmp_path, max_retries=2)
+    api.script = [("status", 500)] * 3
+    out = judge.ask(_qs(3))
+    assert [a.verdict for a in out] == ["missing"] * 3
+    assert len(api.requests) == 3 and len(sleeps) == 2  # no calls after the stop
+    assert judge.usage.stopped == "api_unavailable"
+
+
+def test_non_retryable_error_raises_without_the_key(api, tmp_path):
+    judge, _ = _judge(api, tmp_path)
+    api.script = [("status", 401)]
+    with pytest.raises(JudgeError) as err:
+        judge.ask(_qs(1))
+    assert "401" in str(err.value) and CANARY not in str(err.value)
+    assert len(api.requests) == 1
+
+
+def test_missing_key_is_an_error(api, tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    judge, _ = _judge(api, tmp_path)
+    with pytest.raises(JudgeError, match="ANTHROPIC_API_KEY"):
+        judge.ask(_qs(1))
+    assert api.requests == []
+
+
+def test_call_budget_stops_and_rerun_resumes(api, tmp_path):
+    judge, _ = _judge(api, tmp_path, max_calls=3)
+    out = judge.ask(_qs(5))
+    assert [a.verdict for a in out] == ["A", "A", "A", "missing", "missing"]
+    assert len(api.requests) == 3 and judge.usage.stopped == "max_calls"
+    # A resumed run with a fresh budget reuses the 3 cached answers and asks only the rest.
+    resumed, _ = _judge(api, tmp_path, max_calls=3)
+    assert [a.verdict for a in resumed.ask(_qs(5))] == ["A"] * 5
+    assert len(api.requests) == 5 and resumed.usage.cache_hits == 3
+    # A third run makes zero calls.
+    third, _ = _judge(api, tmp_path, max_calls=0)
+    assert [a.verdict for a in third.ask(_qs(5))] == ["A"] * 5
+    assert len(api.requests) == 5 and third.usage.stopped is None
+
+
+def test_cost_budget_from_token_usage(api, tmp_path):
+    api.usage = (1_000_000, 0)  # $1 a call at $1 per million input tokens
+    judge, _ = _judge(api, tmp_path, price_per_mtok_input=1.0, max_cost_usd=2.0)
+    out = judge.ask(_qs(4))
+    assert [a.verdict for a in out] == ["A", "A", "missing", "missing"]
+    assert len(api.requests) == 2 and judge.usage.stopped == "max_cost_usd"
+    assert judge.describe()["cost_usd_estimate"] == 2.0
+
+
+def test_temperature_is_sent_when_set(api, tmp_path):
+    judge, _ = _judge(api, tmp_path, temperature=0.0)
+    judge.ask(_qs(1))
+    assert api.requests[0]["temperature"] == 0.0
+
+
+def test_cache_key_depends_on_model_and_prompt(api, tmp_path):
+    judge, _ = _judge(api, tmp_path)
+    judge.ask(_qs(1))
+    other, _ = _judge(api, tmp_path, model="claude-other")
+    other.ask(_qs(1))
+    assert len(api.requests) == 2
+    again, _ = _judge(api, tmp_path)
+    again.ask([Question("sys", "question 0 changed", ("A", "B", "tie"))])
+    assert len(api.requests) == 3
+
+
+# --- the stage end to end with the anthropic backend ---------------------------------------
+
+
+def _write_generations(gen_dir: Path, ids=("q1", "q2"), n=2) -> None:
+    from lib.io import write_parquet
+    from lib.schemas import GENERATIONS, SYSTEMS
+
+    for system in SYSTEMS:
+        rows = []
+        for i in ids:
+            for s in range(n):
+                rows.append(
+                    {
+                        "system": system,
+                        "id": i,
+                        "sample": s,
+                        "domain": "social",
+                        "input": f"How was your weekend, {i}?",
+                        "reference": "Great, thanks!",
+                        "references": ["Great, thanks!"],
+                        "meta": "{}",
+                        "prompt": f"How was your weekend, {i}?",
+                        "output": f"[{system}] reply {s} to {i}",
+                        "n_tokens": 5,
+                        "finish_reason": "eos",
+                        "seed": 100 + s,
+                    }
+                )
+        write_parquet(pd.DataFrame(rows), gen_dir / f"{system}.parquet", GENERATIONS)
+
+
+def _prefers_polychromic(body) -> str:
+    text = body["messages"][0]["content"]
+    a = text.index("Response A:")
+    b = text.index("Response B:")
+    poly = text.index("[polychromic]")
+    return "Verdict: A\nReason: x" if a < poly < b else "Verdict: B\nReason: x"
+
+
+def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, capsys):
+    import stages.judge
+
+    gen_dir = tmp_path / "gens"
+    _write_generations(gen_dir)
+    params = {
+        "seed": 7,
+        "model": {"base": "tiny-random", "device": "cpu"},
+        "judge": {
+            "backend": "auto",  # the key is set, so auto → anthropic
+            "model": "claude-test",
+            "base_url": api.url,
+            "timeout_s": 0.5,
+            "max_retries": 2,
+            "backoff_base_s": 0.001,
+            "backoff_max_s": 0.002,
+            "bootstrap": 50,
+            "pass_checker": True,
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    api.answer = lambda body: (
+        "Verdict: yes\nReason: ok" if "rubric" in body["system"] else _prefers_polychromic(body)
+    )
+    api.script = [("status", 429, [("retry-after", "0.01")]), ("drop",)]
+    out_dir = tmp_path / "out"
+    argv = [
+        "--generations-dir",
+        str(gen_dir),
+        "--out",
+        str(out_dir / "judge" / "comparisons.parquet"),
+        "--metrics",
+        str(out_dir / "metrics" / "judge.json"),
+        "--pass-out",
+        str(out_dir / "judge" / "pass_at_k.parquet"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
+    stages.judge.main(argv)
+    n_pair_calls = 2 * 4 * 2  # ids × opponents × orders
+    n_pass_calls = 5 * 2 * 2  # systems × ids × samples
+    assert len(api.requests) == n_pair_calls + n_pass_calls + 2  # + the 429 and the drop
+
+    comp = pd.read_parquet(out_dir / "judge" / "comparisons.parquet")
+    assert len(comp) == 8 and set(comp["outcome"]) == {"win"}
+    assert set(comp["backend"]) == {"anthropic"} and set(comp["judge_model"]) == {"claude-test"}
+    assert set(comp["verdict_first"]) == {"A"} and set(comp["verdict_second"]) == {"B"}
+    metrics = json.loads((out_dir / "metrics" / "judge.json").read_text())
+    assert metrics["backend"] == "anthropic"
+    assert metrics["opponents"]["gem"]["win_rate"] == 1.0
+    assert metrics["opponents"]["gem"]["win_rate_ci95"] == [1.0, 1.0]
+    assert metrics["usage"]["retries"] == 2
+    passes = pd.read_parquet(out_dir / "judge" / "pass_at_k.parquet")
+    assert len(passes) == 10 and set(passes["pass_at_1"]) == {1.0}
+    assert passes["pass_at_3"].isna().all()  # n = 2 samples
+
+    # The key never reaches a file or the console.
+    written = [p for d in (out_dir, tmp_path / "cache") for p in d.rglob("*") if p.is_file()]
+    assert len(written) > n_pair_calls
+    for p in written:
+        assert CANARY.encode() not in p.read_bytes(), p
+    captured = capsys.readouterr()
+    assert CANARY not in captured.out and CANARY not in captured.err
+
+    # A rerun makes zero new calls and reproduces the outputs exactly.
+    before = len(api.requests)
+    first = (out_dir / "judge" / "comparisons.parquet").read_bytes()
+    stages.judge.main(argv)
+    assert len(api.requests) == before
+    assert (out_dir / "judge" / "comparisons.parquet").read_bytes() == first
+    rerun = json.loads((out_dir / "metrics" / "judge.json").read_text())
+    assert rerun["usage"]["calls"] == 0 and rerun["opponents"] == metrics["opponents"]
