@@ -1,0 +1,487 @@
+"""Figures for the paper (PDF + PNG, matplotlib Agg) and the small tables `dvc plots` draws.
+
+Every figure reads the stats dict (`metrics/stats.json`), so its means and CIs are the table's.
+Colours are Okabe-Ito (colour-blind safe) and fixed per system across figures; markers differ too,
+so the figures survive greyscale printing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI or the GPU box; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lib.io import atomic_path  # noqa: E402
+from lib.schemas import PASS_AT_K, SYSTEMS  # noqa: E402
+
+COLORS = {
+    "zero_shot": "#999999",  # grey
+    "few_shot": "#56B4E9",  # sky blue
+    "baseline": "#0072B2",  # blue
+    "gem": "#009E73",  # bluish green
+    "polychromic": "#D55E00",  # vermillion
+}
+MARKERS = {"zero_shot": "o", "few_shot": "s", "baseline": "^", "gem": "D", "polychromic": "*"}
+LABELS = {
+    "zero_shot": "Zero-shot",
+    "few_shot": "Few-shot",
+    "baseline": "Baseline LoRA",
+    "gem": "GEM",
+    "polychromic": "Polychromic",
+}
+METRIC_LABELS = {
+    "self_bleu": "Self-BLEU ↓",
+    "inv_self_bleu": "1 − Self-BLEU ↑",
+    "distinct_1": "Distinct-1 ↑",
+    "distinct_2": "Distinct-2 ↑",
+    "distinct_1_li": "Distinct-1 (per token) ↑",
+    "distinct_2_li": "Distinct-2 (per token) ↑",
+    "semantic_diversity": "Semantic diversity ↑",
+    "semantic_diversity_eval": "Semantic diversity (eval encoder) ↑",
+    "rouge_l": "ROUGE-L ↑",
+    "bertscore_f1": "BERTScore F1 ↑",
+    "mean_length": "Mean length (tokens)",
+    **{f"pass_at_{k}": f"Pass@{k} ↑" for k in range(1, 11)},
+}
+OUTCOME_COLORS = {"win": "#009E73", "tie": "#BBBBBB", "loss": "#D55E00"}
+
+
+@dataclass(frozen=True)
+class PlotParams:
+    formats: tuple[str, ...] = ("pdf", "png")
+    dpi: int = 150  # PNG only; PDF is vector
+    # x of the trade-off: a SCORE_METRICS name, or inv_self_bleu (1 − Self-BLEU)
+    diversity_metric: str = "semantic_diversity"
+    quality_metrics: tuple[str, ...] = ("rouge_l", "bertscore_f1", "pass_at_10")
+    tradeoff_quality: str = "rouge_l"  # y of plots/data/tradeoff.csv (dvc plots)
+    bar_metrics: tuple[str, ...] = (
+        "self_bleu",
+        "distinct_2",
+        "semantic_diversity",
+        "rouge_l",
+        "bertscore_f1",
+        "pass_at_10",
+    )
+
+
+def _style() -> None:
+    plt.rcParams.update(
+        {
+            "font.size": 9,
+            "axes.titlesize": 9,
+            "axes.labelsize": 9,
+            "legend.fontsize": 8,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "pdf.fonttype": 42,  # TrueType in PDFs: editable text, accepted by publishers
+        }
+    )
+
+
+def save(fig: plt.Figure, out_dir: Path, name: str, p: PlotParams) -> list[Path]:
+    """Write `fig` as out_dir/name.<fmt> for every format (atomic), close it, return the paths."""
+    paths = []
+    for fmt in p.formats:
+        path = Path(out_dir) / f"{name}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=p.dpi, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def summary_value(stats: Mapping[str, Any], metric: str, system: str) -> tuple[float, float, float]:
+    """(mean, ci_low, ci_high) from the stats dict; NaNs where missing. inv_self_bleu = 1 − x."""
+    base = "self_bleu" if metric == "inv_self_bleu" else metric
+    e = stats["summary"].get(base, {}).get(system) or {}
+    vals = [e.get(k) for k in ("mean", "ci_low", "ci_high")]
+    m, lo, hi = (math.nan if v is None else float(v) for v in vals)
+    if metric == "inv_self_bleu":
+        m, lo, hi = 1 - m, 1 - hi, 1 - lo
+    return m, lo, hi
+
+
+# ---- data for `dvc plots` ---------------------------------------------------------------------
+
+
+def pass_at_k_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for s in SYSTEMS:
+        for k, col in enumerate(PASS_AT_K, start=1):
+            m, lo, hi = summary_value(stats, col, s)
+            rows.append({"system": s, "k": k, "pass_at_k": m, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def metrics_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for metric in stats["summary"]:
+        for s in SYSTEMS:
+            m, lo, hi = summary_value(stats, metric, s)
+            rows.append({"system": s, "metric": metric, "mean": m, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def tradeoff_frame(stats: Mapping[str, Any], diversity: str, quality: str) -> pd.DataFrame:
+    rows = []
+    for s in SYSTEMS:
+        d, dlo, dhi = summary_value(stats, diversity, s)
+        q, qlo, qhi = summary_value(stats, quality, s)
+        rows.append(
+            {
+                "system": s,
+                "diversity": d,
+                "quality": q,
+                "diversity_ci_low": dlo,
+                "diversity_ci_high": dhi,
+                "quality_ci_low": qlo,
+                "quality_ci_high": qhi,
+                "diversity_metric": diversity,
+                "quality_metric": quality,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def judge_frame(judgments: pd.DataFrame) -> pd.DataFrame:
+    """Per opponent: counts and rates of win / tie / loss (missing verdicts left out of rates)."""
+    rows = []
+    for opp in [s for s in SYSTEMS if s != "polychromic"]:
+        r = judgments[judgments["opponent"] == opp]
+        counts = {k: int((r["outcome"] == k).sum()) for k in ("win", "tie", "loss", "missing")}
+        n = counts["win"] + counts["tie"] + counts["loss"]
+        rates = {f"{k}_rate": (counts[k] / n if n else math.nan) for k in ("win", "tie", "loss")}
+        rows.append({"opponent": opp, **counts, "n": n, **rates})
+    return pd.DataFrame(rows)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+
+def _legend_below(fig: plt.Figure, axes: Iterable[plt.Axes], ncol: int = 5) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+            labels.setdefault(lab, lab)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=min(ncol, len(handles)),
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.02),
+        )
+
+
+def pass_at_k_figure(stats: Mapping[str, Any]) -> plt.Figure | None:
+    """Pass@k for k = 1…10 per system with the bootstrap CI as a band; None if no Pass@k at all."""
+    _style()
+    df = pass_at_k_frame(stats)
+    if df["pass_at_k"].isna().all():
+        return None
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for s in SYSTEMS:
+        d = df[(df["system"] == s) & df["pass_at_k"].notna()]
+        if d.empty:
+            continue
+        ax.plot(d["k"], d["pass_at_k"], color=COLORS[s], marker=MARKERS[s], ms=4, label=LABELS[s])
+        ax.fill_between(d["k"], d["ci_low"], d["ci_high"], color=COLORS[s], alpha=0.15, lw=0)
+    ax.set_xlabel("k (samples per prompt)")
+    ax.set_ylabel("Pass@k")
+    ax.set_xticks(range(1, 11))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, loc="best")
+    ax.set_title(f"Pass@k ({_ci_label(stats)})")
+    return fig
+
+
+def _ci_label(stats: Mapping[str, Any]) -> str:
+    s = stats["settings"]
+    return f"{round(100 * (1 - s['alpha']))}% bootstrap CI"
+
+
+def tradeoff_figure(
+    stats: Mapping[str, Any], diversity: str, qualities: Sequence[str]
+) -> plt.Figure | None:
+    """One panel per quality metric: x = diversity, y = quality, one point per system, CI bars."""
+    _style()
+    panels = []
+    for q in qualities:
+        pts = [(s, summary_value(stats, diversity, s), summary_value(stats, q, s)) for s in SYSTEMS]
+        pts = [p for p in pts if not (math.isnan(p[1][0]) or math.isnan(p[2][0]))]
+        if pts:
+            panels.append((q, pts))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), squeeze=False)
+    for ax, (q, pts) in zip(axes[0], panels, strict=True):
+        for s, (d, dlo, dhi), (m, lo, hi) in pts:
+            ax.errorbar(
+                d,
+                m,
+                xerr=[[d - dlo], [dhi - d]],
+                yerr=[[m - lo], [hi - m]],
+                fmt=MARKERS[s],
+                color=COLORS[s],
+                ms=8 if s == "polychromic" else 6,
+                capsize=2,
+                label=LABELS[s],
+            )
+        ax.set_xlabel(METRIC_LABELS.get(diversity, diversity))
+        ax.set_ylabel(METRIC_LABELS.get(q, q))
+        ax.grid(alpha=0.3)
+        ax.margins(0.15)
+    _legend_below(fig, axes[0])
+    fig.suptitle(f"Diversity vs quality (mean over prompts, {_ci_label(stats)})", y=1.0)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def metric_bars_figure(stats: Mapping[str, Any], metrics: Sequence[str]) -> plt.Figure | None:
+    """One small panel per metric, one bar per system with its CI; missing values are marked n/a."""
+    _style()
+    metrics = [m for m in metrics if m in stats["summary"] or m == "inv_self_bleu"]
+    if not metrics:
+        return None
+    ncol = min(3, len(metrics))
+    nrow = math.ceil(len(metrics) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.1 * ncol, 2.5 * nrow), squeeze=False)
+    x = np.arange(len(SYSTEMS))
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for i, s in enumerate(SYSTEMS):
+            m, lo, hi = summary_value(stats, metric, s)
+            if math.isnan(m):
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                continue
+            ax.bar(i, m, color=COLORS[s], label=LABELS[s], width=0.75)
+            ax.errorbar(i, m, yerr=[[m - lo], [hi - m]], color="black", capsize=2, lw=0.8)
+        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.set_xticks(x, [LABELS[s] for s in SYSTEMS], rotation=35, ha="right", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def judge_figure(judge: pd.DataFrame, backend: str) -> plt.Figure | None:
+    """Stacked horizontal bars: polychromic's win / tie / loss rates against each opponent."""
+    _style()
+    judge = judge[judge["n"] > 0]
+    if judge.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.0, 0.45 * len(judge) + 1.4))
+    y = np.arange(len(judge))[::-1]
+    left = np.zeros(len(judge))
+    for k in ("win", "tie", "loss"):
+        vals = judge[f"{k}_rate"].to_numpy(float)
+        ax.barh(y, vals, left=left, color=OUTCOME_COLORS[k], label=k, height=0.6)
+        for yi, lft, v in zip(y, left, vals, strict=True):
+            if v >= 0.08:
+                ax.text(lft + v / 2, yi, f"{v:.0%}", ha="center", va="center", fontsize=7)
+        left += vals
+    ax.set_yticks(
+        y, [f"vs {LABELS[o]} (n={n})" for o, n in zip(judge["opponent"], judge["n"], strict=True)]
+    )
+    ax.set_xlim(0, 1)
+    ax.axvline(0.5, color="black", lw=0.6, ls=":")
+    ax.set_xlabel("share of judged pairs (Polychromic's side)")
+    ax.set_title(f"Pairwise judge, backend: {backend}")
+    ax.legend(ncol=3, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    return fig
+
+
+TRAIN_SYSTEMS = ("baseline", "gem", "polychromic")
+
+
+def read_train_log(train_logs: Path, system: str, name: str) -> pd.DataFrame | None:
+    """DVCLive's TSV (timestamp, step, <name>) of metric train/<name>, or None if absent."""
+    path = Path(train_logs) / system / "plots" / "metrics" / "train" / f"{name}.tsv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, sep="\t")
+    if "step" not in df.columns or name not in df.columns:
+        raise ValueError(f"{path}: expected DVCLive columns 'step' and '{name}', got {list(df)}")
+    return df
+
+
+def training_figure(train_logs: Path) -> plt.Figure | None:
+    """Loss and CE of baseline / gem / polychromic; polychromic's in-batch diversity term."""
+    _style()
+    panels: list[tuple[str, str, list[tuple[str, pd.DataFrame]]]] = []
+    for name, title in (("loss", "training loss"), ("ce", "cross-entropy")):
+        curves = [(s, read_train_log(train_logs, s, name)) for s in TRAIN_SYSTEMS]
+        curves = [(s, d) for s, d in curves if d is not None]
+        if curves:
+            panels.append((name, title, curves))
+    div = read_train_log(train_logs, "polychromic", "diversity")
+    if div is not None:
+        panels.append(
+            ("diversity", "polychromic: diversity of sampled set", [("polychromic", div)])
+        )
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.9), squeeze=False)
+    for ax, (name, title, curves) in zip(axes[0], panels, strict=True):
+        for s, d in curves:
+            ax.plot(d["step"], d[name], color=COLORS[s], label=LABELS[s], lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    _legend_below(fig, axes[0], ncol=3)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+# ---- Pareto front across experiments ----------------------------------------------------------
+
+
+def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Which (diversity, quality) points no other point dominates, both maximised.
+
+    q dominates p when q ≥ p in both coordinates and > in at least one; exact duplicates do not
+    dominate each other (both stay on the front). Points with a NaN are never on the front.
+    """
+    pts = [(float(a), float(b)) for a, b in points]
+    out = []
+    for i, (x, y) in enumerate(pts):
+        if math.isnan(x) or math.isnan(y):
+            out.append(False)
+            continue
+        dominated = any(
+            (qx >= x and qy >= y and (qx > x or qy > y))
+            for j, (qx, qy) in enumerate(pts)
+            if j != i and not (math.isnan(qx) or math.isnan(qy))
+        )
+        out.append(not dominated)
+    return out
+
+
+def pareto_figure(df: pd.DataFrame, x_label: str, y_label: str) -> plt.Figure:
+    """Scatter of experiments (columns diversity, quality, label, on_front), front as a step line."""
+    _style()
+    fig, ax = plt.subplots(figsize=(4.4, 3.4))
+    off = df[~df["on_front"]]
+    on = df[df["on_front"]].sort_values("diversity")
+    ax.scatter(off["diversity"], off["quality"], color="#999999", s=22, label="dominated")
+    ax.scatter(
+        on["diversity"],
+        on["quality"],
+        color=COLORS["polychromic"],
+        marker="*",
+        s=80,
+        label="Pareto front",
+        zorder=3,
+    )
+    if len(on) > 1:
+        ax.plot(on["diversity"], on["quality"], color=COLORS["polychromic"], lw=1, zorder=2)
+    for _, r in df.iterrows():
+        ax.annotate(
+            str(r["label"]),
+            (r["diversity"], r["quality"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.margins(0.15)
+    ax.legend(frameon=False, loc="best")
+    ax.set_title("Polychromic experiments: quality–diversity front")
+    return fig
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def lookup(d: Mapping[str, Any], key: str) -> Any:
+    """Value at dotted `key`, or at the one flattened key ending in `.key`; None if absent.
+
+    Lets the Pareto script read `semantic_diversity` whether metrics/polychromic.json is flat or
+    nests it (e.g. under `mean`). Two different matches raise ValueError rather than guess.
+    """
+    flat = _flatten(d)
+    if key in flat:
+        return flat[key]
+    hits = {k: v for k, v in flat.items() if k.endswith("." + key)}
+    if len(hits) > 1:
+        raise ValueError(f"'{key}' is ambiguous: matches {sorted(hits)}")
+    return next(iter(hits.values()), None)
+
+
+def _exp_states(rows: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    # `dvc exp show --json`: [ExpState{rev, name, data, error, experiments: [ExpRange{revs}]}]
+    for state in rows:
+        yield state
+        for rng in state.get("experiments") or []:
+            yield from _exp_states(rng.get("revs") or [])
+
+
+def experiment_rows(
+    exp_show: Sequence[Mapping[str, Any]],
+    metrics_file: str,
+    diversity: str,
+    quality: str,
+    params: Sequence[str] = ("loss.lambda",),
+    params_file: str = "params.yaml",
+) -> pd.DataFrame:
+    """One row per experiment with a value for both metrics: name, params, diversity, quality.
+
+    `diversity` may be `inv_self_bleu` (1 − self_bleu). Experiments without the metrics file or a
+    value (failed, queued) are left out with a message; identical rows (workspace = HEAD) once.
+    """
+    rows, seen = [], set()
+    for st in _exp_states(exp_show):
+        data = st.get("data") or {}
+        name = st.get("name") or str(st.get("rev", ""))[:7]
+        met = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
+        par = ((data.get("params") or {}).get(params_file) or {}).get("data") or {}
+        if not met:
+            print(f"pareto: {name}: no {metrics_file}; skipped")
+            continue
+        key = "self_bleu" if diversity == "inv_self_bleu" else diversity
+        d, q = lookup(met, key), lookup(met, quality)
+        if d is None or q is None:
+            print(f"pareto: {name}: {key if d is None else quality} missing; skipped")
+            continue
+        d = 1 - float(d) if diversity == "inv_self_bleu" else float(d)
+        pvals = {p: lookup(par, p) for p in params}
+        sig = (tuple(pvals.items()), d, float(q))
+        if sig in seen:
+            continue
+        seen.add(sig)
+        rows.append({"experiment": name, **pvals, "diversity": d, "quality": float(q)})
+    df = pd.DataFrame(rows, columns=["experiment", *params, "diversity", "quality"])
+    df["on_front"] = non_dominated(list(zip(df["diversity"], df["quality"], strict=True)))
+    df["label"] = [
+        ", ".join(
+            ("λ" if p.endswith("lambda") else p.rsplit(".", 1)[-1]) + f"={r[p]}" for p in params
+        )
+        for _, r in df.iterrows()
+    ]
+    return df

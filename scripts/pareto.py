@@ -1,0 +1,61 @@
+"""Quality–diversity Pareto front of polychromic across DVC experiments, labelled by λ.
+
+python scripts/pareto.py --out plots/pareto               # runs `dvc exp show --json`
+python scripts/pareto.py --exp-json exps.json --quality pass_at_10 --out plots/pareto
+
+Reads each experiment's params (default loss.lambda) and metrics/polychromic.json, marks the
+non-dominated experiments (both axes maximised), writes <out>.pdf/.png and <out>.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib import figures as F  # noqa: E402
+from lib.io import atomic_path  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
+    ap.add_argument("--metrics-file", default="metrics/polychromic.json")
+    ap.add_argument("--diversity", default="semantic_diversity", help="or inv_self_bleu")
+    ap.add_argument("--quality", default="rouge_l", help="e.g. rouge_l, bertscore_f1, pass_at_10")
+    ap.add_argument("--param", action="append", help="dotted params.yaml key (repeatable)")
+    ap.add_argument("--out", type=Path, default=Path("plots/pareto"), help="path without suffix")
+    ap.add_argument("--formats", default="pdf,png")
+    args = ap.parse_args(argv)
+
+    if args.exp_json is not None:
+        exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
+    else:
+        cmd = ["dvc", "exp", "show", "--json"]
+        exp_show = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        )
+    params = tuple(args.param or ["loss.lambda"])
+    df = F.experiment_rows(exp_show, args.metrics_file, args.diversity, args.quality, params)
+    if df.empty:
+        raise SystemExit(f"pareto: no experiment has both {args.diversity} and {args.quality}")
+    with atomic_path(args.out.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    fig = F.pareto_figure(
+        df,
+        F.METRIC_LABELS.get(args.diversity, args.diversity),
+        F.METRIC_LABELS.get(args.quality, args.quality),
+    )
+    p = F.PlotParams(formats=tuple(args.formats.split(",")))
+    paths = F.save(fig, args.out.parent, args.out.name, p)
+    front = df[df["on_front"]]
+    print(f"pareto: {len(df)} experiments, {len(front)} on the front: {', '.join(front['label'])}")
+    print("pareto: wrote " + ", ".join(map(str, paths)))
+
+
+if __name__ == "__main__":
+    main()

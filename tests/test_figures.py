@@ -1,0 +1,230 @@
+"""lib.figures (data frames, Pareto front), the plot stage and scripts/pareto.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from score_tables import PARAMS_YAML, score_table, write_judgments, write_scores
+
+from lib import figures as F
+from lib.schemas import SYSTEMS
+from lib.stats import StatsParams, compute_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_non_dominated_exact():
+    pts = [
+        (0.1, 0.9),  # front: best quality
+        (0.5, 0.5),  # front
+        (0.4, 0.4),  # dominated by (0.5, 0.5)
+        (0.9, 0.1),  # front: best diversity
+        (0.5, 0.3),  # dominated by (0.5, 0.5): equal x, lower y
+        (0.5, 0.5),  # duplicate of a front point: stays on the front
+        (math.nan, 2.0),  # missing: never on the front, dominates nothing
+        (0.2, 0.2),  # dominated
+    ]
+    assert F.non_dominated(pts) == [True, True, False, True, False, True, False, False]
+    assert F.non_dominated([]) == []
+    assert F.non_dominated([(0.0, 0.0)]) == [True]
+
+
+def _exp(name, lam, metrics):
+    data = {
+        "rev": name,
+        "params": {"params.yaml": {"data": {"seed": 42, "loss": {"lambda": lam}}}},
+        "metrics": {"metrics/polychromic.json": {"data": metrics}} if metrics else {},
+    }
+    return {"rev": name, "name": name, "data": data, "error": None, "experiments": None}
+
+
+def exp_show_json():
+    ws = _exp("workspace", 0.5, {"semantic_diversity": 0.30, "rouge_l": 0.20})
+    head = _exp("main", 0.5, {"semantic_diversity": 0.30, "rouge_l": 0.20})
+    exps = [
+        _exp("exp-a", 0.0, {"semantic_diversity": 0.10, "rouge_l": 0.30}),
+        _exp("exp-b", 1.0, {"semantic_diversity": 0.45, "rouge_l": 0.10}),
+        _exp("exp-c", 0.3, {"semantic_diversity": 0.20, "rouge_l": 0.15}),  # dominated by 0.5
+        _exp("exp-d", 0.7, None),  # failed: no metrics file
+        _exp("exp-e", 0.9, {"mean": {"semantic_diversity": 0.40, "rouge_l": 0.05}}),  # nested
+    ]
+    head["experiments"] = [{"revs": [e], "executor": None, "name": e["name"]} for e in exps]
+    return [ws, head]
+
+
+def test_experiment_rows_and_front():
+    df = F.experiment_rows(
+        exp_show_json(), "metrics/polychromic.json", "semantic_diversity", "rouge_l"
+    )
+    by = df.set_index("loss.lambda")
+    assert sorted(by.index) == [
+        0.0,
+        0.3,
+        0.5,
+        0.9,
+        1.0,
+    ]  # workspace == main counted once; d skipped
+    assert by["on_front"].to_dict() == {0.5: True, 0.0: True, 1.0: True, 0.3: False, 0.9: False}
+    assert by.loc[0.9, "diversity"] == 0.40  # read through the nested `mean`
+    assert by.loc[0.5, "label"] == "λ=0.5"
+
+
+def test_lookup_ambiguous_key_raises():
+    with pytest.raises(ValueError, match="ambiguous"):
+        F.lookup({"a": {"x": 1}, "b": {"x": 2}}, "x")
+    assert F.lookup({"a": {"x": 1}}, "a.x") == 1 and F.lookup({"a": 1}, "zz") is None
+
+
+def test_pareto_script(tmp_path):
+    (tmp_path / "exps.json").write_text(json.dumps(exp_show_json()))
+    out = tmp_path / "pareto"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "pareto.py"),
+            "--exp-json",
+            str(tmp_path / "exps.json"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "3 on the front" in r.stdout
+    assert (tmp_path / "pareto.pdf").read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    csv = pd.read_csv(tmp_path / "pareto.csv")
+    assert csv["on_front"].sum() == 3
+
+
+def _stats(**drop):
+    scores = {s: score_table(s) for s in SYSTEMS}
+    for metric, system in drop.items():
+        scores[system][metric] = np.nan
+    return json.loads(
+        json.dumps(compute_stats(scores, StatsParams(bootstrap=200), 0), allow_nan=False)
+    )
+
+
+def test_frames_follow_stats():
+    st = _stats(pass_at_1="gem")
+    pk = F.pass_at_k_frame(st)
+    assert len(pk) == 50 and list(pk.columns) == ["system", "k", "pass_at_k", "ci_low", "ci_high"]
+    row = pk[(pk["system"] == "polychromic") & (pk["k"] == 10)].iloc[0]
+    assert row["pass_at_k"] == st["summary"]["pass_at_10"]["polychromic"]["mean"]
+    assert math.isnan(pk[(pk["system"] == "gem") & (pk["k"] == 1)]["pass_at_k"].iloc[0])
+    to = F.tradeoff_frame(st, "inv_self_bleu", "rouge_l")
+    sb = st["summary"]["self_bleu"]["gem"]
+    g = to.set_index("system").loc["gem"]
+    assert g["diversity"] == pytest.approx(1 - sb["mean"])
+    assert g["diversity_ci_low"] == pytest.approx(1 - sb["ci_high"])
+
+
+def test_judge_frame_rates():
+    from score_tables import judgments
+
+    jf = F.judge_frame(judgments()).set_index("opponent")
+    assert jf.loc["baseline", ["win", "tie", "loss", "missing", "n"]].tolist() == [2, 3, 2, 1, 7]
+    assert jf.loc["baseline", "tie_rate"] == pytest.approx(3 / 7)
+
+
+def _write_train_logs(root: Path, systems=("baseline", "gem", "polychromic")):
+    for s in systems:
+        d = root / s / "plots" / "metrics" / "train"
+        d.mkdir(parents=True)
+        for name in ("loss", "ce", "lambda_term", "diversity", "step_time"):
+            steps = np.arange(0, 50, 5)
+            pd.DataFrame(
+                {"timestamp": 1700000000000 + steps, "step": steps, name: 1.0 / (1 + steps)}
+            ).to_csv(d / f"{name}.tsv", sep="\t", index=False)
+
+
+def _run_stage(tmp_path, judge=True, train=True):
+    from stages.plot import main as plot_main
+    from stages.stats import main as stats_main
+
+    (tmp_path / "params.yaml").write_text(PARAMS_YAML)
+    write_scores(tmp_path / "scores")
+    if judge:
+        write_judgments(tmp_path / "comparisons.parquet")
+    if train:
+        _write_train_logs(tmp_path / "train")
+    common = ["--params", str(tmp_path / "params.yaml")]
+    stats_main(
+        ["--scores-dir", str(tmp_path / "scores"), "--judge", str(tmp_path / "comparisons.parquet"),
+         "--out", str(tmp_path / "stats.json"), "--table-md", str(tmp_path / "t.md"),
+         "--table-tex", str(tmp_path / "t.tex"), *common]
+    )  # fmt: skip
+    plot_main(
+        ["--scores-dir", str(tmp_path / "scores"), "--stats", str(tmp_path / "stats.json"),
+         "--judge", str(tmp_path / "comparisons.parquet"), "--train-logs", str(tmp_path / "train"),
+         "--out", str(tmp_path / "plots"), *common]
+    )  # fmt: skip
+    return tmp_path / "plots"
+
+
+def test_stage_plot_all_figures(tmp_path):
+    out = _run_stage(tmp_path)
+    for name in ("pass_at_k", "tradeoff", "metric_bars", "judge", "training"):
+        pdf = (out / f"{name}.pdf").read_bytes()
+        assert len(pdf) > 1000 and pdf.startswith(b"%PDF"), name
+        assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
+    pk = pd.read_csv(out / "data" / "pass_at_k.csv")
+    assert list(pk.columns[:3]) == ["system", "k", "pass_at_k"] and set(pk["k"]) == set(
+        range(1, 11)
+    )
+    wide = pd.read_csv(out / "data" / "pass_at_k_wide.csv")
+    assert list(wide.columns) == ["k", *SYSTEMS]
+    to = pd.read_csv(out / "data" / "tradeoff.csv")
+    assert {"system", "diversity", "quality"} <= set(to.columns) and len(to) == 5
+    for s in SYSTEMS:
+        assert list(pd.read_csv(out / "data" / "tradeoff" / f"{s}.csv").columns) == [
+            "diversity",
+            "quality",
+        ]
+    assert set(pd.read_csv(out / "data" / "metrics_long.csv")["system"]) == set(SYSTEMS)
+    assert len(pd.read_csv(out / "data" / "judge.csv")) == 4
+    assert len(pd.read_csv(out / "data" / "per_prompt.csv")) == 5 * 8 * 20
+
+
+def test_stage_plot_skips_missing_optional_inputs(tmp_path, capsys):
+    out = _run_stage(tmp_path, judge=False, train=False)
+    msg = capsys.readouterr().out
+    assert "skipped judge" in msg and "skipped training" in msg
+    assert not (out / "judge.pdf").exists() and not (out / "training.pdf").exists()
+    assert (out / "pass_at_k.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_training_figure_partial_logs(tmp_path):
+    _write_train_logs(tmp_path, systems=("baseline",))
+    fig = F.training_figure(tmp_path)
+    assert fig is not None and len(fig.axes) == 2  # loss and ce; no polychromic diversity panel
+    assert F.training_figure(tmp_path / "none") is None
+    bad = tmp_path / "gem" / "plots" / "metrics" / "train"
+    bad.mkdir(parents=True)
+    (bad / "loss.tsv").write_text("timestamp\tstep\tvalue\n1\t0\t1.0\n")
+    with pytest.raises(ValueError, match="loss.tsv"):
+        F.training_figure(tmp_path)
+
+
+def test_pass_at_k_figure_none_when_all_missing():
+    st = _stats(**{f"pass_at_{k}": s for k in range(1, 11) for s in SYSTEMS[:1]})
+    assert F.pass_at_k_figure(st) is not None  # other systems still have Pass@k
+    for k in range(1, 11):
+        for s in SYSTEMS:
+            st["summary"][f"pass_at_{k}"][s] = {
+                "mean": None,
+                "ci_low": None,
+                "ci_high": None,
+                "n": 0,
+            }
+    assert F.pass_at_k_figure(st) is None
