@@ -73,6 +73,23 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def ratio_bootstrap_ci(
+    num: np.ndarray, den: np.ndarray, n_resamples: int, alpha: float, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Percentile CI of sum(num)/sum(den) resampling clusters (prompts) with replacement.
+
+    The pooled ratio (e.g. wins / judged pairs) is the point estimate; resampling whole prompts
+    keeps the CI honest when one prompt contributes several correlated judgments.
+    """
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    if num.size == 0 or num.shape != den.shape or (den <= 0).any():
+        raise ValueError("ratio_bootstrap_ci: need matching non-empty arrays with den > 0")
+    idx = rng.integers(0, num.size, size=(n_resamples, num.size))  # (B, clusters)
+    ratios = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 def cohens_d(a: Sequence[float], b: Sequence[float]) -> float:
     """(mean a − mean b) / pooled SD (ddof 1). NaN when undefined (n < 2 each, or SD 0)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -214,8 +231,14 @@ def judge_summary(
             )
         else:
             n = len(valid)
-            per_prompt = (valid["outcome"] == "win").groupby(valid["id"]).mean().to_numpy(float)
-            lo, hi = bootstrap_ci(per_prompt, p.bootstrap, p.alpha, _rng(seed, "judge", opp))
+            g = (valid["outcome"] == "win").groupby(valid["id"])
+            lo, hi = ratio_bootstrap_ci(
+                g.sum().to_numpy(float),
+                g.size().to_numpy(float),
+                p.bootstrap,
+                p.alpha,
+                _rng(seed, "judge", opp),
+            )
             decided = counts["win"] + counts["loss"]
             p_sign = float(sps.binomtest(counts["win"], decided, 0.5).pvalue) if decided else None
             entry |= {

@@ -1,6 +1,6 @@
 """Quality–diversity Pareto front of polychromic across DVC experiments, labelled by λ.
 
-python scripts/pareto.py --out plots/pareto               # runs `dvc exp show --json`
+python scripts/pareto.py --out reports/pareto             # runs `dvc exp show --json`
 python scripts/pareto.py --exp-json exps.json --quality pass_at_10 --out plots/pareto
 
 Reads each experiment's params (default loss.lambda) and metrics/polychromic.json, marks the
@@ -28,7 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--diversity", default="semantic_diversity", help="or inv_self_bleu")
     ap.add_argument("--quality", default="rouge_l", help="e.g. rouge_l, bertscore_f1, pass_at_10")
     ap.add_argument("--param", action="append", help="dotted params.yaml key (repeatable)")
-    ap.add_argument("--out", type=Path, default=Path("plots/pareto"), help="path without suffix")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/pareto"),
+        help="path without suffix (not under plots/, which the plot stage owns)",
+    )
     ap.add_argument("--formats", default="pdf,png")
     args = ap.parse_args(argv)
 

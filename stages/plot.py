@@ -22,6 +22,16 @@ from lib.schemas import JUDGMENTS, SCORE_METRICS, SCORES, SYSTEMS
 
 def build(args: argparse.Namespace, p: F.PlotParams, out: Path) -> list[str]:
     stats = json.loads(args.stats.read_text(encoding="utf-8"))
+    known = set(stats["summary"]) | {"inv_self_bleu"}
+    for key, names in (
+        ("diversity_metric", [p.diversity_metric]),
+        ("tradeoff_quality", [p.tradeoff_quality]),
+        ("quality_metrics", p.quality_metrics),
+        ("bar_metrics", p.bar_metrics),
+    ):
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise ValueError(f"{args.params}: plot.{key} names unknown metric(s) {bad}")
     data = out / "data"
     made: list[str] = []
 

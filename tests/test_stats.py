@@ -23,6 +23,7 @@ from lib.stats import (
     judge_summary,
     paired_d,
     rank_biserial,
+    ratio_bootstrap_ci,
 )
 
 P = StatsParams(bootstrap=300, alpha=0.05)
@@ -87,6 +88,17 @@ def test_bootstrap_ci_percentile_definition_and_seeding():
         bootstrap_ci([1.0, np.nan], 100, 0.05, np.random.default_rng(0))
 
 
+def test_ratio_bootstrap_ci_resamples_clusters():
+    wins, n = np.array([3.0, 0.0, 1.0]), np.array([4.0, 2.0, 2.0])
+    lo, hi = ratio_bootstrap_ci(wins, n, 400, 0.1, np.random.default_rng(5))
+    idx = np.random.default_rng(5).integers(0, 3, size=(400, 3))
+    r = wins[idx].sum(1) / n[idx].sum(1)
+    assert (lo, hi) == (np.quantile(r, 0.05), np.quantile(r, 0.95))
+    assert lo <= 4 / 8 <= hi
+    with pytest.raises(ValueError):
+        ratio_bootstrap_ci(wins, np.array([1.0, 0.0, 1.0]), 10, 0.1, np.random.default_rng(0))
+
+
 def test_bootstrap_ci_coverage_near_nominal():
     rng = np.random.default_rng(12345)
     true_mean, hits, sims = 0.3, 0, 200
@@ -145,6 +157,7 @@ def test_judge_summary_counts_and_rates():
     assert (b["win"], b["tie"], b["loss"], b["missing"], b["n"]) == (2, 3, 2, 1, 7)
     assert b["win_rate"] == pytest.approx(2 / 7) and b["loss_rate"] == pytest.approx(2 / 7)
     assert b["p_sign"] == pytest.approx(sps.binomtest(2, 4, 0.5).pvalue)
+    assert b["ci_low"] <= b["win_rate"] <= b["ci_high"]
     z = j["opponents"]["zero_shot"]  # 7 wins, 1 tie
     assert z["win_rate"] == pytest.approx(7 / 8)
     assert j["backend"] == ["local"]
