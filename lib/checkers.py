@@ -60,7 +60,7 @@ def qa_pass(sample: str, references: Sequence[str], f1_threshold: float) -> bool
     """
     if not 0 < f1_threshold <= 1:
         raise ValueError(f"qa_pass: f1_threshold must be in (0, 1], got {f1_threshold}")
-    usable = [r for r in references if r is not None and normalize_answer(r)]
+    usable = [r for r in references if isinstance(r, str) and normalize_answer(r)]
     if not usable:
         raise ValueError(f"qa_pass: no reference is non-empty after normalisation: {references!r}")
     hyp = f" {normalize_answer(sample)} "

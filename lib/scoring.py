@@ -1,0 +1,239 @@
+"""Stage `score`: per-prompt diversity, quality and Pass@k over a system's samples.
+
+One row per test id (schema SCORES). Embeddings are computed once per distinct text, batched;
+BERTScore runs once over all (sample, references) pairs; code samples run in parallel sandboxes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lib import checkers, metrics
+from lib.sandbox import SandboxLimits
+from lib.schemas import PASS_AT_K, SCORE_METRICS
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    code_timeout_s: float = 5.0
+    code_memory_mb: int = 1024
+    code_workers: int = 2
+    qa_f1_threshold: float = 0.5
+    social_human_pass_rate: float = 0.5
+    eval_encoder: str | None = None  # second sentence-transformers encoder (id or local path)
+    bertscore_layer: int = 6
+    embed_batch_size: int = 64
+
+
+EmbedFn = Callable[[list[str]], np.ndarray]
+
+
+def _unique_embed(texts: list[str], embed_fn: EmbedFn) -> dict[str, np.ndarray]:
+    uniq = list(dict.fromkeys(texts))
+    if not uniq:
+        return {}
+    emb = embed_fn(uniq)
+    return dict(zip(uniq, np.asarray(emb, dtype=np.float64), strict=True))
+
+
+def _text(x: Any) -> str | None:
+    # pandas reads a null string as None or NaN depending on the dtype backend
+    return x if isinstance(x, str) else None
+
+
+def _references(row: Any) -> list[str]:
+    """All human references of a row (`references`, else `reference`); [] when there are none."""
+    many = row.references if isinstance(row.references, list | tuple | np.ndarray) else []
+    refs = [r for r in many if isinstance(r, str)]
+    if not refs and _text(row.reference) is not None:
+        refs = [row.reference]
+    return refs
+
+
+def score_generations(
+    gens: pd.DataFrame,
+    val: pd.DataFrame,
+    params: ScoreParams,
+    system: str,
+    *,
+    where: str = "generations",
+    val_where: str = "val",
+    embed_fn: EmbedFn | None = None,
+    eval_embed_fn: EmbedFn | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score every test id of `gens`; returns (SCORES rows, metrics JSON object)."""
+    from lib.embed import embed
+
+    if embed_fn is None:
+
+        def embed_fn(texts: list[str]) -> np.ndarray:
+            return embed(texts, batch_size=params.embed_batch_size)
+
+    if eval_embed_fn is None and params.eval_encoder is not None:
+        name = params.eval_encoder
+
+        def eval_embed_fn(texts: list[str]) -> np.ndarray:
+            return embed(texts, name=name, batch_size=params.embed_batch_size)
+
+    if gens.empty:
+        raise ValueError(f"{where}: no generations to score")
+    bad = gens.index[gens["system"] != system]
+    if len(bad):
+        raise ValueError(
+            f"{where}: row {int(bad[0])} has system {gens.loc[bad[0], 'system']!r}, expected {system!r}"
+        )
+    gens = gens.reset_index(drop=True)
+    gens = gens.assign(row_=np.arange(len(gens))).sort_values(["id", "sample"], kind="stable")
+    dup = gens.duplicated(["id", "sample"])
+    if dup.any():
+        r = gens[dup].iloc[0]
+        raise ValueError(
+            f"{where}: row {int(r['row_'])}: duplicate sample {r['sample']} of id {r['id']}"
+        )
+    groups = [g for _, g in gens.groupby("id", sort=True)]
+    for g in groups:
+        if g["domain"].nunique() != 1:
+            raise ValueError(
+                f"{where}: id {g['id'].iloc[0]} mixes domains {sorted(g['domain'].unique())}"
+            )
+    domains = sorted(gens["domain"].unique())
+    unknown = [d for d in domains if d not in checkers.CHECKER_NAMES]
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown domain(s) {unknown}; known: {sorted(checkers.CHECKER_NAMES)}"
+        )
+
+    outputs = gens["output"].tolist()
+    emb = _unique_embed(outputs, embed_fn)
+    eval_emb = _unique_embed(outputs, eval_embed_fn) if eval_embed_fn is not None else None
+
+    # Pass/fail per generation row (by row_), None where no checker applies.
+    passed: dict[int, bool] = {}
+    tau, n_tau = None, None
+    if "social" in domains:
+        tau, n_tau = checkers.social_tau(
+            val["references"].tolist(), params.social_human_pass_rate, embed_fn, val_where
+        )
+        soc = gens[gens["domain"] == "social"]
+        for r in soc.itertuples():
+            if r.reference is None:
+                raise ValueError(
+                    f"{where}: row {r.row_} (id {r.id}): social sample has no reference"
+                )
+        ref_emb = _unique_embed(soc["reference"].tolist(), embed_fn)
+        for r in soc.itertuples():
+            a, b = emb[r.output], ref_emb[r.reference]
+            cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+            passed[r.row_] = cos >= tau
+    if "qa" in domains:
+        for r in gens[gens["domain"] == "qa"].itertuples():
+            try:
+                passed[r.row_] = checkers.qa_pass(r.output, _references(r), params.qa_f1_threshold)
+            except ValueError as e:
+                raise ValueError(f"{where}: row {r.row_} (id {r.id}): {e}") from e
+    if "code" in domains:
+        code = gens[gens["domain"] == "code"]
+        items = [
+            (r.meta, r.output, f"{where}: row {r.row_} (id {r.id})") for r in code.itertuples()
+        ]
+        limits = SandboxLimits(timeout_s=params.code_timeout_s, memory_mb=params.code_memory_mb)
+        for r, ok in zip(
+            code.itertuples(), checkers.code_passes(items, limits, params.code_workers), strict=True
+        ):
+            passed[r.row_] = ok
+
+    # BERTScore once over every sample that has references.
+    bs_rows = [r for r in gens.itertuples() if _references(r)]
+    bert: dict[int, float] = {}
+    bs_hash = None
+    if bs_rows:
+        f1, bs_hash = metrics.bertscore_f1(
+            [r.output for r in bs_rows],
+            [_references(r) for r in bs_rows],
+            num_layers=params.bertscore_layer,
+            batch_size=params.embed_batch_size,
+        )
+        bert = {r.row_: float(v) for r, v in zip(bs_rows, f1, strict=True)}
+
+    rows = []
+    for g in tqdm(groups, desc=f"score {system}", unit="prompt", leave=False):
+        texts = g["output"].tolist()
+        first = next(g.itertuples())
+        refs = _references(first)
+        n = len(texts)
+        row: dict[str, Any] = {"system": system, "id": first.id, "n_samples": n}
+        row["self_bleu"] = metrics.self_bleu(texts) if n >= 2 else NAN
+        row["distinct_1"] = metrics.distinct_n(texts, 1)
+        row["distinct_2"] = metrics.distinct_n(texts, 2)
+        row["distinct_1_li"] = metrics.distinct_n_li(texts, 1)
+        row["distinct_2_li"] = metrics.distinct_n_li(texts, 2)
+        row["semantic_diversity"] = (
+            metrics.semantic_diversity(np.stack([emb[t] for t in texts])) if n >= 2 else NAN
+        )
+        row["semantic_diversity_eval"] = (
+            metrics.semantic_diversity(np.stack([eval_emb[t] for t in texts]))
+            if eval_emb is not None and n >= 2
+            else NAN
+        )
+        row["rouge_l"] = float(np.mean([metrics.rouge_l(t, refs) for t in texts])) if refs else NAN
+        row["bertscore_f1"] = float(np.mean([bert[r] for r in g["row_"]])) if refs else NAN
+        row["mean_length"] = float(np.mean([len(t.split()) for t in texts]))
+        flags = [passed.get(r) for r in g["row_"]]
+        if all(f is None for f in flags):
+            row["n_pass"] = None
+            row.update({c: NAN for c in PASS_AT_K})
+        else:
+            c = int(sum(bool(f) for f in flags))
+            row["n_pass"] = c
+            for k, col in enumerate(PASS_AT_K, start=1):
+                row[col] = metrics.pass_at_k(n, c, k) if k <= n else NAN
+        rows.append(row)
+
+    scores = pd.DataFrame(rows)
+    scores["n_pass"] = scores["n_pass"].astype("Int64")
+    summary = summarise(scores, system)
+    summary.update(
+        {
+            "social_tau": tau,
+            "social_tau_n_pairs": n_tau,
+            "social_human_pass_rate": params.social_human_pass_rate if tau is not None else None,
+            "checker": {d: checkers.CHECKER_NAMES[d] for d in domains},
+            "qa_f1_threshold": params.qa_f1_threshold if "qa" in domains else None,
+            "code_timeout_s": params.code_timeout_s if "code" in domains else None,
+            "bertscore": {
+                "model": metrics.BERTSCORE_MODEL if bs_hash else None,
+                "layer": params.bertscore_layer if bs_hash else None,
+                "hash": bs_hash,
+            },
+            "eval_encoder": params.eval_encoder,
+            "domains": domains,
+        }
+    )
+    return scores, summary
+
+
+def summarise(scores: pd.DataFrame, system: str) -> dict[str, Any]:
+    """Means over prompts of each metric (null where no prompt has it) and how many prompts count."""
+    out: dict[str, Any] = {"system": system, "n_prompts": int(len(scores))}
+    means, counts = {}, {}
+    for m in SCORE_METRICS:
+        col = pd.to_numeric(scores[m], errors="coerce").astype(float)
+        ok = col[np.isfinite(col)]
+        means[m] = float(ok.mean()) if len(ok) else None
+        counts[m] = int(len(ok))
+    out["mean"] = means
+    out["n_prompts_with"] = counts
+    n_pass = scores["n_pass"].dropna()
+    out["mean_n_pass"] = float(n_pass.mean()) if len(n_pass) else None
+    if any(v is not None and not math.isfinite(v) for v in means.values()):
+        raise ValueError("summarise: non-finite mean")  # cannot happen: NaNs were dropped
+    return out
