@@ -11,12 +11,15 @@ import torch
 import yaml
 
 from lib.judge.local_backend import LocalJudge
-from lib.judge.prompts import PAIR_CHOICES, pair_question
+from lib.judge.prompts import Question, pair_question
 
 
 def _questions():
+    q = pair_question("social", "hi there", "hello!", "go away", 500)
     return [
-        pair_question("social", "hi there", "hello!", "go away", 500),
+        q,
+        # multi-token choices take the one-row-per-choice path; mixed into the same batches
+        Question(q.system, q.user, ("A", "B", "both equally unhelpful")),
         pair_question("social", "what's up?", "not much, you?", "The quick brown fox " * 8, 500),
         pair_question("creative", "a haiku on rain", "rain taps the window", "rain", 500),
     ]
@@ -53,10 +56,11 @@ def test_ask_labels_and_picks_the_argmax(tiny_model):
     qs = _questions()
     lps = judge.choice_logprobs(qs)
     answers = judge.ask(qs)
-    for a, lp in zip(answers, lps, strict=True):
-        assert a.verdict == PAIR_CHOICES[max(range(3), key=lambda i: lp[i])]
+    for q, a, lp in zip(qs, answers, lps, strict=True):
+        assert a.verdict == q.choices[max(range(3), key=lambda i: lp[i])]
         assert a.reason.startswith("local log-prob judge: p(A)=")
         probs = [float(x.split("=")[1]) for x in a.reason.split(": ", 1)[1].split(", ")]
+        assert len(probs) == 3
         assert sum(probs) == pytest.approx(1.0, abs=2e-3)
     d = judge.describe()
     assert d["backend"] == "local" and d["judge_model"] == "local:tiny-random"

@@ -42,55 +42,66 @@ class LocalJudge:
             text = f"{q.system}\n\n{q.user}\n\n"
         return text + VERDICT_PREFIX
 
-    def _sequences(self, q: Question) -> list[tuple[list[int], int]]:
-        """(token ids, number of trailing choice tokens) for each choice of `q`."""
-        prompt_ids = self.tokenizer(self.prompt_text(q), add_special_tokens=False)["input_ids"]
-        out = []
-        for choice in q.choices:
-            choice_ids = self.tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-            out.append((list(prompt_ids) + list(choice_ids), len(choice_ids)))
-        return out
+    def _rows(
+        self, qi: int, q: Question
+    ) -> list[tuple[list[int], int, list[tuple[int, int, int]]]]:
+        """Forward rows for one question: (token ids, n scored trailing tokens, next-token
+        targets (question, choice, token id) read after the last position).
+
+        When every choice is a single token (" A", " B", " tie" in most vocabularies) one row, the
+        prompt, scores them all from its next-token distribution: a third of the compute of one
+        row per choice, and the same numbers.
+        """
+        prompt = list(self.tokenizer(self.prompt_text(q), add_special_tokens=False)["input_ids"])
+        choice_ids = [
+            list(self.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in q.choices
+        ]
+        if all(len(c) == 1 for c in choice_ids):
+            return [(prompt, 0, [(qi, ci, c[0]) for ci, c in enumerate(choice_ids)])]
+        return [(prompt + c, len(c), [(qi, ci, -1)]) for ci, c in enumerate(choice_ids)]
 
     @torch.no_grad()
     def choice_logprobs(self, questions: list[Question], desc: str = "judge") -> list[list[float]]:
         """Summed log-probability of each choice's tokens after each question's prompt."""
-        flat: list[tuple[int, list[int], int]] = []
-        for qi, q in enumerate(questions):
-            flat.extend((qi, ids, n) for ids, n in self._sequences(q))
-        scores: list[list[float]] = [[] for _ in questions]
+        rows = [r for qi, q in enumerate(questions) for r in self._rows(qi, q)]
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
         pad = pad if pad is not None else 0
-        # Similar lengths in a batch waste less padding; results are put back in order.
-        order = sorted(range(len(flat)), key=lambda i: len(flat[i][1]))
-        results: dict[int, float] = {}
+        # Similar lengths in a batch waste less padding; results are keyed, so order is free.
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        results: dict[tuple[int, int], float] = {}
         for start in tqdm(
             range(0, len(order), self.batch_size), desc=f"{desc} (local judge)", leave=False
         ):
             idx = order[start : start + self.batch_size]
-            width = max(len(flat[i][1]) for i in idx)
-            keep = max(flat[i][2] for i in idx) + 1
-            # Left padding lines every row's choice tokens up at the end, so only the last `keep`
+            width = max(len(rows[i][0]) for i in idx)
+            keep = max(rows[i][1] for i in idx) + 1
+            # Left padding lines every row's scored tokens up at the end, so only the last `keep`
             # positions need logits (the full [b, t, vocab] tensor would be ~GBs for long prompts).
             ids = torch.full((len(idx), width), pad, dtype=torch.long)  # [b, t]
             mask = torch.zeros((len(idx), width), dtype=torch.long)  # [b, t]
             for row, i in enumerate(idx):
-                seq = flat[i][1]
+                seq = rows[i][0]
                 ids[row, width - len(seq) :] = torch.tensor(seq)
                 mask[row, width - len(seq) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [b, t], real tokens from 0
             logits = self._last_logits(ids.to(device), mask.to(device), positions.to(device), keep)
             logp = torch.log_softmax(logits.float(), dim=-1)  # [b, keep, v]
             for row, i in enumerate(idx):
-                seq, n = flat[i][1], flat[i][2]
-                total = 0.0
-                for j in range(n):
-                    # choice token j sits at width-n+j; its logits come from the position before.
-                    total += float(logp[row, keep - 1 - n + j, seq[len(seq) - n + j]])
-                results[i] = total
-        for i, (qi, _, _) in enumerate(flat):
-            scores[qi].append(results[i])
-        return scores
+                seq, n, targets = rows[i]
+                for qi, ci, tok in targets:
+                    if n == 0:  # shared prompt row: the choice is the next token
+                        results[(qi, ci)] = float(logp[row, keep - 1, tok])
+                        continue
+                    total = 0.0
+                    for j in range(n):
+                        # token j of the choice sits at width-n+j; its logits come from the
+                        # position before, which is kept index keep-1-n+j.
+                        total += float(logp[row, keep - 1 - n + j, seq[len(seq) - n + j]])
+                    results[(qi, ci)] = total
+        return [
+            [results[(qi, ci)] for ci in range(len(q.choices))] for qi, q in enumerate(questions)
+        ]
 
     def _last_logits(
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int
