@@ -15,11 +15,64 @@ import time
 
 from lib.metrics import self_bleu, self_bleu_naive
 
-WORDS = (
-    "the a i you we it is was to of and in that for on with my your this be have do not "
-    "what how really good great thanks yes no maybe today time day think know like just so "
-    "cat dog city music movie book game work home friend family weather , . ! ?"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "i",
+    "you",
+    "we",
+    "it",
+    "is",
+    "was",
+    "to",
+    "of",
+    "and",
+    "in",
+    "that",
+    "for",
+    "on",
+    "with",
+    "my",
+    "your",
+    "this",
+    "be",
+    "have",
+    "do",
+    "not",
+    "what",
+    "how",
+    "really",
+    "good",
+    "great",
+    "thanks",
+    "yes",
+    "no",
+    "maybe",
+    "today",
+    "time",
+    "day",
+    "think",
+    "know",
+    "like",
+    "just",
+    "so",
+    "cat",
+    "dog",
+    "city",
+    "music",
+    "movie",
+    "book",
+    "game",
+    "work",
+    "home",
+    "friend",
+    "family",
+    "weather",
+    ",",
+    ".",
+    "!",
+    "?",
+]
 
 
 def make_prompts(n_prompts: int, n_samples: int, seed: int = 0) -> list[list[str]]:
@@ -55,10 +108,16 @@ def main(argv: list[str] | None = None) -> None:
     assert worst < 1e-9, f"values differ by {worst}"
 
     print(f"Self-BLEU, {args.prompts} prompts x {args.samples} samples, best of {args.repeats}")
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
     print(f"{'implementation':<34}{'seconds':>10}{'ms/prompt':>12}{'ratio':>8}")
-    print(f"{'naive sacrebleu sentence_bleu loop':<34}{t_naive:>10.3f}{1e3 * t_naive / args.prompts:>12.2f}{1.0:>8.1f}")
-    print(f"{'lib.metrics.self_bleu':<34}{t_fast:>10.3f}{1e3 * t_fast / args.prompts:>12.2f}{t_naive / t_fast:>8.1f}")
+    print(
+        f"{'naive sacrebleu sentence_bleu loop':<34}{t_naive:>10.3f}{1e3 * t_naive / args.prompts:>12.2f}{1.0:>8.1f}"
+    )
+    print(
+        f"{'lib.metrics.self_bleu':<34}{t_fast:>10.3f}{1e3 * t_fast / args.prompts:>12.2f}{t_naive / t_fast:>8.1f}"
+    )
     print(f"max |difference| = {worst:.1e}")
 
 
