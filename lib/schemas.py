@@ -167,7 +167,9 @@ JUDGMENTS = _schema(
     _f("opponent", pa.string()),
     _f("sample_system", pa.int64()),
     _f("sample_opponent", pa.int64()),
-    _f("verdict_first", pa.string()),  # polychromic shown first: A | B | tie | unparseable | missing
+    _f(
+        "verdict_first", pa.string()
+    ),  # polychromic shown first: A | B | tie | unparseable | missing
     _f("verdict_second", pa.string()),  # polychromic shown second
     _f("reason_first", pa.string(), nullable=True),
     _f("reason_second", pa.string(), nullable=True),

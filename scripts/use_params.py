@@ -1,6 +1,6 @@
 """Merge an overrides file (e.g. configs/smoke.yaml) into params.yaml, atomically.
 
-    python scripts/use_params.py configs/smoke.yaml [--params params.yaml]
+python scripts/use_params.py configs/smoke.yaml [--params params.yaml]
 """
 
 from __future__ import annotations

@@ -15,8 +15,11 @@ VENV_BIN = Path(sys.executable).parent
 
 def scratch_repo(dest: Path, overrides: str | None = "configs/smoke.yaml") -> Path:
     files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-        capture_output=True, text=True,
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     for f in files:
         src = ROOT / f

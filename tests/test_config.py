@@ -26,8 +26,11 @@ def test_lambda_maps_to_lambda_field_and_ints_become_floats():
 
 @pytest.mark.parametrize(
     "data, msg",
-    [({"lambda": "high"}, "expected a number"), ({"objective": 3}, "expected a string"),
-     ({"lambda": True}, "expected a number")],
+    [
+        ({"lambda": "high"}, "expected a number"),
+        ({"objective": 3}, "expected a string"),
+        ({"lambda": True}, "expected a number"),
+    ],
 )
 def test_wrong_types_fail(data, msg):
     with pytest.raises(ParamsError, match=msg):

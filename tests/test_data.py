@@ -68,8 +68,11 @@ def test_validate_reports_file_and_line(raw, reason):
 
 
 def test_exact_duplicates_dropped_and_counted():
-    raws = [RawPair("Hi there!", "Hello", "f:1"), RawPair("hi there", "hello.", "f:2"),
-            RawPair("hi there", "different", "f:3")]
+    raws = [
+        RawPair("Hi there!", "Hello", "f:1"),
+        RawPair("hi there", "hello.", "f:2"),
+        RawPair("hi there", "different", "f:3"),
+    ]
     df, rep = prepare_pairs(raws, P, 0)
     assert len(df) == 2 and rep["dropped_by_reason"] == {"duplicate_pair": 1}
     # the two remaining pairs share an input, so they share a group
@@ -104,7 +107,10 @@ def test_bad_fraction_over_limit_fails_naming_rows():
 
 
 def test_duplicate_natural_ids_are_bad_rows():
-    raws = [RawPair("question one", "yes", "f:1", id="x"), RawPair("question two", "no", "f:2", id="x")]
+    raws = [
+        RawPair("question one", "yes", "f:1", id="x"),
+        RawPair("question two", "no", "f:2", id="x"),
+    ]
     _, rep = prepare_pairs(raws, DataParams(max_bad_fraction=0.5), 0)
     assert rep["bad_row_examples"] == ["f:2: duplicate id 'x'"]
 
@@ -129,16 +135,19 @@ def _jsonl(tmp_path, lines: list[bytes]):
 
 
 def test_jsonl_malformed_input_reports_each_line(tmp_path):
-    p = _jsonl(tmp_path, [
-        b'{"input": "my tweet", "output": "a reply"}',
-        b'{"input": "broken", ',
-        b'{"input": "no output"}',
-        b'{"input": 5, "output": "x"}',
-        b'\xff\xfe not utf8',
-        b'["a", "b"]',
-        b'',
-        b'{"input": "second tweet", "output": "another reply", "id": 7}',
-    ])
+    p = _jsonl(
+        tmp_path,
+        [
+            b'{"input": "my tweet", "output": "a reply"}',
+            b'{"input": "broken", ',
+            b'{"input": "no output"}',
+            b'{"input": 5, "output": "x"}',
+            b"\xff\xfe not utf8",
+            b'["a", "b"]',
+            b"",
+            b'{"input": "second tweet", "output": "another reply", "id": 7}',
+        ],
+    )
     df, rep = prepare_pairs(load_domain(p), p, 0)
     assert df["input"].tolist() == ["my tweet", "second tweet"]
     assert "7" in df["id"].tolist()
@@ -157,10 +166,20 @@ def test_jsonl_too_many_bad_rows_writes_nothing(tmp_path):
     p = tmp_path / "mine.jsonl"
     p.write_text('{"input": "ok input", "output": "ok"}\nnot json\n')
     params = tmp_path / "params.yaml"
-    params.write_text(f"seed: 1\ndata:\n  domain: jsonl\n  jsonl_path: {p}\n  max_bad_fraction: 0.1\n")
+    params.write_text(
+        f"seed: 1\ndata:\n  domain: jsonl\n  jsonl_path: {p}\n  max_bad_fraction: 0.1\n"
+    )
     with pytest.raises(DataError, match=rf"{p}:2"):
-        prepare.main(["--out", str(tmp_path / "o.parquet"), "--report", str(tmp_path / "r.json"),
-                      "--params", str(params)])
+        prepare.main(
+            [
+                "--out",
+                str(tmp_path / "o.parquet"),
+                "--report",
+                str(tmp_path / "r.json"),
+                "--params",
+                str(params),
+            ]
+        )
     assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "r.json").exists()
 
 
@@ -174,8 +193,13 @@ def test_jsonl_missing_path_is_clear(tmp_path):
 
 def _prepared(domain):
     p = DataParams(domain=domain, max_pairs=3000)
-    return prepare_pairs(load_domain(p), p, 42, reference_required=domain not in NO_REFERENCE,
-                         curated=domain in CURATED)
+    return prepare_pairs(
+        load_domain(p),
+        p,
+        42,
+        reference_required=domain not in NO_REFERENCE,
+        curated=domain in CURATED,
+    )
 
 
 def test_social_adapter_has_36_opening_prompts_with_many_replies():
@@ -205,8 +229,10 @@ def test_qa_adapter_includes_trivia():
     df, _ = _prepared("qa")
     cats = df["meta"].map(lambda m: json.loads(m)["category"])
     assert "trivia" in set(cats) and cats.nunique() >= 10
-    assert ((df["input"] == "Who was the 37th President of the United States?")
-            & (df["reference"] == "Richard Nixon")).any()
+    assert (
+        (df["input"] == "Who was the 37th President of the United States?")
+        & (df["reference"] == "Richard Nixon")
+    ).any()
 
 
 def test_creative_adapter_has_100_plus_prompts_without_reference():
@@ -222,8 +248,16 @@ def _toy_pairs(n_groups=200, seed=0):
     rows = []
     for g in range(n_groups):
         for j in range(int(rng.integers(1, 6))):
-            rows.append({"id": f"r{g}-{j}", "domain": "qa", "input": f"input {g}",
-                         "reference": f"ref {g} {j}", "group": f"g{g}", "meta": "{}"})
+            rows.append(
+                {
+                    "id": f"r{g}-{j}",
+                    "domain": "qa",
+                    "input": f"input {g}",
+                    "reference": f"ref {g} {j}",
+                    "group": f"g{g}",
+                    "meta": "{}",
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -68,4 +68,6 @@ def test_atomic_dir_replaces_whole(tmp_path):
 
 def test_json_nan_becomes_null(tmp_path):
     write_json({"a": float("nan"), "b": 1.5}, tmp_path / "m.json")
-    assert (tmp_path / "m.json").read_text().replace(" ", "").replace("\n", "") == '{"a":null,"b":1.5}'
+    assert (tmp_path / "m.json").read_text().replace(" ", "").replace(
+        "\n", ""
+    ) == '{"a":null,"b":1.5}'

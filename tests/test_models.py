@@ -24,7 +24,9 @@ _NO_NETWORK = textwrap.dedent(
 def _run_offline(code: str) -> str:
     out = subprocess.run(
         [sys.executable, "-c", _NO_NETWORK + textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout

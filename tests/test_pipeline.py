@@ -25,14 +25,24 @@ def _declared_outputs(root):
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     outs, metrics = [], []
     for name, stage in spec["stages"].items():
-        items = [(name, None)] if "foreach" not in stage else [
-            (name, k) for k in (stage["foreach"] if isinstance(stage["foreach"], list)
-                                else stage["foreach"].keys())
-        ]
+        items = (
+            [(name, None)]
+            if "foreach" not in stage
+            else [
+                (name, k)
+                for k in (
+                    stage["foreach"]
+                    if isinstance(stage["foreach"], list)
+                    else stage["foreach"].keys()
+                )
+            ]
+        )
         body = stage.get("do", stage)
         for _, key in items:
+
             def sub(path, key=key):
                 return path.replace("${item}", str(key)).replace("${key}", str(key))
+
             for entry in body.get("outs", []):
                 outs.append(sub(entry if isinstance(entry, str) else next(iter(entry))))
             for entry in body.get("metrics", []):

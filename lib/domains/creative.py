@@ -47,4 +47,6 @@ def prompts() -> list[str]:
 
 def load(p: DataParams) -> Iterator[RawPair | BadRow]:
     for n, text in enumerate(prompts()):
-        yield RawPair(text, None, f"lib/domains/creative.py:prompt {n + 1}", {"form": n // len(SUBJECTS)})
+        yield RawPair(
+            text, None, f"lib/domains/creative.py:prompt {n + 1}", {"form": n // len(SUBJECTS)}
+        )

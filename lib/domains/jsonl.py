@@ -44,4 +44,6 @@ def load(p: DataParams) -> Iterator[RawPair | BadRow]:
                 continue
             meta = {k: v for k, v in obj.items() if k not in ("input", "output", "id")}
             rid = obj.get("id")
-            yield RawPair(obj["input"], obj["output"], src, meta, id=str(rid) if rid is not None else None)
+            yield RawPair(
+                obj["input"], obj["output"], src, meta, id=str(rid) if rid is not None else None
+            )

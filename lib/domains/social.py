@@ -38,4 +38,6 @@ def load(p: DataParams, path: Path | None = None) -> Iterator[RawPair | BadRow]:
         if opening and turns:
             yield RawPair(opening, turns[0], f"{src}:opening", {"conversation": conv_id, "turn": 0})
         for t in range(len(turns) - 1):
-            yield RawPair(turns[t], turns[t + 1], f"{src}:turn{t}", {"conversation": conv_id, "turn": t + 1})
+            yield RawPair(
+                turns[t], turns[t + 1], f"{src}:turn{t}", {"conversation": conv_id, "turn": t + 1}
+            )
