@@ -37,11 +37,16 @@ def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
     return logits[:, :-1, :], labels[:, 1:]
 
 
+def _upcast(z: torch.Tensor) -> torch.Tensor:
+    # Half-precision logits lose too much in log-softmax; float32/float64 stay as they are.
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log p(label_t | <t) per position, (B, T-1), 0.0 where the label is IGNORE_INDEX."""
     z, y = _shift(logits, labels)
     nll = F.cross_entropy(
-        z.float().reshape(-1, z.shape[-1]),
+        _upcast(z).reshape(-1, z.shape[-1]),
         y.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="none",
@@ -60,7 +65,7 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not bool((y != IGNORE_INDEX).any()):
         raise ValueError("no labelled token in the batch: cross-entropy is undefined")
     return F.cross_entropy(
-        z.float().reshape(-1, z.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX
+        _upcast(z).reshape(-1, z.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX
     )
 
 
@@ -83,7 +88,7 @@ def gem_loss(
     mask = y != IGNORE_INDEX
     if not bool(mask.any()):
         raise ValueError("no labelled token in the batch: GEM loss is undefined")
-    z = z[mask].float()  # (M, V) labelled positions only
+    z = _upcast(z[mask])  # (M, V) labelled positions only
     y = y[mask]  # (M,)
     logp = z.log_softmax(-1)  # (M, V)
     q = (z.detach() / beta).softmax(-1)  # (M, V)

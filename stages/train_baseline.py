@@ -1,0 +1,13 @@
+"""Stage train_baseline: LoRA adapter for the 'baseline' system (reads params: seed, model, lora, train). See stages/train.py."""
+
+from __future__ import annotations
+
+from stages.train import main as _main
+
+
+def main(argv: list[str] | None = None) -> None:
+    _main(argv, system="baseline")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""lib.train and the train stages on tiny-random (CPU): the diversity term is real, RNG is isolated,
+base weights stay frozen, a killed run resumes to the same adapter."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lib import losses
+from lib.chat import IGNORE_INDEX, chat_prompt_ids, training_example
+from lib.models import ModelParams, load_model
+from lib.train import (
+    GemParams,
+    LoraParams,
+    LossParams,
+    Trainer,
+    TrainParams,
+    attach_lora,
+    build_examples,
+    collate_samples,
+    train,
+)
+
+MP = ModelParams(base="tiny-random", device="cpu")
+LORA = LoraParams()
+FAST = TrainParams(
+    max_steps=3, batch_size=3, warmup_steps=1, max_length=48, checkpoint_every=0, lr=1e-2
+)
+LEX = LossParams(lambda_=0.5, num_samples=3, diversity="lexical", max_new_tokens=6)
+# tiny-random's samples are random tokens: their word bigrams never overlap, every lexical distance
+# is 1 and every credit 0. MiniLM distances vary, so tests that need a non-zero term use them.
+SEM = LossParams(lambda_=0.5, num_samples=3, diversity="semantic", max_new_tokens=6)
+
+INPUTS = [
+    "What did you do this weekend?",
+    "Do you like hiking?",
+    "Tell me about your favourite food.",
+    "Where did you grow up?",
+    "What music do you listen to?",
+    "Any plans for the summer?",
+    "Have you read a good book lately?",
+    "Cats or dogs?",
+]
+REFS = [
+    "I went to the beach with friends.",
+    "Yes, I love the mountains.",
+    "Pizza, no question.",
+    "A small town by the sea.",
+    "Mostly jazz and some rock.",
+    "A road trip up the coast.",
+    "Yes, a mystery novel.",
+    "Dogs, always dogs!",
+]
+
+
+def _df(n: int = 8, null_refs: int = 0) -> pd.DataFrame:
+    refs: list[str | None] = [REFS[i % len(REFS)] for i in range(n)]
+    for i in range(null_refs):
+        refs[i] = None
+    return pd.DataFrame(
+        {
+            "id": [f"t{i}" for i in range(n)],
+            "domain": "social",
+            "input": [INPUTS[i % len(INPUTS)] for i in range(n)],
+            "reference": refs,
+            "group": [f"g{i}" for i in range(n)],
+            "meta": "{}",
+            "split": "train",
+            "references": [[r] if r else [] for r in refs],
+        }
+    )
+
+
+def _adapter(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _run(tmp_path, name, system, tok, *, lora=LORA, tp=FAST, loss=LEX, **kw):
+    out = tmp_path / name
+    train(
+        system,
+        _df(),
+        seed=7,
+        model_params=MP,
+        lora=lora,
+        train_params=tp,
+        loss=loss,
+        out_dir=out,
+        progress=False,
+        tokenizer=tok,
+        **kw,
+    )
+    return _adapter(out)
+
+
+def _lora_model(tok, dropout=0.0):
+    base, _ = load_model(MP, tok)
+    return attach_lora(base, LoraParams(dropout=dropout), MP)
+
+
+# -- prompt formatting ------------------------------------------------------------------------
+
+
+def test_training_example_masks_prompt_chat_and_plain(tiny_model):
+    _, tok = tiny_model
+    ids, labels = training_example(tok, "hi there", "hello you")
+    prompt = chat_prompt_ids(tok, "hi there")
+    assert ids[: len(prompt)] == prompt
+    assert labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    target = ids[len(prompt) :]
+    assert labels[len(prompt) :] == target
+    assert tok.decode(target) == "hello you<|im_end|>"  # ends on the turn's end token, not "\n"
+    assert target[-1] == tok.eos_token_id
+
+    plain = copy.deepcopy(tok)
+    plain.chat_template = None
+    ids, labels = training_example(plain, "hi", "yo")
+    assert plain.decode([t for t, lab in zip(ids, labels, strict=True) if lab == IGNORE_INDEX]) == (
+        "Input: hi\nOutput: "
+    )
+    assert plain.decode([lab for lab in labels if lab != IGNORE_INDEX]) == "yo" + plain.eos_token
+
+
+def test_training_example_truncates_target_to_max_length(tiny_model):
+    _, tok = tiny_model
+    prompt = chat_prompt_ids(tok, "hi")
+    ids, labels = training_example(tok, "hi", "word " * 50, max_length=len(prompt) + 3)
+    assert len(ids) == len(prompt) + 3 and sum(lab != IGNORE_INDEX for lab in labels) == 3
+
+
+def test_build_examples_skips_null_references(tiny_model):
+    _, tok = tiny_model
+    ex, rep = build_examples(_df(5, null_refs=2), tok, 64)
+    assert (rep.rows, rep.used, rep.skipped_null_reference) == (5, 3, 2)
+    assert [e.index for e in ex] == [2, 3, 4]
+
+
+# -- log π(y|x) of samples --------------------------------------------------------------------
+
+
+def test_collate_samples_logprob_matches_unpadded_forward(tiny_model):
+    model, tok = tiny_model
+    prompts = [[1, 5, 9, 11], [1, 7], [1, 7]]
+    comps = [[3, 4], [8, 8, 2, 6], [5]]
+    inputs, labels, keep = collate_samples(prompts, comps, tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        logits = model(**inputs, logits_to_keep=keep).logits
+        got = losses.sequence_logprob(logits, labels[:, -keep:])
+        for r, (p, c) in enumerate(zip(prompts, comps, strict=True)):
+            lp = model(input_ids=torch.tensor([p + c])).logits[0].log_softmax(-1)
+            want = sum(float(lp[len(p) - 1 + t, tok_id]) for t, tok_id in enumerate(c))
+            assert float(got[r]) == pytest.approx(want, abs=1e-4)
+
+
+# -- the diversity term is real ---------------------------------------------------------------
+
+
+def test_lambda_term_gradient_matches_independent_computation(tiny_model):
+    _, tok = tiny_model
+    model = _lora_model(tok).to(torch.float64)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # non-zero B so the gradient reaches A as well
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+    examples, _ = build_examples(_df(2), tok, 48)
+    tr = Trainer("polychromic", model, tok, examples, FAST, 0, LEX)
+    completions = tr.draw_samples(examples)
+    assert all(len(c) > 0 for group in completions for c in group)
+    credit = torch.tensor([[0.3, -0.1, 0.5], [0.2, 0.0, -0.4]], dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    term = losses.diversity_term(credit, tr.sample_logprobs(examples, completions))
+    batched = torch.autograd.grad(term, params)
+
+    def independent() -> torch.Tensor:  # −(1/B)·Σ credit·log π, one unpadded sample at a time
+        total = torch.zeros((), dtype=torch.float64)
+        for b, ex in enumerate(examples):
+            for i, c in enumerate(completions[b]):
+                ids = torch.tensor([ex.prompt_ids + c])
+                lp = model(input_ids=ids).logits[0].log_softmax(-1)
+                n = len(ex.prompt_ids)
+                total = total - credit[b, i] * sum(lp[n - 1 + t, y] for t, y in enumerate(c))
+        return total / len(examples)
+
+    expr = independent()
+    assert float(term.detach()) == pytest.approx(float(expr.detach()), rel=1e-9)
+    by_hand = torch.autograd.grad(expr, params)
+    assert sum(float(x.abs().sum()) for x in batched) > 0
+    for a, b in zip(batched, by_hand, strict=True):
+        assert torch.allclose(a, b, rtol=1e-7, atol=1e-10)
+
+    # Directional finite difference along the gradient (the model's RMSNorm computes in float32,
+    # so single-entry differences drown in rounding): the slope must equal |∇|.
+    norm = torch.sqrt(sum((g_**2).sum() for g_ in batched))
+    h = 1e-3
+    with torch.no_grad():
+        for q, g_ in zip(params, batched, strict=True):
+            q.add_(h * g_ / norm)
+        up = float(independent())
+        for q, g_ in zip(params, batched, strict=True):
+            q.sub_(2 * h * g_ / norm)
+        down = float(independent())
+    assert (up - down) / (2 * h) == pytest.approx(float(norm), rel=1e-3)
+
+
+def test_sampling_and_scoring_do_not_move_training_rng(tiny_model):
+    _, tok = tiny_model
+    model = _lora_model(tok, dropout=0.1)
+    examples, _ = build_examples(_df(3), tok, 48)
+    tr = Trainer("polychromic", model, tok, examples, FAST, 0, LEX)
+    before = torch.get_rng_state()
+    with torch.random.fork_rng(devices=[]):
+        pass
+    completions = tr.draw_samples(examples)
+    texts = [tok.batch_decode(g, skip_special_tokens=True) for g in completions]
+    tr.scorer(texts, [e.reference for e in examples])
+    assert torch.equal(
+        before, torch.get_rng_state()
+    )  # sample() itself draws only from its generators
+    assert model.training  # back in train mode after sampling
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_polychromic_lambda0_is_baseline_bit_for_bit(tiny_model, tmp_path, dropout):
+    _, tok = tiny_model
+    lora = LoraParams(dropout=dropout)
+    base = _run(tmp_path, "b", "baseline", tok, lora=lora)
+    poly0 = _run(
+        tmp_path,
+        "p0",
+        "polychromic",
+        tok,
+        lora=lora,
+        loss=LossParams(**{**SEM.__dict__, "lambda_": 0.0}),
+    )
+    assert _same(base, poly0)
+    if dropout == 0.0:  # no dropout RNG: any difference comes from the λ term's gradient alone
+        poly = _run(tmp_path, "p", "polychromic", tok, lora=lora, loss=SEM)
+        assert not _same(base, poly)
+
+
+def test_lambda_positive_keeps_data_order(tiny_model):
+    _, tok = tiny_model
+    examples, _ = build_examples(_df(), tok, 48)
+    orders = []
+    for system in ("baseline", "polychromic"):
+        tr = Trainer(system, _lora_model(tok, dropout=0.05), tok, examples, FAST, 7, SEM)
+        for _ in range(3):
+            m = tr.step()
+        orders.append(tr.seen_batches)
+        if system == "polychromic":
+            assert m["lambda_term"] != 0.0 and 0.0 <= m["diversity"] <= 1.0
+    assert orders[0] == orders[1]
+    assert len({i for b in orders[0] for i in b}) == 8  # an epoch visits every example
+
+
+def test_semantic_scorer_identical_samples_zero_credit():
+    from lib.train import Scorer
+
+    sc = Scorer(LossParams(diversity="semantic", objective="multiplicative"), torch.device("cpu"))
+    credit, div = sc(
+        [["a cat", "a cat", "a cat"], ["the sea", "a tax form", "jazz"]], ["a cat", "x"]
+    )
+    assert torch.allclose(credit[0], torch.zeros(3), atol=1e-6) and float(div[0]) == pytest.approx(
+        0, abs=1e-6
+    )
+    assert float(div[1]) > 0.3 and not torch.isnan(credit).any()
+
+
+# -- every trainer trains the adapter only ----------------------------------------------------
+
+
+@pytest.mark.parametrize("system", ["baseline", "gem", "polychromic"])
+def test_trainer_changes_adapter_not_base(tiny_model, system):
+    _, tok = tiny_model
+    model = _lora_model(tok, dropout=0.05)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    examples, _ = build_examples(_df(), tok, 48)
+    tr = Trainer(system, model, tok, examples, FAST, 0, LEX, GemParams(beta=0.7))
+    for _ in range(2):
+        m = tr.step()
+    assert m["loss"] == m["loss"]  # not NaN
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    lora = {n for n in before if "lora_" in n}
+    assert changed and changed <= lora
+    assert {n for n in lora if "lora_B" in n} <= changed
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_adapter(tiny_model, tmp_path):
+    _, tok = tiny_model
+    tp = TrainParams(**{**FAST.__dict__, "max_steps": 5, "checkpoint_every": 2})
+    lora = LoraParams(dropout=0.1)
+    straight = _run(tmp_path, "straight", "polychromic", tok, lora=lora, tp=tp, loss=SEM)
+
+    ckpt = tmp_path / ".ckpt" / "polychromic"
+
+    def crash(trainer):
+        if trainer.step_idx == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _run(
+            tmp_path,
+            "resumed",
+            "polychromic",
+            tok,
+            lora=lora,
+            tp=tp,
+            loss=SEM,
+            ckpt_dir=ckpt,
+            after_step=crash,
+        )
+    assert (ckpt / "state.pt").exists() and not (tmp_path / "resumed").exists()
+    seen = []
+    resumed = _run(
+        tmp_path,
+        "resumed",
+        "polychromic",
+        tok,
+        lora=lora,
+        tp=tp,
+        loss=SEM,
+        ckpt_dir=ckpt,
+        after_step=lambda t: seen.append(t.step_idx),
+    )
+    assert seen == [3, 4, 5]  # picked up after the step-2 checkpoint
+    assert _same(straight, resumed)
+    assert not ckpt.exists()
+
+    # A checkpoint from other params is ignored, not resumed.
+    with pytest.raises(Crash):
+        _run(tmp_path, "x", "polychromic", tok, lora=lora, tp=tp, ckpt_dir=ckpt, after_step=crash)
+    seen = []
+    other = LossParams(**{**LEX.__dict__, "lambda_": 0.2})
+    _run(
+        tmp_path,
+        "x",
+        "polychromic",
+        tok,
+        lora=lora,
+        tp=tp,
+        loss=other,
+        ckpt_dir=ckpt,
+        after_step=lambda t: seen.append(t.step_idx),
+    )
+    assert seen == [1, 2, 3, 4, 5]
+
+
+# -- the stage --------------------------------------------------------------------------------
+
+
+def _params(tmp_path, **train_overrides):
+    import yaml
+
+    p = {
+        "seed": 3,
+        "model": {"base": "tiny-random", "device": "cpu"},
+        "lora": {
+            "r": 4,
+            "alpha": 8,
+            "dropout": 0.0,
+            "target_modules": ["q_proj", "v_proj", "down_proj"],
+        },
+        "train": {
+            "max_steps": 2,
+            "batch_size": 2,
+            "max_length": 48,
+            "log_every": 1,
+            **train_overrides,
+        },
+        "loss": {"lambda": 0.3, "num_samples": 2, "diversity": "lexical", "max_new_tokens": 4},
+        "gem": {"beta": 0.7},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
+    from lib.io import write_parquet
+    from lib.schemas import EXAMPLES
+    from stages import train_polychromic
+
+    params = _params(tmp_path)
+    data = tmp_path / "train.parquet"
+    write_parquet(_df(6, null_refs=1), data, EXAMPLES)
+    out, live = tmp_path / "models" / "polychromic", tmp_path / "metrics" / "train" / "polychromic"
+    train_polychromic.main(
+        [
+            "--train",
+            str(data),
+            "--out",
+            str(out),
+            "--live",
+            str(live),
+            "--params",
+            str(params),
+            "--no-progress",
+        ]
+    )
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and set(cfg["target_modules"]) == {"q_proj", "v_proj", "down_proj"}
+    weights = _adapter(out)
+    assert weights and all("lora_" in k for k in weights)  # no base weights in the out
+    assert not list(out.glob("model*.safetensors"))
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["data"]["skipped_null_reference"] == 1
+    assert set(metrics["train"]) == {"loss", "ce", "lambda_term", "diversity", "step_time"}
+    rows = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "loss"] and len(rows) == 3
+    assert not (tmp_path / "models" / ".ckpt" / "polychromic").exists()
+
+
+def test_load_in_4bit_cpu_one_step(tiny_model):
+    pytest.importorskip("bitsandbytes")
+    _, tok = tiny_model
+    mp = ModelParams(base="tiny-random", device="cpu", load_in_4bit=True)
+    base, _ = load_model(mp, tok)
+    model = attach_lora(base, LoraParams(), mp)
+    examples, _ = build_examples(_df(2), tok, 32)
+    tr = Trainer("baseline", model, tok, examples, TrainParams(max_steps=1, batch_size=2), 0)
+    m = tr.step()
+    assert m["ce"] == m["ce"] and m["ce"] > 0
