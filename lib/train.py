@@ -39,7 +39,7 @@ from lib import losses
 from lib.chat import IGNORE_INDEX, training_example
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
-from lib.sampling import eos_ids, sample
+from lib.sampling import cache_kwarg, eos_ids, left_pad, sample
 
 SYSTEMS = ("baseline", "gem", "polychromic")
 
@@ -294,6 +294,12 @@ class Scorer:
 # The step
 
 
+def _checkpointing(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flag = "is_activation_checkpointing"  # transformers 5 name; older releases only have the other
+    return bool(getattr(base, flag, getattr(base, "is_gradient_checkpointing", False)))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -368,7 +374,64 @@ class Trainer:
     def sample_logprobs(
         self, batch: Sequence[Example], completions: list[list[list[int]]]
     ) -> torch.Tensor:
-        """log π(y_i|x) with grad for all B×N samples in one forward pass, (B, N)."""
+        """log π(y_i|x) with grad for all B×N samples in one batched pass, (B, N).
+
+        The N samples of an example share its prompt: the B prompts go through the model once
+        (left-padded, with grad, keeping the KV cache), the cache is repeated N times, and all B×N
+        completions go through in one forward on top of it. That is B·P + B·N·L tokens instead of
+        B·N·(P+L). With gradient checkpointing (which drops the cache in training) the flat layout
+        is used instead: one forward over B×N full sequences.
+        """
+        if _checkpointing(self.model):
+            return self._sample_logprobs_flat(batch, completions)
+        n = self.loss.num_samples
+        ids, mask = left_pad([e.prompt_ids for e in batch], self.pad_id, self.device)  # (B, P)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kw = cache_kwarg(self.model)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = getattr(out, kw)
+        cache.batch_repeat_interleave(n)
+        first = out.logits[:, -1:, :].repeat_interleave(n, dim=0)  # (B*N, 1, V): predicts token 0
+        flat = [c for group in completions for c in group]
+        length = max(len(c) for c in flat)
+        if length == 0:
+            raise ValueError("every completion is empty: no token to score")
+        rows = len(flat)
+        c_ids = torch.full((rows, length), self.pad_id, dtype=torch.long)
+        c_mask = torch.zeros((rows, length), dtype=torch.long)
+        labels = torch.full((rows, length + 1), IGNORE_INDEX, dtype=torch.long)
+        for i, c in enumerate(flat):
+            if c:
+                c_ids[i, : len(c)] = torch.tensor(c)
+                c_mask[i, : len(c)] = 1
+                labels[i, 1 : len(c) + 1] = torch.tensor(c)
+        c_ids, c_mask, labels = (
+            c_ids.to(self.device),
+            c_mask.to(self.device),
+            labels.to(self.device),
+        )
+        full_mask = torch.cat([mask.repeat_interleave(n, dim=0), c_mask], dim=1)  # (B*N, P+L)
+        start = positions[:, -1:].repeat_interleave(n, dim=0) + 1  # (B*N, 1)
+        c_pos = start + torch.arange(length, device=self.device)  # (B*N, L)
+        rest = self.model(
+            input_ids=c_ids,
+            attention_mask=full_mask,
+            position_ids=c_pos,
+            use_cache=True,
+            **{kw: cache},
+        ).logits  # (B*N, L, V): position t predicts token t+1
+        logits = torch.cat([first, rest], dim=1)  # (B*N, L+1, V)
+        return losses.sequence_logprob(logits, labels).view(len(batch), n)
+
+    def _sample_logprobs_flat(
+        self, batch: Sequence[Example], completions: list[list[list[int]]]
+    ) -> torch.Tensor:
         n = self.loss.num_samples
         prompts = [e.prompt_ids for e in batch for _ in range(n)]
         flat = [c for group in completions for c in group]

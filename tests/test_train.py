@@ -164,7 +164,8 @@ def test_collate_samples_logprob_matches_unpadded_forward(tiny_model):
 # -- the diversity term is real ---------------------------------------------------------------
 
 
-def test_lambda_term_gradient_matches_independent_computation(tiny_model):
+@pytest.mark.parametrize("layout", ["shared_prefix", "flat"])
+def test_lambda_term_gradient_matches_independent_computation(tiny_model, layout):
     _, tok = tiny_model
     model = _lora_model(tok).to(torch.float64)
     g = torch.Generator().manual_seed(1)
@@ -179,7 +180,8 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model):
     credit = torch.tensor([[0.3, -0.1, 0.5], [0.2, 0.0, -0.4]], dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    term = losses.diversity_term(credit, tr.sample_logprobs(examples, completions))
+    fn = tr.sample_logprobs if layout == "shared_prefix" else tr._sample_logprobs_flat
+    term = losses.diversity_term(credit, fn(examples, completions))
     batched = torch.autograd.grad(term, params)
 
     def independent() -> torch.Tensor:  # −(1/B)·Σ credit·log π, one unpadded sample at a time
@@ -197,7 +199,8 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model):
     by_hand = torch.autograd.grad(expr, params)
     assert sum(float(x.abs().sum()) for x in batched) > 0
     for a, b in zip(batched, by_hand, strict=True):
-        assert torch.allclose(a, b, rtol=1e-7, atol=1e-10)
+        # float32 RMSNorm inside the float64 model: agreement to ~1e-7 of the largest entry
+        assert float((a - b).abs().max()) <= 1e-6 * float(b.abs().max())
 
     # Directional finite difference along the gradient (the model's RMSNorm computes in float32,
     # so single-entry differences drown in rounding): the slope must equal |∇|.
