@@ -5,6 +5,17 @@ was in its batch and on everything sampled before it. Here each row owns a `torc
 seeded from its own `seed`, the prompt batch is left-padded with a correct attention mask and
 position ids, and decoding reuses the KV cache. Training (polychromic's N samples per example)
 and the `generate` stage share this loop.
+
+Speed (all exact: none of it changes which token a row draws for a given seed and prompt):
+- Row i's generator draws its `max_new_tokens` uniforms u_i,t once, up front; step t then samples
+  every row at once by inverse CDF (the first token whose cumulative probability exceeds u_i,t),
+  on the model's device. No per-row Python loop, no (B, V) copy to the CPU per step.
+- Identical prompts in a batch (N samples of one input) are prefilled once and their KV cache rows
+  copied, instead of re-encoding the same prompt N times.
+- Prefill computes logits for the last position only (`logits_to_keep=1`), not (B, P, V).
+- Finished rows are dropped from the batch (and the cache) once they are a quarter of it.
+- Top-p looks at the 256 most likely tokens first and sorts the whole vocabulary only for rows
+  whose nucleus is not inside them.
 """
 
 from __future__ import annotations
@@ -14,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+_TOPK_FIRST = 256  # candidates tried before a full-vocabulary sort for top-p
+_COMPACT_FRACTION = 0.25  # drop finished rows once they are this share of the running batch
 
 
 @dataclass(frozen=True)
@@ -42,11 +56,114 @@ def _filter_top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     # probs: (B, V). Keep the smallest set whose mass reaches top_p (always at least the top token).
     if top_p >= 1.0:
         return probs
-    sorted_p, idx = probs.sort(dim=-1, descending=True)
+    sorted_p, idx = probs.sort(dim=-1, descending=True, stable=True)
     before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each token
     sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
     out = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
     return out / out.sum(-1, keepdim=True)
+
+
+def _inverse_cdf(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index of the first entry of each row whose cumulative mass exceeds u·total.
+
+    p: (B, K) non-negative, u: (B,) in [0, 1) → (B,) long. Never lands on a zero-mass entry.
+    """
+    # float64: a float32 running sum over ~1e5 entries drifts by more than a token's width.
+    cdf = p.double().cumsum(-1)  # (B, K)
+    x = (u.double() * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
+    k = torch.searchsorted(cdf, x, right=True).squeeze(-1)  # (B,)
+    # Rounding can put x at the very top; fall back to the last entry with mass.
+    last = (p > 0).long().cumsum(-1).argmax(-1)
+    return torch.minimum(k, last)
+
+
+def _nucleus_keep(vals: torch.Tensor, top_p: float) -> torch.Tensor:
+    """vals (B, K) → vals with everything outside the top-p nucleus zeroed, same order.
+
+    The nucleus is taken in a canonical order, probability descending and ties by position
+    (a stable sort), so exactly tied probabilities at its edge never make it depend on the batch.
+    """
+    sorted_p, order = vals.sort(dim=-1, descending=True, stable=True)
+    before = sorted_p.double().cumsum(-1) - sorted_p  # mass strictly before each token
+    kept = sorted_p.masked_fill(before >= top_p, 0.0)
+    return torch.zeros_like(vals).scatter(-1, order, kept)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    # A 32-bit avalanche hash on int64 holding values < 2**32; both multipliers are < 2**31, so
+    # no product overflows int64 (same bits on every device).
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x1B873593) & _M32
+    return x ^ (x >> 16)
+
+
+def token_noise(u: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Exponential(1) noise per (row, token): a hash of the row's step uniform and the token id.
+
+    u: (B,) in [0, 1), token_ids: (B, K) → (B, K) float64 > 0. Keyed by token id, so a token gets
+    the same noise whichever other tokens are candidates.
+    """
+    key = (u.double() * 2.0**32).long().clamp(max=_M32)  # (B,)
+    h = _mix32(_mix32((token_ids + 0x9E3779B9) & _M32) ^ key[:, None])  # (B, K)
+    return -torch.log((h.double() + 0.5) / 2.0**32)
+
+
+def _race(kept: torch.Tensor, token_ids: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    # Exponential race: argmax p_j / E_j is a draw from p (zero-mass tokens never win). A token
+    # entering or leaving the nucleus by float noise changes the result only if it would win.
+    score = kept.double() / token_noise(u, token_ids)
+    return token_ids.gather(-1, score.argmax(-1, keepdim=True)).squeeze(-1)
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.Tensor:
+    """One token per row from `probs` (B, V) restricted to its top-p nucleus, driven by u (B,).
+
+    A draw from `_filter_top_p(probs, top_p)`. top_p = 1: inverse CDF over the vocabulary in
+    token-id order (near-equal probabilities swap ranks under float noise, batched vs alone; id
+    order only nudges interval edges). top_p < 1: an exponential race whose per-token noise is a
+    hash of (u, token id), because a nucleus edge that moves by one token would shift every
+    inverse-CDF interval after it. Candidates are the 256 likeliest tokens when the nucleus lies
+    inside them, else the whole vocabulary; both give the same token.
+    """
+    if top_p >= 1.0:
+        return _inverse_cdf(probs, u)
+    vocab = probs.shape[-1]
+    k = min(_TOPK_FIRST, vocab)
+    top_vals, top_idx = probs.topk(k, dim=-1)  # (B, k), descending
+    # The nucleus fits in the top k when the tokens strictly above the k-th value already reach
+    # top_p (then the k-th and anything tied with it are outside, whatever topk's tie order).
+    above = top_vals.masked_fill(top_vals <= top_vals[:, -1:], 0.0)
+    fits = above.double().sum(-1) >= top_p  # (B,)
+    top_idx, order = top_idx.sort(dim=-1)  # token-id order: the nucleus's tie rule needs it
+    out = _race(_nucleus_keep(top_vals.gather(-1, order), top_p), top_idx, u)
+    if k < vocab and not bool(fits.all()):
+        rows = (~fits).nonzero().squeeze(-1)
+        ids = torch.arange(vocab, device=probs.device).expand(len(rows), vocab)
+        out[rows] = _race(_nucleus_keep(probs[rows], top_p), ids, u[rows])
+    return out
+
+
+def _logits_kwarg(model: torch.nn.Module) -> str | None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return name
+    return None
+
+
+def _select_rows(cache: object, rows: torch.Tensor) -> object:
+    """Cache restricted (or repeated) to batch `rows`, in that order."""
+    if hasattr(cache, "reorder_cache"):
+        cache.reorder_cache(rows)  # type: ignore[attr-defined]
+        return cache
+    # Legacy tuple-of-(key, value) caches of old transformers releases.
+    return tuple(tuple(t.index_select(0, rows.to(t.device)) for t in layer) for layer in cache)  # type: ignore[union-attr]
 
 
 @torch.no_grad()
@@ -64,62 +181,108 @@ def sample(
     """Sample one completion per prompt row; row i draws only from `torch.Generator().manual_seed(seeds[i])`.
 
     temperature == 0 means greedy. Rows stop at the first EOS or after `max_new_tokens`.
+    Row i's tokens depend only on (prompts[i], seeds[i]) and the model, never on the other rows
+    (up to floating-point differences of batched matmuls).
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if len(prompts) == 0:
+        return []
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"bad sampling params: temperature={temperature}, top_p={top_p}")
     device = next(model.parameters()).device
-    ids, mask = left_pad(prompts, pad_token_id, device)  # (B, P)
-    batch = ids.shape[0]
-    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    batch = len(prompts)
+
+    # Prefill each distinct prompt once; `expand` maps every row to its distinct prompt.
+    keys = [tuple(int(t) for t in p) for p in prompts]
+    first: dict[tuple[int, ...], int] = {}
+    for key in keys:
+        first.setdefault(key, len(first))
+    uniq = list(first)
+    expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)  # (B,)
+    ids, mask = left_pad(uniq, pad_token_id, device)  # (U, P)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P): left padding must not shift positions
+
+    if temperature > 0:
+        # Row i's whole random stream, drawn up front from its own generator: (B, T).
+        uniforms = torch.stack(
+            [
+                torch.rand(
+                    max_new_tokens,
+                    generator=torch.Generator().manual_seed(int(s)),
+                    dtype=torch.float64,
+                )
+                for s in seeds
+            ]
+        ).to(device)
+
+    cache_kw = cache_kwarg(model)
+    logits_kw = _logits_kwarg(model)
+    extra = {logits_kw: 1} if logits_kw else {}
+    res = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_kw: None},
+        **extra,
+    )
+    cache, logits = getattr(res, cache_kw), res.logits[:, -1, :].float()  # logits: (U, V)
+    attn, step_pos = mask, positions[:, -1:]  # (U, P), (U, 1)
+    if len(uniq) < batch:
+        cache = _select_rows(cache, expand)
+        logits, attn, step_pos = logits[expand], attn[expand], step_pos[expand]  # (B, ...)
+    del res
+
     eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
     out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
-
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P): left padding must not shift positions
-    cache_kw = cache_kwarg(model)
-    cache = None
-    step_ids, step_pos, attn = ids, positions, mask
+    eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
+    alive = torch.arange(batch, device=device)  # original row of each running row
+    done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
     for t in range(max_new_tokens):
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            nxt = draw(probs, uniforms[alive, t], top_p)
+        nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+        out[alive, t] = nxt
+        hit = torch.isin(nxt, eos) & ~done
+        lengths[alive[hit]] = t + 1
+        eos_hit[alive[hit]] = True
+        done |= hit
+        n_done = int(done.sum())
+        if n_done == len(alive) or t == max_new_tokens - 1:
+            break
+        if n_done >= _COMPACT_FRACTION * len(alive):
+            keep = (~done).nonzero().squeeze(-1)
+            cache = _select_rows(cache, keep)
+            alive, nxt, attn, step_pos = alive[keep], nxt[keep], attn[keep], step_pos[keep]
+            done = done[keep]
+        step_pos = step_pos + 1
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
         res = model(
-            input_ids=step_ids,
+            input_ids=nxt[:, None],
             attention_mask=attn,
             position_ids=step_pos,
             use_cache=True,
             **{cache_kw: cache},
         )
         cache = getattr(res, cache_kw)
-        logits = res.logits[:, -1, :].float()  # (B, V)
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            probs = _filter_top_p(torch.softmax(logits / temperature, dim=-1), top_p).cpu()
-            # One draw per row from that row's own generator: independent of the batch.
-            nxt = torch.stack(
-                [torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(batch)]
-            ).to(device)
-        nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-        out[:, t] = nxt
-        hit = torch.isin(nxt, eos) & ~done
-        lengths = torch.where(hit, torch.full_like(lengths, t + 1), lengths)
-        done |= hit
-        if bool(done.all()):
-            break
-        step_ids = nxt[:, None]
-        step_pos = step_pos[:, -1:] + 1
-        attn = torch.cat([attn, torch.ones((batch, 1), dtype=attn.dtype, device=device)], dim=1)
+        logits = res.logits[:, -1, :].float()  # (B_alive, V)
 
-    result = []
-    for i in range(batch):
-        n = int(lengths[i])
-        toks = out[i, :n].tolist()
-        reason = "eos" if bool(done[i]) else "length"
-        result.append(Completion(token_ids=toks, finish_reason=reason, seed=int(seeds[i])))
-    return result
+    lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
+    return [
+        Completion(
+            token_ids=out_l[i][: lengths_l[i]],
+            finish_reason="eos" if eos_l[i] else "length",
+            seed=int(seeds[i]),
+        )
+        for i in range(batch)
+    ]
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:

@@ -1,0 +1,308 @@
+"""`generate`: `num_samples` sampled completions per test input for one system.
+
+Systems: zero_shot and few_shot prompt the base model with `lib.prompts` templates (wrapped by
+`lib.chat.chat_prompt_ids`); baseline, gem and polychromic load their LoRA adapter on the base model
+and see the raw input through `chat_prompt_ids`, exactly as in training.
+
+Every sample has its own seed, `sample_seed(global seed, id, sample)` (BLAKE2b, stable across runs
+and Python versions), and `lib.sampling.sample` draws row i only from that seed: any sample can be
+regenerated alone (`regenerate_one`), and a sample does not depend on batch size or batch-mates.
+The same (id, sample) gets the same seed in every system (common random numbers across systems).
+
+Speed: all (input, sample) rows of one max-new-tokens budget are sorted by prompt length and cut
+into `batch_size`-row calls of the batched sampler (little padding; the samples of one input sit
+together and share one prefill), one model load per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+import torch
+
+from lib.chat import chat_prompt_ids, chat_prompt_text, has_chat_template
+from lib.prompts import (
+    PromptParams,
+    Templates,
+    choose_few_shot,
+    extract_code_body,
+    few_shot_text,
+    fill,
+    raw_code_prompt,
+    stable_int,
+    templates,
+    truncate_at_stops,
+)
+from lib.sampling import eos_ids, sample
+from lib.schemas import GENERATIONS, SYSTEMS
+
+BASE_SYSTEMS = ("zero_shot", "few_shot")
+ADAPTER_SYSTEMS = tuple(s for s in SYSTEMS if s not in BASE_SYSTEMS)
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    num_samples: int = 10
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: dict[str, int] = field(
+        default_factory=lambda: MappingProxyType(
+            {"social": 48, "qa": 32, "creative": 128, "code": 256, "jsonl": 64}
+        )
+    )
+    batch_size: int = 64  # (input, sample) rows per sampler call
+    few_shot_k: int = 5
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.batch_size < 1:
+            raise ValueError("generate.num_samples and generate.batch_size must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"generate: bad temperature {self.temperature} / top_p {self.top_p}")
+        bad = {d: n for d, n in self.max_new_tokens.items() if n < 1}
+        if bad:
+            raise ValueError(f"generate.max_new_tokens must be >= 1: {bad}")
+
+    def budget(self, domain: str) -> int:
+        if domain not in self.max_new_tokens:
+            raise ValueError(
+                f"generate.max_new_tokens has no entry for domain '{domain}'; "
+                f"known: {sorted(self.max_new_tokens)}"
+            )
+        return int(self.max_new_tokens[domain])
+
+
+def sample_seed(seed: int, id_: str, sample_idx: int) -> int:
+    return stable_int(seed, "generate", id_, sample_idx)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # exactly what the model is given (chat template included)
+    ids: list[int]
+    code_mode: str | None  # code domain: "chat" (extract from a fenced block) | "raw"; else None
+
+
+def _code_meta(meta: str, where: str) -> dict[str, Any]:
+    try:
+        m = json.loads(meta)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where}: meta is not a JSON object: {e}") from e
+    for key in ("prompt", "test", "entry_point"):
+        if not isinstance(m.get(key), str):
+            raise ValueError(f"{where}: code meta lacks '{key}'")
+    return m
+
+
+def build_prompts(
+    system: str,
+    test: pd.DataFrame,
+    train: pd.DataFrame | None,
+    tokenizer: Any,
+    tpl: Templates,
+    k: int,
+    seed: int,
+) -> list[Prompt]:
+    """One prompt per test row, in test order."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system '{system}'; known: {list(SYSTEMS)}")
+    chat = has_chat_template(tokenizer)
+    shots: dict[str, list[tuple[str, str]]] = {}
+    if system == "few_shot":
+        if train is None:
+            raise ValueError("few_shot needs the train split")
+        for domain in sorted(test["domain"].unique()):
+            shots[domain] = choose_few_shot(train, domain, k, seed, test["input"].tolist())
+    out = []
+    for row, (domain, inp) in enumerate(zip(test["domain"], test["input"], strict=True)):
+        inp = str(inp)
+        if system in ADAPTER_SYSTEMS:
+            user = inp
+        elif domain == "code" and not chat:
+            # A base model continues the HumanEval prompt itself (raw continuation).
+            text = raw_code_prompt(shots.get(domain, []), inp)
+            ids = list(tokenizer(text)["input_ids"])
+            out.append(Prompt(text, ids, "raw"))
+            continue
+        elif system == "zero_shot":
+            user = fill(tpl.get("zero_shot", domain), input=inp)
+        else:
+            user = few_shot_text(tpl, domain, shots[domain], inp)
+        ids = chat_prompt_ids(tokenizer, user)
+        if not ids:
+            raise ValueError(f"test row {row}: prompt renders to zero tokens")
+        mode = ("chat" if chat else "raw") if domain == "code" else None
+        out.append(Prompt(chat_prompt_text(tokenizer, user), ids, mode))
+    return out
+
+
+def postprocess(text: str, prompt: Prompt, meta: str, where: str) -> str:
+    if prompt.code_mode is None:
+        return text.strip()
+    if prompt.code_mode == "raw":
+        return truncate_at_stops(text)
+    return extract_code_body(text, _code_meta(meta, where)["entry_point"])
+
+
+@dataclass(frozen=True)
+class Job:
+    row: int  # test row
+    sample: int
+    seed: int
+    budget: int
+
+
+def plan(
+    test: pd.DataFrame, prompts: list[Prompt], p: GenerateParams, seed: int
+) -> list[list[Job]]:
+    """Sampler calls: rows grouped by token budget, sorted by prompt length, `batch_size` each."""
+    jobs = [
+        Job(
+            r,
+            s,
+            sample_seed(seed, str(test["id"].iloc[r]), s),
+            p.budget(str(test["domain"].iloc[r])),
+        )
+        for r in range(len(test))
+        for s in range(p.num_samples)
+    ]
+    # Longest first: an out-of-memory batch fails at once, not at the end of the run.
+    jobs.sort(key=lambda j: (j.budget, -len(prompts[j.row].ids), j.row, j.sample))
+    batches: list[list[Job]] = []
+    for j in jobs:
+        if batches and len(batches[-1]) < p.batch_size and batches[-1][0].budget == j.budget:
+            batches[-1].append(j)
+        else:
+            batches.append([j])
+    return batches
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    system: str,
+    test: pd.DataFrame,
+    train: pd.DataFrame | None,
+    p: GenerateParams,
+    prompt_params: PromptParams,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """A GENERATIONS frame: `p.num_samples` rows per test row, ordered by (test row, sample)."""
+    from tqdm.auto import tqdm
+
+    if test["id"].duplicated().any():
+        dup = test["id"][test["id"].duplicated()].iloc[0]
+        raise ValueError(f"test split: id '{dup}' appears twice (one row per input expected)")
+    tpl = templates(prompt_params)
+    prompts = build_prompts(system, test, train, tokenizer, tpl, p.few_shot_k, seed)
+    eos = eos_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    results: dict[tuple[int, int], tuple[str, int, str, int]] = {}
+    bar = tqdm(
+        total=len(test) * p.num_samples,
+        unit="sample",
+        disable=not progress,
+        desc=f"generate {system}",
+    )
+    n_tok, t0 = 0, time.perf_counter()
+    for batch in plan(test, prompts, p, seed):
+        comps = sample(
+            model,
+            [prompts[j.row].ids for j in batch],
+            [j.seed for j in batch],
+            max_new_tokens=batch[0].budget,
+            eos_token_ids=eos,
+            pad_token_id=pad,
+            temperature=p.temperature,
+            top_p=p.top_p,
+        )
+        for j, c in zip(batch, comps, strict=True):
+            text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
+            where = f"test row {j.row} (id {test['id'].iloc[j.row]})"
+            out = postprocess(text, prompts[j.row], str(test["meta"].iloc[j.row]), where)
+            results[(j.row, j.sample)] = (out, len(c.token_ids), c.finish_reason, c.seed)
+            n_tok += len(c.token_ids)
+        bar.update(len(batch))
+        bar.set_postfix(tok_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.0f}")
+    bar.close()
+
+    rows = []
+    for r in range(len(test)):
+        src = test.iloc[r]
+        refs = src["references"]
+        for s in range(p.num_samples):
+            out, n, reason, sd = results[(r, s)]
+            rows.append(
+                {
+                    "system": system,
+                    "id": str(src["id"]),
+                    "sample": s,
+                    "domain": str(src["domain"]),
+                    "input": str(src["input"]),
+                    "reference": None if pd.isna(src["reference"]) else str(src["reference"]),
+                    "references": [str(x) for x in (refs if refs is not None else [])],
+                    "meta": str(src["meta"]),
+                    "prompt": prompts[r].text,
+                    "output": out,
+                    "n_tokens": n,
+                    "finish_reason": reason,
+                    "seed": sd,
+                }
+            )
+    return pd.DataFrame(rows, columns=GENERATIONS.columns)
+
+
+def regenerate_one(
+    model: torch.nn.Module, tokenizer: Any, row: Mapping[str, Any], p: GenerateParams
+) -> str:
+    """Re-run one recorded GENERATIONS row alone from its `prompt` and `seed`; returns its output."""
+    ids = _prompt_ids_from_text(tokenizer, str(row["prompt"]))
+    eos = eos_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    (c,) = sample(
+        model,
+        [ids],
+        [int(row["seed"])],
+        max_new_tokens=p.budget(str(row["domain"])),
+        eos_token_ids=eos,
+        pad_token_id=pad,
+        temperature=p.temperature,
+        top_p=p.top_p,
+    )
+    text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
+    domain = str(row["domain"])
+    mode = None if domain != "code" else ("chat" if has_chat_template(tokenizer) else "raw")
+    return postprocess(text, Prompt(str(row["prompt"]), ids, mode), str(row["meta"]), "row")
+
+
+def _prompt_ids_from_text(tokenizer: Any, text: str) -> list[int]:
+    # The recorded prompt already holds the chat template's special tokens; the plain format
+    # got the tokenizer's BOS from `add_special_tokens`, as `chat_prompt_ids` does.
+    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
+
+
+def load_system_model(model_params: Any, adapter: str | None) -> tuple[torch.nn.Module, Any]:
+    """Base model (+ LoRA adapter, merged where merging is exact: not on a 4-bit base)."""
+    from lib.models import load_model
+
+    model, tokenizer = load_model(model_params)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise FileNotFoundError(
+                f"{adapter}: not a PEFT adapter folder (no adapter_config.json)"
+            )
+        model = PeftModel.from_pretrained(model, adapter)
+        if not model_params.load_in_4bit:
+            model = model.merge_and_unload()
+        model.eval()
+    return model, tokenizer

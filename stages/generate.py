@@ -1,0 +1,61 @@
+"""Sample `generate.num_samples` completions per test input for one system.
+
+`python -m stages.generate --system S --test data/split/test.parquet --train data/split/train.parquet
+--adapter {models/S|none} --out data/generations/S.parquet`. zero_shot and few_shot take
+`--adapter none`; baseline, gem and polychromic take their adapter folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lib.config import ParamsError, load_section, read_params
+from lib.generate import ADAPTER_SYSTEMS, GenerateParams, generate, load_system_model
+from lib.io import read_parquet, write_parquet
+from lib.models import ModelParams
+from lib.prompts import PromptParams
+from lib.schemas import EXAMPLES, GENERATIONS, SYSTEMS
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--system", choices=SYSTEMS, required=True)
+    ap.add_argument("--test", required=True, help="test split Parquet (schema EXAMPLES)")
+    ap.add_argument("--train", required=True, help="train split Parquet (few-shot examples)")
+    ap.add_argument("--adapter", required=True, help="PEFT adapter folder, or 'none'")
+    ap.add_argument("--out", required=True, help="generations Parquet to write")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    adapter = None if args.adapter == "none" else args.adapter
+    if (args.system in ADAPTER_SYSTEMS) != (adapter is not None):
+        need = "an adapter folder" if args.system in ADAPTER_SYSTEMS else "--adapter none"
+        raise SystemExit(f"generate: system '{args.system}' needs {need}, got '{args.adapter}'")
+    seed = read_params(args.params).get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ParamsError(f"{args.params}: top-level 'seed' must be an integer, got {seed!r}")
+    model_params = load_section(ModelParams, "model", args.params)
+    gen_params = load_section(GenerateParams, "generate", args.params)
+    prompt_params = load_section(PromptParams, "prompts", args.params)
+
+    test = read_parquet(args.test, EXAMPLES)
+    train = read_parquet(args.train, EXAMPLES) if args.system == "few_shot" else None
+    model, tokenizer = load_system_model(model_params, adapter)
+    df = generate(
+        model,
+        tokenizer,
+        args.system,
+        test,
+        train,
+        gen_params,
+        prompt_params,
+        seed,
+        progress=not args.no_progress,
+    )
+    write_parquet(df, args.out, GENERATIONS)
+    print(f"{args.system}: {len(df)} samples for {len(test)} inputs -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
