@@ -9,6 +9,7 @@ import shutil
 import pytest
 import yaml
 
+from lib.schemas import SYSTEMS
 from tests.pipeline_util import dvc, scratch_repo, stages_run
 
 pytestmark = pytest.mark.e2e
@@ -68,22 +69,51 @@ def test_second_repro_is_a_noop(repo):
     assert stages_run(out) == set() and "up to date" in out
 
 
-def test_split_override_reruns_split_but_not_prepare(repo):
+def _directly_affected(root, section_key: str, value) -> set[str]:
+    """Stages whose declared params change when params.yaml's `section_key` is set to `value`."""
+    params_path = root / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    section, key = section_key.split(".")
+    params[section][key] = value
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(dvc(["status", "--json"], root))
+    finally:
+        params_path.write_text(original)
+    return set(status)
+
+
+@pytest.mark.parametrize(
+    "key, value, stages",
+    [
+        ("data.domain", "qa", {"prepare"}),
+        ("split.max_test", 2, {"split"}),
+        ("train.lr", 0.001, {"train_baseline", "train_gem", "train_polychromic"}),
+        ("gem.beta", 0.5, {"train_gem"}),
+        ("generate.temperature", 1.0, {f"generate@{s}" for s in SYSTEMS}),
+        ("score.qa_f1_threshold", 0.7, {f"score@{s}" for s in SYSTEMS}),
+        ("judge.samples_per_input", 2, {"judge"}),
+        ("stats.alpha", 0.1, {"stats"}),
+    ],
+)
+def test_each_stage_declares_exactly_the_params_it_reads(repo, key, value, stages):
     root, _ = repo
-    out = dvc(["exp", "run", "-S", "split.max_test=3"], root)
-    ran = stages_run(out)
-    assert "split" in ran and "prepare" not in ran
+    assert _directly_affected(root, key, value) == stages
 
 
-def test_domain_change_reruns_prepare(repo):
+def test_lambda_override_reruns_polychromic_only(repo):
     root, _ = repo
-    out = dvc(["exp", "run", "-S", "data.domain=qa"], root)
-    ran = stages_run(out)
-    assert {"prepare", "split"} <= ran
-    pairs = root / "data/processed/pairs.parquet"
-    import pandas as pd
-
-    assert set(pd.read_parquet(pairs)["domain"]) == {"qa"}
+    out = dvc(["exp", "run", "-S", "loss.lambda=0.7"], root)
+    assert stages_run(out) == {
+        "train_polychromic",
+        "generate@polychromic",
+        "score@polychromic",
+        "judge",
+        "stats",
+        "plot",
+    }
+    assert yaml.safe_load((root / "params.yaml").read_text())["loss"]["lambda"] == 0.7
 
 
 def test_push_pull_roundtrip_through_default_remote(repo):
