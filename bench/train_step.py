@@ -12,7 +12,8 @@ embeddings + credit) and forward-backward (CE forward, one forward over all B×N
 log π, backward, optimizer).
 
 Peak memory: CUDA `torch.cuda.max_memory_allocated` during the step; CPU the peak resident set
-size above the pre-step RSS, sampled every 2 ms from /proc/self/statm.
+size above the pre-step RSS, sampled every 2 ms from /proc/self/statm (the bench re-executes itself
+with MALLOC_MMAP_THRESHOLD_ fixed so freed tensors leave the RSS between steps).
 
 `qwen3-8b-random` is a random-weight `Qwen3ForCausalLM` with Qwen3-8B's shapes (hidden 4096, 36
 layers, 32 heads, 8 KV heads, head_dim 128, intermediate 12288, vocab 151936), bf16 on CUDA. Where
@@ -39,11 +40,65 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 SYSTEMS = ("baseline", "gem", "polychromic")
-WORDS = (
-    "i you we the a to and of in it that is was for on with my your have what do like just really "
-    "so go going went love think know time day good great fun yes no maybe sure music movie book "
-    "food travel weekend summer dog cat friends family work school home city beach mountains"
-).split()
+WORDS = [
+    "i",
+    "you",
+    "we",
+    "the",
+    "a",
+    "to",
+    "and",
+    "of",
+    "in",
+    "it",
+    "that",
+    "is",
+    "was",
+    "for",
+    "on",
+    "with",
+    "my",
+    "your",
+    "have",
+    "what",
+    "do",
+    "like",
+    "just",
+    "really",
+    "so",
+    "go",
+    "going",
+    "went",
+    "love",
+    "think",
+    "know",
+    "time",
+    "day",
+    "good",
+    "great",
+    "fun",
+    "yes",
+    "no",
+    "maybe",
+    "sure",
+    "music",
+    "movie",
+    "book",
+    "food",
+    "travel",
+    "weekend",
+    "summer",
+    "dog",
+    "cat",
+    "friends",
+    "family",
+    "work",
+    "school",
+    "home",
+    "city",
+    "beach",
+    "mountains",
+]
 
 
 class WordHashTokenizer:
@@ -106,7 +161,10 @@ def qwen3_8b_random(device: torch.device, dtype: torch.dtype):
     )
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
+        try:
+            model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
+        except TypeError:  # transformers < 4.56 spells it torch_dtype
+            model = Qwen3ForCausalLM._from_config(config, torch_dtype=dtype)
     model.generation_config.eos_token_id = 2
     return model.eval()
 
@@ -116,7 +174,11 @@ def random_minilm(device: torch.device):
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
     )
     torch.manual_seed(0)
     enc = BertModel(cfg).to(device).eval()
@@ -170,12 +232,28 @@ class RssPeak:
 
 def main(argv: list[str] | None = None) -> None:
     from lib.models import ModelParams, load_model, resolve_device, resolve_dtype
-    from lib.train import GemParams, LoraParams, LossParams, Trainer, TrainParams, attach_lora, build_examples
+    from lib.train import (
+        GemParams,
+        LoraParams,
+        LossParams,
+        Trainer,
+        TrainParams,
+        attach_lora,
+        build_examples,
+    )
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny-random", help="tiny-random | smollm2-135m-instruct | qwen3-8b-random")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--model",
+        default="tiny-random",
+        help="tiny-random | smollm2-135m-instruct | qwen3-8b-random",
+    )
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per system (after one warm-up)")
+    ap.add_argument(
+        "--steps", type=int, default=3, help="timed steps per system (after one warm-up)"
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=24)
@@ -187,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
+    if device.type == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ and argv is None:
+        # glibc raises its mmap threshold after big frees, then keeps freed tensors in the heap and
+        # RSS never falls between steps; a fixed threshold returns them, so per-step peaks show.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     notes = []
     mp = ModelParams(
         base=args.model,
@@ -206,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
             tok = WordHashTokenizer(151936)
             notes.append(f"tokenizer: word-hash stand-in ({type(e).__name__})")
         model = qwen3_8b_random(device, dtype)
-        mp = ModelParams(base=args.model, device=str(device), gradient_checkpointing=args.gradient_checkpointing)
+        mp = ModelParams(
+            base=args.model, device=str(device), gradient_checkpointing=args.gradient_checkpointing
+        )
     else:
         model, tok = load_model(mp)
     if Path(args.data).exists():
@@ -225,8 +310,12 @@ def main(argv: list[str] | None = None) -> None:
             lib.embed.embed_tensor = random_minilm(device)
             notes.append(f"encoder: random-weight MiniLM-shaped stand-in ({type(e).__name__})")
 
-    tp = TrainParams(batch_size=args.batch_size, max_length=args.max_length, warmup_steps=0, checkpoint_every=0)
-    loss = LossParams(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, diversity=args.diversity)
+    tp = TrainParams(
+        batch_size=args.batch_size, max_length=args.max_length, warmup_steps=0, checkpoint_every=0
+    )
+    loss = LossParams(
+        num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, diversity=args.diversity
+    )
     examples, _ = build_examples(df, tok, args.max_length, args.data)
     peft_model = attach_lora(model, LoraParams(), mp)
     trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, GemParams()) for s in SYSTEMS}
@@ -256,7 +345,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {r} {s:12s} {m['step_time']:.3f} s", flush=True)
 
     med = {s: statistics.median(v) for s, v in times.items()}
-    where = f"{device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {os.cpu_count()} cores")
+    where = f"{device.type}" + (
+        f" ({torch.cuda.get_device_name(device)})"
+        if device.type == "cuda"
+        else f", {os.cpu_count()} cores"
+    )
     print()
     print(
         f"model {args.model} on {where}; batch {args.batch_size}, N={args.num_samples}, "
@@ -270,7 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     for s in SYSTEMS:
         print(f"| {s} | {med[s]:.3f} | {med[s] / med['baseline']:.2f} | {mem[s] / 2**20:.0f} MiB |")
     total = sum(statistics.median(v) for v in parts.values())
-    split = ", ".join(f"{k} {statistics.median(v):.3f} s ({statistics.median(v) / total:.0%})" for k, v in parts.items())
+    split = ", ".join(
+        f"{k} {statistics.median(v):.3f} s ({statistics.median(v) / total:.0%})"
+        for k, v in parts.items()
+    )
     print(f"polychromic step split: {split}")
 
 
