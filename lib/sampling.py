@@ -102,22 +102,35 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def token_noise(u: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+_ID_HASH: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _id_hash(vocab: int, device: torch.device) -> torch.Tensor:
+    """(V,) int64: the per-token half of the noise hash, computed once per vocabulary and device."""
+    key = (vocab, str(device))
+    if key not in _ID_HASH:
+        ids = torch.arange(vocab, dtype=torch.long, device=device)
+        _ID_HASH[key] = _mix32((ids + 0x9E3779B9) & _M32)
+    return _ID_HASH[key]
+
+
+def token_noise(u: torch.Tensor, id_hash: torch.Tensor) -> torch.Tensor:
     """Exponential(1) noise per (row, token): a hash of the row's step uniform and the token id.
 
-    u: (B,) in [0, 1), token_ids: (B, K) → (B, K) float64 > 0. Keyed by token id, so a token gets
-    the same noise whichever other tokens are candidates.
+    u: (B,) in [0, 1); id_hash: (B, K) or (1, K) `_id_hash` values of the candidate tokens →
+    (B, K) float32 > 0. Keyed by token id, so a token gets the same noise whichever other tokens
+    are candidates.
     """
     key = (u.double() * 2.0**32).long().clamp(max=_M32)  # (B,)
-    h = _mix32(_mix32((token_ids + 0x9E3779B9) & _M32) ^ key[:, None])  # (B, K)
-    return -torch.log((h.double() + 0.5) / 2.0**32)
+    h = _mix32(id_hash ^ key[:, None]) >> 8  # (B, K), 24 bits: exact in float32
+    return -torch.log((h.float() + 0.5) * 2.0**-24)  # U in (0, 1) strictly, so E > 0
 
 
-def _race(kept: torch.Tensor, token_ids: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _race(kept: torch.Tensor, id_hash: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     # Exponential race: argmax p_j / E_j is a draw from p (zero-mass tokens never win). A token
     # entering or leaving the nucleus by float noise changes the result only if it would win.
-    score = kept.double() / token_noise(u, token_ids)
-    return token_ids.gather(-1, score.argmax(-1, keepdim=True)).squeeze(-1)
+    # Returns the winning column.
+    return (kept.float() / token_noise(u, id_hash)).argmax(-1)
 
 
 def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -140,11 +153,12 @@ def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.Tensor:
     above = top_vals.masked_fill(top_vals <= top_vals[:, -1:], 0.0)
     fits = above.double().sum(-1) >= top_p  # (B,)
     top_idx, order = top_idx.sort(dim=-1)  # token-id order: the nucleus's tie rule needs it
-    out = _race(_nucleus_keep(top_vals.gather(-1, order), top_p), top_idx, u)
+    table = _id_hash(vocab, probs.device)  # (V,)
+    col = _race(_nucleus_keep(top_vals.gather(-1, order), top_p), table[top_idx], u)
+    out = top_idx.gather(-1, col.unsqueeze(-1)).squeeze(-1)
     if k < vocab and not bool(fits.all()):
         rows = (~fits).nonzero().squeeze(-1)
-        ids = torch.arange(vocab, device=probs.device).expand(len(rows), vocab)
-        out[rows] = _race(_nucleus_keep(probs[rows], top_p), ids, u[rows])
+        out[rows] = _race(_nucleus_keep(probs[rows], top_p), table[None, :], u[rows])
     return out
 
 
