@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run `dvc repro` one stage at a time (dvc.yaml order is topological) and record each stage's wall
+# time in metrics/stage_times.tsv: the numbers RESULTS.md reports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-metrics/stage_times.tsv}
+printf 'stage\tseconds\n' > "$out.tmp"
+for stage in $(dvc stage list --name-only); do
+  start=$(date +%s.%N)
+  dvc repro --single-item "$stage"
+  end=$(date +%s.%N)
+  printf '%s\t%.1f\n' "$stage" "$(echo "$end - $start" | bc)" >> "$out.tmp"
+done
+mv "$out.tmp" "$out"
+cat "$out"
