@@ -67,3 +67,45 @@ def test_deep_merge_keeps_untouched_keys():
         "a": {"x": 1, "y": 5},
         "b": 3,
     }
+
+
+def _section_classes():
+    from lib.data import DataParams, SplitParams
+    from lib.figures import PlotParams
+    from lib.generate import GenerateParams
+    from lib.judge import JudgeParams
+    from lib.models import ModelParams
+    from lib.prompts import PromptParams
+    from lib.scoring import ScoreParams
+    from lib.stats import StatsParams
+    from lib.train import GemParams, LoraParams, LossParams, TrainParams
+
+    return {
+        "model": ModelParams,
+        "data": DataParams,
+        "split": SplitParams,
+        "lora": LoraParams,
+        "train": TrainParams,
+        "loss": LossParams,
+        "gem": GemParams,
+        "generate": GenerateParams,
+        "prompts": PromptParams,
+        "score": ScoreParams,
+        "judge": JudgeParams,
+        "stats": StatsParams,
+        "plot": PlotParams,
+    }
+
+
+@pytest.mark.parametrize("profile", [None, "configs/smoke.yaml", "configs/qwen3-8b-qlora.yaml"])
+def test_params_and_every_profile_load_into_every_section(profile):
+    """A typo in params.yaml or a shipped profile fails here, not minutes into a dvc repro."""
+    from lib.config import read_params
+
+    params = read_params("params.yaml")
+    if profile:
+        params = deep_merge(params, read_params(profile))
+    classes = _section_classes()
+    assert set(params) - {"seed"} == set(classes)
+    for section, cls in classes.items():
+        from_dict(cls, params[section], section)
