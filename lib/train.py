@@ -563,7 +563,11 @@ def params_hash(system: str, sections: dict[str, Any], train_file: str | Path | 
 
 
 def _save_checkpoint(
-    trainer: Trainer, ckpt_dir: Path, run_hash: str, pending: dict[str, Any]
+    trainer: Trainer,
+    ckpt_dir: Path,
+    run_hash: str,
+    pending: dict[str, Any],
+    history: list[tuple[int, dict[str, float]]] | None = None,
 ) -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ignore = ckpt_dir.parent / ".gitignore"
@@ -572,8 +576,20 @@ def _save_checkpoint(
     state = trainer.state()
     state["hash"] = run_hash
     state["pending"] = pending
+    state["live_history"] = list(history or [])
     with atomic_path(ckpt_dir / "state.pt") as tmp:
         torch.save(state, tmp)
+
+
+def _sort_config_sets(path: Path) -> None:
+    """PEFT keeps `target_modules` as a set and writes it in hash order, which changes with
+    PYTHONHASHSEED from run to run: sort it so the same params give the same adapter bytes."""
+    if not path.exists():
+        return
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def _load_checkpoint(ckpt_dir: Path, run_hash: str) -> dict[str, Any] | None:
@@ -647,13 +663,25 @@ def train(
         pending = state.get("pending", pending)
         print(f"polychromic: resuming {system} from step {trainer.step_idx} ({ckpt})", flush=True)
 
+    # DVCLive rows logged so far, kept in the checkpoint: `dvc repro` deletes the curves before a
+    # rerun, and a kill can leave rows past the checkpoint, so the curves of a resumed run are
+    # rebuilt from here (never resumed from disk: that loses rows or repeats them).
+    history: list[tuple[int, dict[str, float]]] = (
+        list(state.get("live_history", [])) if state is not None else []
+    )
     live = None
     if live_dir is not None:
         from dvclive import Live
 
-        live = Live(dir=str(live_dir), resume=state is not None, save_dvc_exp=False, dvcyaml=None)
+        live = Live(dir=str(live_dir), resume=False, save_dvc_exp=False, dvcyaml=None)
         for k, v in dataclasses.asdict(report).items():
             live.log_metric(f"data/{k}", v, plot=False)
+        for step, row in history:
+            live.step = step
+            for k, v in row.items():
+                live.log_metric(f"train/{k}", v)
+        if history:
+            live.make_summary()
 
     bar = tqdm(
         total=trainer.total_steps,
@@ -679,19 +707,22 @@ def train(
         last = trainer.step_idx == trainer.total_steps
         if live is not None and (trainer.step_idx % max(1, train_params.log_every) == 0 or last):
             live.step = trainer.step_idx
-            for k, v in pending["sums"].items():
-                live.log_metric(f"train/{k}", v / pending["n"])
+            row = {k: v / pending["n"] for k, v in pending["sums"].items()}
+            for k, v in row.items():
+                live.log_metric(f"train/{k}", v)
+            history.append((trainer.step_idx, row))
             live.make_summary()
             pending = {"n": 0, "sums": {}}
         every = train_params.checkpoint_every
         if ckpt is not None and every > 0 and not last and trainer.step_idx % every == 0:
-            _save_checkpoint(trainer, ckpt, run_hash, pending)
+            _save_checkpoint(trainer, ckpt, run_hash, pending, history)
         if after_step is not None:
             after_step(trainer)
     bar.close()
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)  # PEFT writes the adapter only
+        _sort_config_sets(tmp / "adapter_config.json")
     if live is not None:
         live.end()
     if ckpt is not None and ckpt.exists():
