@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lib.config import load_section, read_params
 from lib.data import SPLITS, SplitParams, split_pairs
-from lib.io import read_parquet, write_json, write_parquet
+from lib.io import atomic_path, read_parquet, write_json, write_parquet
 from lib.schemas import EXAMPLES, PAIRS
 
 
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     pairs = read_parquet(args.pairs, PAIRS)
     parts = split_pairs(pairs, p, seed)
     out = Path(args.out)
-    for name in SPLITS:
-        write_parquet(parts[name], out / f"{name}.parquet", EXAMPLES)
+    with atomic_path(out, is_dir=True) as tmp:  # the three files appear together or not at all
+        for name in SPLITS:
+            write_parquet(parts[name], tmp / f"{name}.parquet", EXAMPLES)
     sizes = {name: len(parts[name]) for name in SPLITS}
     refs = {f"{name}_references": int(parts[name]["references"].map(len).sum()) for name in SPLITS}
     write_json({**sizes, **refs, "groups": int(pairs["group"].nunique())}, args.report)
