@@ -35,11 +35,13 @@ def scratch_repo(dest: Path, overrides: str | None = "configs/smoke.yaml") -> Pa
     return dest
 
 
-def env() -> dict[str, str]:
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of pipeline runs: offline, no API key unless `extra` sets one."""
     e = dict(os.environ)
     e["PATH"] = f"{VENV_BIN}{os.pathsep}{e['PATH']}"
     e["HF_HUB_OFFLINE"] = "1"
     e.pop("ANTHROPIC_API_KEY", None)
+    e.update(extra or {})
     return e
 
 

@@ -1,0 +1,89 @@
+"""SIGKILL in the middle of `dvc repro <stage>`: nothing partial, nothing lost, same results.
+
+See tests/reliability/kill.py for the protocol. CI kills split once at a random point and
+train_baseline twice (once just after its checkpoint, so the resume path runs; once at a random
+point); every dvc run has a canary ANTHROPIC_API_KEY in its environment, and the last test scans
+every file the runs wrote (logs included) for it. The slow sweep kills every stage of the
+pipeline with more seeds (also run by `python -m tests.reliability.report`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from lib.io import read_parquet
+from lib.schemas import EXAMPLES
+from tests.pipeline_util import scratch_repo
+from tests.reliability import kill as K
+
+# Made at run time: a literal would be found in this file's copy inside the scratch repo.
+CANARY = f"sk-ant-CANARY-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    old = dict(K.EXTRA_ENV)
+    K.EXTRA_ENV.update({"ANTHROPIC_API_KEY": CANARY})
+    root = scratch_repo(tmp_path_factory.mktemp("killrepo"))
+    K.dvc_cmd(["repro", "train_baseline"], root)
+    yield root
+    K.EXTRA_ENV.clear()
+    K.EXTRA_ENV.update(old)
+
+
+def test_split_failure_between_files_keeps_the_previous_directory(tmp_path, monkeypatch):
+    import stages.split
+    from tests.reliability import artefacts as A
+    from tests.reliability.stage_inputs import smoke_params
+
+    params = smoke_params(tmp_path / "params.yaml")
+    pairs = A.write_valid(tmp_path / "pairs.parquet", A.PAIRS, A.pairs_frame())
+    argv = ["--pairs", str(pairs), "--out", str(tmp_path / "split"), "--params", str(params)]
+    argv += ["--report", str(tmp_path / "split.json")]
+    stages.split.main(argv)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "split").iterdir()}
+    assert sorted(before) == ["test.parquet", "train.parquet", "val.parquet"]
+
+    calls = []
+    real = stages.split.write_parquet
+
+    def dies_on_second(df, path, schema):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between files")
+        real(df, path, schema)
+
+    monkeypatch.setattr(stages.split, "write_parquet", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        stages.split.main(argv)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "split").iterdir()}
+    assert after == before
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert len(read_parquet(tmp_path / "split" / "val.parquet", EXAMPLES)) > 0
+
+
+@pytest.mark.e2e
+def test_split_killed_at_a_random_point(repo):
+    ref = K.reference(repo, "split")
+    r = K.kill_once(repo, ref, seed=0)
+    assert r.resumed_equal
+
+
+@pytest.mark.e2e
+def test_train_killed_after_its_checkpoint_resumes_to_the_same_adapter_and_curves(repo):
+    ref = K.reference(repo, "train_baseline")
+    assert ref.new != ref.previous
+    r = K.kill_once(repo, ref, seed=0, after="models/.ckpt/baseline/state.pt", after_delay_max=0.1)
+    assert r.resumed_from_checkpoint and r.resumed_equal
+    assert r.states["models/baseline"] == "absent"
+    r = K.kill_once(repo, ref, seed=1)
+    assert r.resumed_equal
+
+
+@pytest.mark.e2e
+def test_no_run_wrote_the_api_key_anywhere(repo):
+    scanned, hits = K.scan_for(repo, CANARY)
+    assert scanned > 50 and (repo / K.LOG_DIR / "dvc.log").exists()
+    assert hits == []
