@@ -92,8 +92,10 @@ def save(fig: plt.Figure, out_dir: Path, name: str, p: PlotParams) -> list[Path]
     paths = []
     for fmt in p.formats:
         path = Path(out_dir) / f"{name}.{fmt}"
+        # No creation date in the file: the same inputs give the same bytes (DVC md5s).
+        meta = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=p.dpi, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=p.dpi, bbox_inches="tight", metadata=meta)
         paths.append(path)
     plt.close(fig)
     return paths
