@@ -87,3 +87,16 @@ def test_no_run_wrote_the_api_key_anywhere(repo):
     scanned, hits = K.scan_for(repo, CANARY)
     assert scanned > 50 and (repo / K.LOG_DIR / "dvc.log").exists()
     assert hits == []
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_full_pipeline_with_canary_key_then_every_stage_killed(tmp_path):
+    # The report's pipeline section with one random kill per stage (+ one after each training
+    # checkpoint): ~15 min on 2 cores.
+    from tests.reliability.report import pipeline_sweep
+
+    out = pipeline_sweep(tmp_path, kill_seeds=1)
+    assert out["canary_hits"] == 0 and out["files_scanned"] > 100
+    assert out["resumed_equal"] == out["kills"] >= len(K.CHANGES)
+    assert out["resumed_from_checkpoint"] == 3

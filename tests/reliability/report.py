@@ -43,6 +43,7 @@ def log(msg: str) -> None:
 def schema_sweep(tmp: Path) -> dict:
     from lib.io import SchemaError
 
+    tmp.mkdir(parents=True)
     params = smoke_params(tmp / "params.yaml")
     tried = refused = 0
     per_stage: dict[str, int] = {}
