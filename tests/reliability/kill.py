@@ -14,7 +14,8 @@ run once with params P0:
 `--no-run-cache` makes every resume a real recomputation, not a restore from DVC's run cache.
 
 DVCLive curves (metrics/train/<system>/) are compared without their wall-clock columns
-(`timestamp`, `step_time`): everything else in them must match the uninterrupted run.
+(`timestamp`, `step_time`), and metrics/judge.json without `usage` (HTTP calls / cache hits of that
+run): everything else must match the uninterrupted run byte for byte.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ def fingerprint(root: Path, path: str) -> dict[str, str] | None:
         data = f.read_bytes()
         if rel.startswith(LIVE_PREFIX):
             data = _normalise_live(rel, data)
+        elif rel == "metrics/judge.json":
+            # `usage` counts this run's HTTP calls and cache hits: a rerun served from the cache
+            # reports 0 calls. Bookkeeping of the run, not a result, so it is left out.
+            obj = json.loads(data)
+            obj.pop("usage", None)
+            data = json.dumps(obj, sort_keys=True).encode()
         out[rel] = hashlib.md5(data).hexdigest()
     return out
 
