@@ -55,8 +55,14 @@ def test_canary_env_var_is_invisible_to_a_sample(canary):
     # are, when the key is set): without the guard, its /proc/<pid>/environ gives the secret away.
     holder = subprocess.Popen(["sleep", "30"], env=dict(os.environ))
     try:
-        with open(f"/proc/{holder.pid}/environ") as fh:
-            assert canary in fh.read()  # it is there to be found
+        # Until the child has exec'd, its environ reads empty: wait for it (bounded).
+        deadline = time.monotonic() + 10
+        environ = ""
+        while canary not in environ and time.monotonic() < deadline:
+            with open(f"/proc/{holder.pid}/environ") as fh:
+                environ = fh.read()
+            time.sleep(0.01)
+        assert canary in environ  # it is there to be found
         for res in (
             run_program(_find_canary(canary), FAST),
             *run_many([_find_canary(canary)], FAST),
