@@ -6,7 +6,7 @@ run once with params P0:
    uninterrupted; fingerprint its outputs (md5 per file) and time it.
 2. Each kill: back to P0 (restored from DVC's run cache), then P1 again; start `dvc repro
    --no-run-cache <stage>` in its own process group and SIGKILL the whole group after a random
-   delay in [0, 1.1 × reference time] (or, `after=<path>`, once that path appears).
+   delay in [0, reference time] (or, `after=<path>`, once that path appears).
    Then assert: every output is absent, the previous complete version (P0) or the complete new one
    (P1 reference): never partial; `dvc status <stage>` reports the stage changed unless every output
    is already the new version; the next `dvc repro --no-run-cache <stage>` succeeds and its outputs
@@ -151,6 +151,7 @@ class KillResult:
     stage: str
     seed: int
     delay_s: float
+    landed: bool  # dvc was still running when the SIGKILL was sent (else it had just finished)
     states: dict[str, str]  # output -> absent | previous | new | partial(live)
     status_changed: bool
     resumed_equal: bool
@@ -231,7 +232,7 @@ def _kill_and_check(
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, after_delay_max))
     else:
-        deadline = t0 + rng.uniform(0.0, 1.1 * ref.seconds)
+        deadline = t0 + rng.uniform(0.0, ref.seconds)
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
     delay = time.monotonic() - t0
@@ -284,6 +285,7 @@ def _kill_and_check(
         stage=stage,
         seed=seed,
         delay_s=round(delay, 2),
+        landed=not finished,
         states=states,
         status_changed=changed,
         resumed_equal=equal,

@@ -151,7 +151,9 @@ def pipeline_sweep(tmp: Path, kill_seeds: int) -> dict:
             for seed in range(kill_seeds):
                 kills.append(K.kill_once(root, ref, seed))
             if stage in TRAIN_CKPT:
-                kills.append(K.kill_once(root, ref, 100, after=TRAIN_CKPT[stage]))
+                kills.append(
+                    K.kill_once(root, ref, 100, after=TRAIN_CKPT[stage], after_delay_max=0.1)
+                )
         prompts = [
             json.dumps(r["messages"])
             for r, s in zip(api.requests, script.served, strict=True)
@@ -175,6 +177,7 @@ def pipeline_sweep(tmp: Path, kill_seeds: int) -> dict:
             "judge_distinct_answers_cached": cache,
             "judge_repaid_after_kills": script.delivered - len(set(prompts)),
             "kills": len(kills),
+            "landed": sum(k.landed for k in kills),
             "stages_killed": len({k.stage for k in kills}),
             "resumed_equal": sum(k.resumed_equal for k in kills),
             "resumed_from_checkpoint": sum(k.resumed_from_checkpoint for k in kills),
@@ -186,6 +189,7 @@ def pipeline_sweep(tmp: Path, kill_seeds: int) -> dict:
                     "stage": k.stage,
                     "seed": k.seed,
                     "delay_s": k.delay_s,
+                    "landed": k.landed,
                     "states": sorted(set(k.states.values())),
                     "status_changed": k.status_changed,
                     "resumed_equal": k.resumed_equal,
@@ -216,6 +220,7 @@ def render(r: dict) -> str:
         f"| API faults injected (judge, in-process + outage + killed runs + pipeline) | {f['faults'] + f['outage_faults'] + f['judge_kill_faults'] + p['judge_faults']} |",
         f"| judge subprocess SIGKILLs survived (resumed from cache) | {f['judge_kills']} |",
         f"| `dvc repro <stage>` SIGKILLs survived | {p['kills']} over {p['stages_killed']} stages |",
+        f"| … of which landed while dvc was still running | {p['landed']} |",
         f"| … resumed to outputs identical to an uninterrupted run | {p['resumed_equal']} |",
         f"| … of which training resumed from its checkpoint | {p['resumed_from_checkpoint']} |",
         f"| hostile code samples run (escapes) | {b['hostile_samples']} ({b['escapes']}) |",
@@ -268,10 +273,17 @@ def render(r: dict) -> str:
         + (f" ({', '.join(p['leftover_tmp_files'][:8])})" if p["leftover_tmp_files"] else "")
         + ".",
         "",
-        "| stage | seed | kill at (s) | states | status changed | resumed equal | from ckpt |",
-        "|---|---|---|---|---|---|---|",
+        "DVCLive curves are written in place while training runs, so they are the one output that "
+        "can be partial at a kill (`partial(live)`); `dvc status` then reports the stage changed "
+        "and the resumed run rebuilds them from the checkpoint. A stage with several outputs can "
+        "be caught between them (e.g. score: new Parquet, previous metrics JSON); each file is "
+        "complete and `dvc status` reports the stage changed. Seed 100 = killed just after the "
+        "training checkpoint appeared. 'running' = dvc had not exited when the SIGKILL was sent.",
+        "",
+        "| stage | seed | kill at (s) | running | states | status changed | resumed equal | from ckpt |",
+        "|---|---|---|---|---|---|---|---|",
         *(
-            f"| {k['stage']} | {k['seed']} | {k['delay_s']} | {', '.join(k['states'])} | "
+            f"| {k['stage']} | {k['seed']} | {k['delay_s']} | {k['landed']} | {', '.join(k['states'])} | "
             f"{k['status_changed']} | {k['resumed_equal']} | {k['from_checkpoint']} |"
             for k in p["per_kill"]
         ),
