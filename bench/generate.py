@@ -45,17 +45,10 @@ QUESTIONS = [
 def qwen3_8b_random(device: torch.device) -> torch.nn.Module:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    from lib.shapes import QWEN3_8B_SHAPES
+
     cfg = Qwen3Config(
-        vocab_size=151936,
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=False,
+        **QWEN3_8B_SHAPES,
         eos_token_id=151645,
         pad_token_id=151643,
         bos_token_id=151643,

@@ -13,27 +13,17 @@ import time
 
 import torch
 
-ARCHS = {
-    # Qwen3-8B's config.json sizes
-    "qwen3-8b": dict(
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=151936,
-        max_position_embeddings=40960,
-        rope_theta=1000000.0,
-        tie_word_embeddings=False,
-    ),
-}
+from lib.shapes import QWEN3_8B_SHAPES
+
+ARCHS = {"qwen3-8b": QWEN3_8B_SHAPES}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--arch", choices=sorted(ARCHS), default="qwen3-8b")
-    ap.add_argument("--tokenizer", required=True, help="a tokenizer folder saved beside the weights")
+    ap.add_argument(
+        "--tokenizer", required=True, help="a tokenizer folder saved beside the weights"
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
@@ -48,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     model.save_pretrained(args.out, safe_serialization=True)
     AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.out)
     n = sum(p.numel() for p in model.parameters())
-    print(f"{args.arch}: {n / 1e9:.2f}B params written to {args.out} in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"{args.arch}: {n / 1e9:.2f}B params written to {args.out} in {time.perf_counter() - t0:.0f} s"
+    )
 
 
 if __name__ == "__main__":

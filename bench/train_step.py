@@ -145,16 +145,10 @@ def synthetic_pairs(n: int, seed: int = 0) -> pd.DataFrame:
 def qwen3_8b_random(device: torch.device, dtype: torch.dtype):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    from lib.shapes import QWEN3_8B_SHAPES
+
     config = Qwen3Config(
-        vocab_size=151936,
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        tie_word_embeddings=False,
+        **QWEN3_8B_SHAPES,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
