@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--num-samples", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--diversity", default="semantic", choices=["semantic", "lexical"])
     ap.add_argument("--load-in-4bit", action="store_true")

@@ -39,7 +39,8 @@ from lib import losses
 from lib.chat import IGNORE_INDEX, training_example
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
-from lib.sampling import cache_kwarg, eos_ids, left_pad, sample
+from lib.packing import TreePack, continuation_logprobs, tree_pack
+from lib.sampling import eos_ids, sample
 
 SYSTEMS = ("baseline", "gem", "polychromic")
 
@@ -155,42 +156,6 @@ def collate(batch: Sequence[Example], pad_id: int, device: torch.device) -> dict
     }
 
 
-def collate_samples(
-    prompts: Sequence[Sequence[int]],
-    completions: Sequence[Sequence[int]],
-    pad_id: int,
-    device: torch.device,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
-    """Prompts left-padded to P, completions right-padded to L: (B, P+L) model inputs, labels, keep.
-
-    Completions start at the same column for every row, so only the last L+1 positions' logits are
-    needed (`logits_to_keep`), which spares the LM head over the prompt. Labels are IGNORE_INDEX on
-    prompt and padding; `labels[:, -keep:]` lines up with the kept logits.
-    """
-    p = max(len(x) for x in prompts)
-    length = max(len(c) for c in completions)
-    if length == 0:
-        raise ValueError("every completion is empty: no token to score")
-    rows = len(prompts)
-    ids = torch.full((rows, p + length), pad_id, dtype=torch.long)
-    mask = torch.zeros((rows, p + length), dtype=torch.long)
-    labels = torch.full((rows, p + length), IGNORE_INDEX, dtype=torch.long)
-    for i, (pr, c) in enumerate(zip(prompts, completions, strict=True)):
-        ids[i, p - len(pr) : p] = torch.tensor(list(pr))
-        mask[i, p - len(pr) : p] = 1
-        if c:
-            ids[i, p : p + len(c)] = torch.tensor(list(c))
-            mask[i, p : p + len(c)] = 1
-            labels[i, p : p + len(c)] = torch.tensor(list(c))
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-    inputs = {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "position_ids": positions.to(device),
-    }
-    return inputs, labels.to(device), length + 1
-
-
 def sample_seed(seed: int, step: int, example: int, i: int) -> int:
     """A 63-bit seed for sample i of `example` at optimizer step `step`, independent of batch layout."""
     h = hashlib.sha256(f"polychromic-sample:{seed}:{step}:{example}:{i}".encode()).digest()
@@ -294,12 +259,6 @@ class Scorer:
 # The step
 
 
-def _checkpointing(model: Any) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    flag = "is_activation_checkpointing"  # transformers 5 name; older releases only have the other
-    return bool(getattr(base, flag, getattr(base, "is_gradient_checkpointing", False)))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -371,73 +330,53 @@ class Trainer:
         ids = [c.token_ids for c in comps]
         return [ids[i * n : (i + 1) * n] for i in range(len(batch))]
 
+    def _packed_logprobs(
+        self, groups: list[tuple[list[int], list[list[int]]]]
+    ) -> tuple[torch.Tensor, torch.Tensor, TreePack]:
+        """One forward over the tree-packed groups: (per-target log-probs, per-continuation sums)."""
+        pack = tree_pack(groups, self.device, self.pad_id)
+        base = self.model.get_base_model()  # LoRA layers are injected in place: still trained
+        dtype = self.model.get_input_embeddings().weight.dtype
+        hidden = base.get_decoder()(
+            input_ids=pack.input_ids,
+            attention_mask=pack.additive_mask(dtype),
+            position_ids=pack.position_ids,
+            use_cache=False,
+        ).last_hidden_state  # (R, W, H)
+        # The LM head only where a token is predicted: (K, V), not (R, W, V).
+        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[pack.keep])
+        cap = getattr(base.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        tok, sums = continuation_logprobs(logits, pack)
+        return tok, sums, pack
+
+    def ce_and_sample_logprobs(
+        self, batch: Sequence[Example], completions: list[list[list[int]]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CE on the references and log π(y_i|x) (B, N) of the samples, in one packed forward.
+
+        Each prompt appears once, followed by its reference and its N samples as sibling branches
+        (`lib.packing`): B·P + B·R + B·N·L tokens with no padding, instead of a padded CE batch plus
+        B×N prompt-and-sample rows. Exact up to float rounding (tests compare the gradients).
+        """
+        n = self.loss.num_samples
+        groups = [
+            (e.prompt_ids, [e.input_ids[e.n_prompt :], *completions[b]])
+            for b, e in enumerate(batch)
+        ]
+        tok, sums, pack = self._packed_logprobs(groups)
+        is_ref = pack.owner % (n + 1) == 0  # continuation 0 of every group is the reference
+        ce = -tok[is_ref].mean()  # mean over reference tokens, as `losses.ce_loss`
+        return ce, sums.view(len(batch), n + 1)[:, 1:]
+
     def sample_logprobs(
         self, batch: Sequence[Example], completions: list[list[list[int]]]
     ) -> torch.Tensor:
-        """log π(y_i|x) with grad for all B×N samples in one batched pass, (B, N).
-
-        The N samples of an example share its prompt: the B prompts go through the model once
-        (left-padded, with grad, keeping the KV cache), the cache is repeated N times, and all B×N
-        completions go through in one forward on top of it. That is B·P + B·N·L tokens instead of
-        B·N·(P+L). With gradient checkpointing (which drops the cache in training) the flat layout
-        is used instead: one forward over B×N full sequences.
-        """
-        if _checkpointing(self.model):
-            return self._sample_logprobs_flat(batch, completions)
-        n = self.loss.num_samples
-        ids, mask = left_pad([e.prompt_ids for e in batch], self.pad_id, self.device)  # (B, P)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kw = cache_kwarg(self.model)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = getattr(out, kw)
-        cache.batch_repeat_interleave(n)
-        first = out.logits[:, -1:, :].repeat_interleave(n, dim=0)  # (B*N, 1, V): predicts token 0
-        flat = [c for group in completions for c in group]
-        length = max(len(c) for c in flat)
-        if length == 0:
-            raise ValueError("every completion is empty: no token to score")
-        rows = len(flat)
-        c_ids = torch.full((rows, length), self.pad_id, dtype=torch.long)
-        c_mask = torch.zeros((rows, length), dtype=torch.long)
-        labels = torch.full((rows, length + 1), IGNORE_INDEX, dtype=torch.long)
-        for i, c in enumerate(flat):
-            if c:
-                c_ids[i, : len(c)] = torch.tensor(c)
-                c_mask[i, : len(c)] = 1
-                labels[i, 1 : len(c) + 1] = torch.tensor(c)
-        c_ids, c_mask, labels = (
-            c_ids.to(self.device),
-            c_mask.to(self.device),
-            labels.to(self.device),
-        )
-        full_mask = torch.cat([mask.repeat_interleave(n, dim=0), c_mask], dim=1)  # (B*N, P+L)
-        start = positions[:, -1:].repeat_interleave(n, dim=0) + 1  # (B*N, 1)
-        c_pos = start + torch.arange(length, device=self.device)  # (B*N, L)
-        rest = self.model(
-            input_ids=c_ids,
-            attention_mask=full_mask,
-            position_ids=c_pos,
-            use_cache=True,
-            **{kw: cache},
-        ).logits  # (B*N, L, V): position t predicts token t+1
-        logits = torch.cat([first, rest], dim=1)  # (B*N, L+1, V)
-        return losses.sequence_logprob(logits, labels).view(len(batch), n)
-
-    def _sample_logprobs_flat(
-        self, batch: Sequence[Example], completions: list[list[list[int]]]
-    ) -> torch.Tensor:
-        n = self.loss.num_samples
-        prompts = [e.prompt_ids for e in batch for _ in range(n)]
-        flat = [c for group in completions for c in group]
-        inputs, labels, keep = collate_samples(prompts, flat, self.pad_id, self.device)
-        logits = self.model(**inputs, logits_to_keep=keep, use_cache=False).logits  # (B*N, keep, V)
-        return losses.sequence_logprob(logits, labels[:, -keep:]).view(len(batch), n)
+        """log π(y_i|x) with grad for all B×N samples in one packed forward, (B, N)."""
+        groups = [(e.prompt_ids, completions[b]) for b, e in enumerate(batch)]
+        _, sums, _ = self._packed_logprobs(groups)
+        return sums.view(len(batch), self.loss.num_samples)
 
     # -- one optimizer step ------------------------------------------------------------------
 
@@ -472,25 +411,25 @@ class Trainer:
                     timing["scoring"] += time.perf_counter() - t
                 acc["diversity"] += float(div.mean()) / self.train.grad_accum
             t = time.perf_counter()
-            inputs = collate(batch, self.pad_id, self.device)
-            labels = inputs.pop("labels")
-            logits = self.model(**inputs, use_cache=False).logits  # (B, T, V)
-            if self.system == "gem":
-                main = losses.gem_loss(logits, labels, self.gem.beta, self.gem.h)
-                with torch.no_grad():
-                    ce = losses.ce_loss(logits, labels)
-            else:
-                main = ce = losses.ce_loss(logits, labels)
-            loss = main
             # λ = 0 adds nothing to the graph (and runs no extra forward, which would draw dropout
             # masks): polychromic then reproduces baseline bit for bit.
             if self.system == "polychromic" and self.loss.lambda_ != 0:
-                logp = self.sample_logprobs(batch, completions)
+                ce, logp = self.ce_and_sample_logprobs(batch, completions)
                 term = losses.diversity_term(credit.to(logp.device), logp)
-                loss = main + self.loss.lambda_ * term
+                loss = ce + self.loss.lambda_ * term
                 acc["lambda_term"] += (
                     float(self.loss.lambda_ * term.detach()) / self.train.grad_accum
                 )
+            else:
+                inputs = collate(batch, self.pad_id, self.device)
+                labels = inputs.pop("labels")
+                logits = self.model(**inputs, use_cache=False).logits  # (B, T, V)
+                if self.system == "gem":
+                    loss = losses.gem_loss(logits, labels, self.gem.beta, self.gem.h)
+                    with torch.no_grad():
+                        ce = losses.ce_loss(logits, labels)
+                else:
+                    loss = ce = losses.ce_loss(logits, labels)
             (loss / self.train.grad_accum).backward()
             _sync(self.device)
             timing["fwd_bwd"] += time.perf_counter() - t

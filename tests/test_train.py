@@ -22,7 +22,7 @@ from lib.train import (
     TrainParams,
     attach_lora,
     build_examples,
-    collate_samples,
+    collate,
     train,
 )
 
@@ -147,25 +147,10 @@ def test_build_examples_skips_null_references(tiny_model):
 # -- log π(y|x) of samples --------------------------------------------------------------------
 
 
-def test_collate_samples_logprob_matches_unpadded_forward(tiny_model):
-    model, tok = tiny_model
-    prompts = [[1, 5, 9, 11], [1, 7], [1, 7]]
-    comps = [[3, 4], [8, 8, 2, 6], [5]]
-    inputs, labels, keep = collate_samples(prompts, comps, tok.pad_token_id, torch.device("cpu"))
-    with torch.no_grad():
-        logits = model(**inputs, logits_to_keep=keep).logits
-        got = losses.sequence_logprob(logits, labels[:, -keep:])
-        for r, (p, c) in enumerate(zip(prompts, comps, strict=True)):
-            lp = model(input_ids=torch.tensor([p + c])).logits[0].log_softmax(-1)
-            want = sum(float(lp[len(p) - 1 + t, tok_id]) for t, tok_id in enumerate(c))
-            assert float(got[r]) == pytest.approx(want, abs=1e-4)
-
-
 # -- the diversity term is real ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layout", ["shared_prefix", "flat"])
-def test_lambda_term_gradient_matches_independent_computation(tiny_model, layout):
+def test_lambda_term_gradient_matches_independent_computation(tiny_model):
     _, tok = tiny_model
     model = _lora_model(tok).to(torch.float64)
     g = torch.Generator().manual_seed(1)
@@ -180,8 +165,7 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model, layout
     credit = torch.tensor([[0.3, -0.1, 0.5], [0.2, 0.0, -0.4]], dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    fn = tr.sample_logprobs if layout == "shared_prefix" else tr._sample_logprobs_flat
-    term = losses.diversity_term(credit, fn(examples, completions))
+    term = losses.diversity_term(credit, tr.sample_logprobs(examples, completions))
     batched = torch.autograd.grad(term, params)
 
     def independent() -> torch.Tensor:  # −(1/B)·Σ credit·log π, one unpadded sample at a time
@@ -214,6 +198,51 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model, layout
             q.sub_(2 * h * g_ / norm)
         down = float(independent())
     assert (up - down) / (2 * h) == pytest.approx(float(norm), rel=1e-3)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_ce_and_logprobs_match_separate_unpadded_passes(tiny_model, checkpointing):
+    # The polychromic step packs prompts, references and samples into one forward; its loss and
+    # gradient must equal a padded CE batch plus one unpadded forward per sample.
+    _, tok = tiny_model
+    model = _lora_model(tok).to(torch.float64)
+    if checkpointing:
+        model.get_base_model().gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+    examples, _ = build_examples(_df(3), tok, 48)
+    assert len({len(e.prompt_ids) for e in examples}) > 1, "prompts of one length test no padding"
+    tr = Trainer("polychromic", model, tok, examples, FAST, 0, LEX)
+    completions = tr.draw_samples(examples)
+    credit = torch.randn((3, LEX.num_samples), generator=g, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()  # dropout 0 in _lora_model: train mode is deterministic
+
+    ce, logp = tr.ce_and_sample_logprobs(examples, completions)
+    packed = ce + 0.7 * losses.diversity_term(credit, logp)
+    grad_packed = torch.autograd.grad(packed, params)
+
+    inputs = collate(examples, tok.pad_token_id, torch.device("cpu"))
+    labels = inputs.pop("labels")
+    ce_sep = losses.ce_loss(model(**inputs, use_cache=False).logits, labels)
+    logp_sep = torch.zeros((3, LEX.num_samples), dtype=torch.float64)
+    for b, ex in enumerate(examples):
+        for i, c in enumerate(completions[b]):
+            lp = model(input_ids=torch.tensor([ex.prompt_ids + c])).logits[0].log_softmax(-1)
+            n = len(ex.prompt_ids)
+            logp_sep[b, i] = sum(lp[n - 1 + t, y] for t, y in enumerate(c))
+    separate = ce_sep + 0.7 * losses.diversity_term(credit, logp_sep)
+    grad_separate = torch.autograd.grad(separate, params)
+
+    assert float(ce) == pytest.approx(float(ce_sep), rel=1e-9)
+    assert torch.allclose(logp.detach(), logp_sep.detach(), rtol=1e-9, atol=1e-9)
+    for a, b in zip(grad_packed, grad_separate, strict=True):
+        assert float((a - b).abs().max()) <= 1e-6 * float(b.abs().max()) + 1e-12
 
 
 def test_sampling_and_scoring_do_not_move_training_rng(tiny_model):
