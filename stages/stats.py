@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table-md", type=Path, required=True)
     ap.add_argument("--table-tex", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument(
+        "--split", choices=["test", "val"], default="test", help="split the scores come from"
+    )
     args = ap.parse_args(argv)
 
     p = load_section(StatsParams, "stats", args.params)
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stats: no judge comparisons at {args.judge}; the judge row will read n/a")
 
     stats = compute_stats(scores, p, seed, judgments)
+    stats["settings"]["split"] = args.split  # labels the table: val numbers are for tuning only
     write_json(stats, args.out)
     write_text(to_markdown(stats, p.decimals, p.ci_format), args.table_md)
     write_text(to_latex(stats, p.decimals, p.ci_format), args.table_tex)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -114,6 +115,27 @@ def test_lambda_override_reruns_polychromic_only(repo):
         "plot",
     }
     assert yaml.safe_load((root / "params.yaml").read_text())["loss"]["lambda"] == 0.7
+
+
+def test_eval_split_val_reruns_evaluation_only_and_labels_the_table(repo):
+    # Tuning on val: no training reruns, every system is sampled on val, and the table says so.
+    root, _ = repo
+    out = dvc(["exp", "run", "-S", "eval_split=val"], root)
+    assert stages_run(out) == {
+        *(f"generate@{s}" for s in SYSTEMS),
+        *(f"score@{s}" for s in SYSTEMS),
+        "judge",
+        "stats",
+        "plot",
+    }
+    val_ids = set(pd.read_parquet(root / "data/split/val.parquet")["id"])
+    generated = pd.read_parquet(root / "data/generations/polychromic.parquet")
+    assert set(generated["id"]) == val_ids
+    stats = json.loads((root / "metrics/stats.json").read_text())
+    assert stats["settings"]["split"] == "val"
+    assert set(stats["n_prompts"].values()) == {len(val_ids)}
+    assert "**val** split" in (root / "metrics/table.md").read_text()
+    assert "on the val prompts" in (root / "metrics/table.tex").read_text()
 
 
 def test_push_pull_roundtrip_through_default_remote(repo):
