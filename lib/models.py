@@ -43,10 +43,13 @@ def cache_dir() -> Path:
 
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"model.device is '{spec}' but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        # Under `accelerate launch` / torchrun each process takes its own GPU.
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return dev
 
 

@@ -37,6 +37,7 @@ import torch
 
 from lib import losses
 from lib.chat import IGNORE_INDEX, training_example
+from lib.distributed import Dist, init_dist
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
 from lib.packing import TreePack, continuation_logprobs, tree_pack
@@ -277,7 +278,8 @@ class Trainer:
     loss: LossParams = field(default_factory=LossParams)
     gem: GemParams = field(default_factory=GemParams)
     step_idx: int = 0  # optimizer steps done
-    cursor: int = 0  # examples consumed
+    cursor: int = 0  # examples consumed (over all ranks)
+    dist: Dist = field(default_factory=Dist)  # data-parallel rank (lib/distributed.py)
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -388,9 +390,15 @@ class Trainer:
             acc.update(lambda_term=0.0, diversity=0.0)
         self.model.train()
         for _ in range(self.train.grad_accum):
-            idx = self.order.take(self.cursor, self.train.batch_size)
+            # One global micro-batch in the single-process order; this rank takes its slice.
+            per, rank = self.train.batch_size, self.dist.rank
+            idx = self.order.take(self.cursor, per * self.dist.world)
             self.cursor += len(idx)
-            batch = [self.examples[i] for i in idx]
+            batch = [self.examples[i] for i in idx[rank * per : (rank + 1) * per]]
+            share = 1.0  # this rank's share of the global reference tokens, × world
+            if self.dist.world > 1:
+                tokens = sum(len(e.input_ids) - e.n_prompt for e in batch)
+                share = tokens * self.dist.world / self.dist.sum(tokens)
             self.seen_batches.append([e.index for e in batch])
             term = None
             if self.system == "polychromic":
@@ -416,7 +424,7 @@ class Trainer:
             if self.system == "polychromic" and self.loss.lambda_ != 0:
                 ce, logp = self.ce_and_sample_logprobs(batch, completions)
                 term = losses.diversity_term(credit.to(logp.device), logp)
-                loss = ce + self.loss.lambda_ * term
+                loss = (ce * share if share != 1.0 else ce) + self.loss.lambda_ * term
                 acc["lambda_term"] += (
                     float(self.loss.lambda_ * term.detach()) / self.train.grad_accum
                 )
@@ -430,12 +438,15 @@ class Trainer:
                         ce = losses.ce_loss(logits, labels)
                 else:
                     loss = ce = losses.ce_loss(logits, labels)
+                if share != 1.0:
+                    loss = loss * share
             (loss / self.train.grad_accum).backward()
             _sync(self.device)
             timing["fwd_bwd"] += time.perf_counter() - t
             acc["loss"] += float(loss.detach()) / self.train.grad_accum
-            acc["ce"] += float(ce.detach()) / self.train.grad_accum
+            acc["ce"] += float(ce.detach()) * share / self.train.grad_accum
         t = time.perf_counter()
+        self.dist.mean_grads(self.params)
         if self.train.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
         self.optimizer.step()
@@ -444,6 +455,8 @@ class Trainer:
         _sync(self.device)
         timing["fwd_bwd"] += time.perf_counter() - t
         self.step_idx += 1
+        if self.dist.world > 1:  # logged values: the mean over ranks
+            acc = {k: self.dist.sum(v) / self.dist.world for k, v in acc.items()}
         acc["step_time"] = time.perf_counter() - t0
         acc.update({f"time_{k}": v for k, v in timing.items()})
         return acc
@@ -584,7 +597,10 @@ def train(
         sections["gem"] = gem
     run_hash = params_hash(system, sections, train_file)
 
-    torch.manual_seed(seed)
+    from lib.models import resolve_device
+
+    dist = init_dist(cpu=resolve_device(model_params.device).type == "cpu")
+    torch.manual_seed(seed)  # the same on every rank: every rank starts from the same LoRA init
     random.seed(seed)
     np.random.seed(seed)
     base, tokenizer = load_model(model_params, tokenizer)
@@ -592,7 +608,9 @@ def train(
         df, tokenizer, train_params.max_length, str(train_file or "train")
     )
     model = attach_lora(base, lora, model_params)
-    trainer = Trainer(system, model, tokenizer, examples, train_params, seed, loss, gem)
+    if dist.world > 1:
+        torch.manual_seed(seed * 1_000_003 + dist.rank)  # then distinct dropout masks per rank
+    trainer = Trainer(system, model, tokenizer, examples, train_params, seed, loss, gem, dist=dist)
 
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
     pending: dict[str, Any] = {"n": 0, "sums": {}}
@@ -600,7 +618,12 @@ def train(
     if state is not None:
         trainer.load_state(state)
         pending = state.get("pending", pending)
-        print(f"polychromic: resuming {system} from step {trainer.step_idx} ({ckpt})", flush=True)
+        if dist.world > 1:  # the checkpoint holds rank 0's RNG streams
+            torch.manual_seed(seed * 1_000_003 + dist.rank + 7919 * trainer.step_idx)
+        if dist.main:
+            print(
+                f"polychromic: resuming {system} from step {trainer.step_idx} ({ckpt})", flush=True
+            )
 
     # DVCLive rows logged so far, kept in the checkpoint: `dvc repro` deletes the curves before a
     # rerun, and a kill can leave rows past the checkpoint, so the curves of a resumed run are
@@ -609,7 +632,7 @@ def train(
         list(state.get("live_history", [])) if state is not None else []
     )
     live = None
-    if live_dir is not None:
+    if live_dir is not None and dist.main:
         from dvclive import Live
 
         live = Live(dir=str(live_dir), resume=False, save_dvc_exp=False, dvcyaml=None)
@@ -626,7 +649,7 @@ def train(
         total=trainer.total_steps,
         initial=trainer.step_idx,
         desc=f"train {system}",
-        disable=not progress,
+        disable=not progress or not dist.main,
     )
     while trainer.step_idx < trainer.total_steps:
         m = trainer.step()
@@ -653,17 +676,31 @@ def train(
             live.make_summary()
             pending = {"n": 0, "sums": {}}
         every = train_params.checkpoint_every
-        if ckpt is not None and every > 0 and not last and trainer.step_idx % every == 0:
+        if (
+            ckpt is not None
+            and dist.main
+            and every > 0
+            and not last
+            and trainer.step_idx % every == 0
+        ):
             _save_checkpoint(trainer, ckpt, run_hash, pending, history)
         if after_step is not None:
             after_step(trainer)
     bar.close()
 
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        model.save_pretrained(tmp)  # PEFT writes the adapter only
-        _sort_config_sets(tmp / "adapter_config.json")
-    if live is not None:
-        live.end()
-    if ckpt is not None and ckpt.exists():
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return {"steps": trainer.step_idx, "data": dataclasses.asdict(report), "hash": run_hash}
+    if dist.main:
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            model.save_pretrained(tmp)  # PEFT writes the adapter only
+            _sort_config_sets(tmp / "adapter_config.json")
+        if live is not None:
+            live.end()
+        if ckpt is not None and ckpt.exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+    dist.barrier()  # no rank exits (and no launcher reports success) before the adapter exists
+    return {
+        "steps": trainer.step_idx,
+        "data": dataclasses.asdict(report),
+        "hash": run_hash,
+        "rank": dist.rank,
+        "world": dist.world,
+    }

@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
         progress=not args.no_progress,
     )
     d = result["data"]
+    if result["rank"] != 0:
+        return
     print(
-        f"{system}: {result['steps']} steps on {d['used']} pairs "
+        f"{system}: {result['steps']} steps on {d['used']} pairs, {result['world']} process(es) "
         f"({d['skipped_null_reference']} skipped: null reference; {d['truncated']} truncated) -> {args.out}"
     )
 

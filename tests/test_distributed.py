@@ -1,0 +1,168 @@
+"""Data-parallel training (lib/distributed.py): K processes at batch b train like one at batch K·b."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lib.config import deep_merge, read_params
+from lib.distributed import Dist
+from lib.models import ModelParams, load_model
+from lib.train import LossParams, Trainer, TrainParams, attach_lora, build_examples, sample_seed
+from tests.test_train import LORA, _df
+
+ROOT = Path(__file__).resolve().parents[1]
+MP = ModelParams(base="tiny-random", device="cpu")
+
+
+class FakeRanks(Dist):
+    """Rank r of `world` without a process group: every rank sees the same token counts."""
+
+    def sum(self, value: float) -> float:
+        return value * self.world
+
+    def mean_grads(self, params) -> None:  # noqa: ANN001 - grads stay local in this unit test
+        return None
+
+
+def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds(tiny_model):
+    _, tok = tiny_model
+    examples, _ = build_examples(_df(8), tok, 48)
+    tp = TrainParams(max_steps=2, batch_size=2, warmup_steps=0, max_length=48, checkpoint_every=0)
+    loss = LossParams(lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3)
+
+    def batches(dist: Dist, batch_size: int) -> list[list[int]]:
+        model = attach_lora(load_model(MP, tok)[0], LORA, MP)
+        params = TrainParams(**{**tp.__dict__, "batch_size": batch_size})
+        tr = Trainer("polychromic", model, tok, examples, params, 3, loss, dist=dist)
+        tr.step()
+        tr.step()
+        return tr.seen_batches
+
+    single = batches(Dist(), 4)
+    r0, r1 = batches(FakeRanks(0, 2), 2), batches(FakeRanks(1, 2), 2)
+    for step in range(2):
+        assert not set(r0[step]) & set(r1[step]), "two ranks trained on the same example"
+        assert r0[step] + r1[step] == single[step], "ranks must cover the single-process batch"
+        # Sample seeds depend on (seed, step, example, i): disjoint examples, disjoint seeds, and
+        # each is the seed the single-process run uses for that sample.
+        seeds = [sample_seed(3, step, e, i) for e in r0[step] + r1[step] for i in range(2)]
+        assert len(set(seeds)) == len(seeds)
+
+
+def _params(tmp: Path, batch_size: int) -> Path:
+    p = deep_merge(read_params(ROOT / "params.yaml"), read_params(ROOT / "configs/smoke.yaml"))
+    p["lora"]["dropout"] = 0.0  # dropout masks are per process: equality needs it off
+    p["train"].update(batch_size=batch_size, max_steps=3, checkpoint_every=0)
+    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic")
+    path = tmp / f"params-{batch_size}.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
+
+
+def _train_cmd(tmp: Path, name: str, params: Path) -> list[str]:
+    return [
+        "-m",
+        "stages.train_polychromic",
+        "--train",
+        str(tmp / "train.parquet"),
+        "--out",
+        str(tmp / name / "adapter"),
+        "--live",
+        str(tmp / name / "live"),
+        "--params",
+        str(params),
+        "--no-progress",
+    ]
+
+
+@pytest.mark.e2e
+def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
+    if not torch.distributed.is_available() or shutil.which("torchrun") is None:
+        pytest.skip("torch.distributed / torchrun not available")
+    _df(16).to_parquet(tmp_path / "train.parquet")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    one = subprocess.run(
+        [sys.executable, *_train_cmd(tmp_path, "one", _params(tmp_path, 4))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    # torchrun is what `accelerate launch --multi_gpu` runs; accelerate's PartialState reads the
+    # same environment (gloo on CPU, NCCL on GPUs).
+    two = subprocess.run(
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *_train_cmd(tmp_path, "two", _params(tmp_path, 2)),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    assert two.stdout.count("steps on 16 pairs") == 1, "only rank 0 reports"
+
+    a = load_file(tmp_path / "one/adapter/adapter_model.safetensors")
+    b = load_file(tmp_path / "two/adapter/adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    scale = max(float(v.abs().max()) for v in a.values())
+    # Adam turns float-rounding differences of near-zero gradients into ~1e-5 relative ones
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-4 * scale
+    assert any(float(v.abs().max()) > 0 for k, v in a.items() if "lora_B" in k), "nothing trained"
+
+    curves = {
+        n: pd.read_csv(tmp_path / n / "live/plots/metrics/train/loss.tsv", sep="\t")
+        for n in ("one", "two")
+    }
+    assert list(curves["two"]["step"]) == [1, 2, 3], "one writer: one row per step"
+    assert curves["two"]["loss"].tolist() == pytest.approx(curves["one"]["loss"].tolist(), rel=1e-5)
+    lam = pd.read_csv(tmp_path / "two/live/plots/metrics/train/lambda_term.tsv", sep="\t")
+    assert (lam["lambda_term"].abs() > 0).any(), "the λ term must be live in this comparison"
+
+
+@pytest.mark.e2e
+def test_accelerate_launch_single_process_equals_plain_python(tmp_path):
+    # params.yaml `launcher: accelerate launch ...` must not change a one-process run at all.
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not installed")
+    _df(8).to_parquet(tmp_path / "train.parquet")
+    params = _params(tmp_path, 4)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    launchers = {
+        "python": [sys.executable],
+        "accelerate": [
+            "accelerate", "launch", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+        ],
+    }  # fmt: skip
+    for name, launcher in launchers.items():
+        run = subprocess.run(
+            [*launcher, *_train_cmd(tmp_path, name, params)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    a = load_file(tmp_path / "python/adapter/adapter_model.safetensors")
+    b = load_file(tmp_path / "accelerate/adapter/adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
