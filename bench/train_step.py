@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
     parts: dict[str, list[float]] = {k: [] for k in ("sampling", "scoring", "fwd_bwd")}
     mem: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)
+    total_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: model included
+    reserved_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: what the allocator held
     for r in range(args.steps + 1):
         for s in SYSTEMS:
             if device.type == "cuda":
@@ -325,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                 base_mem = torch.cuda.memory_allocated(device)
                 m = trainers[s].step()
                 peak = torch.cuda.max_memory_allocated(device) - base_mem
+                total_peak[s] = max(total_peak[s], torch.cuda.max_memory_allocated(device))
+                reserved_peak[s] = max(reserved_peak[s], torch.cuda.max_memory_reserved(device))
             else:
                 with RssPeak() as rp:
                     m = trainers[s].step()
@@ -352,10 +356,15 @@ def main(argv: list[str] | None = None) -> None:
     for n in notes:
         print(f"  note: {n}")
     mem_label = "peak alloc above start" if device.type == "cuda" else "peak RSS above start"
-    print(f"| system | s/step | × baseline | {mem_label} |")
-    print("|---|---|---|---|")
+    cuda = device.type == "cuda"
+    extra = " | peak GPU alloc (total) | peak GPU reserved" if cuda else ""
+    print(f"| system | s/step | × baseline | {mem_label}{extra} |")
+    print("|---|---|---|---|" + ("---|---|" if cuda else ""))
     for s in SYSTEMS:
-        print(f"| {s} | {med[s]:.3f} | {med[s] / med['baseline']:.2f} | {mem[s] / 2**20:.0f} MiB |")
+        row = f"| {s} | {med[s]:.3f} | {med[s] / med['baseline']:.2f} | {mem[s] / 2**20:.0f} MiB"
+        if cuda:
+            row += f" | {total_peak[s] / 2**30:.1f} GiB | {reserved_peak[s] / 2**30:.1f} GiB"
+        print(row + " |")
     total = sum(statistics.median(v) for v in parts.values())
     split = ", ".join(
         f"{k} {statistics.median(v):.3f} s ({statistics.median(v) / total:.0%})"

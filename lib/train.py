@@ -458,6 +458,8 @@ class Trainer:
         if self.dist.world > 1:  # logged values: the mean over ranks
             acc = {k: self.dist.sum(v) / self.dist.world for k, v in acc.items()}
         acc["step_time"] = time.perf_counter() - t0
+        if self.device.type == "cuda":  # what has to fit the GPU, model included
+            acc["gpu_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         acc.update({f"time_{k}": v for k, v in timing.items()})
         return acc
 
@@ -559,7 +561,7 @@ def _load_checkpoint(ckpt_dir: Path, run_hash: str) -> dict[str, Any] | None:
 # The whole run
 
 
-LOGGED = ("loss", "ce", "lambda_term", "diversity", "step_time")
+LOGGED = ("loss", "ce", "lambda_term", "diversity", "step_time", "gpu_peak_gib")
 
 
 def train(
@@ -664,6 +666,8 @@ def train(
         }
         if "diversity" in m:
             post["div"] = f"{m['diversity']:.3f}"
+        if "gpu_peak_gib" in m:
+            post["GPU GiB"] = f"{m['gpu_peak_gib']:.1f}"
         bar.set_postfix(post)
         bar.update(1)
         last = trainer.step_idx == trainer.total_steps
