@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,25 @@ class SchemaError(ValueError):
     """A Parquet artefact does not match the schema a stage expects."""
 
 
+STALE_TMP_S = 3600.0  # a temp sibling older than this belongs to a writer that was killed
+
+
+def _sweep_stale(path: Path) -> None:
+    """Delete temp siblings of `path` left by a SIGKILLed writer (never inside an output, but they
+    pile up). Young ones are left alone: they may belong to a writer still running."""
+    now = time.time()
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - old.lstat().st_mtime < STALE_TMP_S:
+                continue
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        except OSError:
+            continue  # another process swept it first
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success rename it into place, on error delete it.
@@ -31,6 +52,7 @@ def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(path)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename

@@ -1,7 +1,10 @@
+import os
+import time
+
 import pandas as pd
 import pytest
 
-from lib.io import SchemaError, atomic_path, read_parquet, write_json, write_parquet
+from lib.io import STALE_TMP_S, SchemaError, atomic_path, read_parquet, write_json, write_parquet
 from lib.schemas import PAIRS
 
 
@@ -71,3 +74,24 @@ def test_json_nan_becomes_null(tmp_path):
     assert (tmp_path / "m.json").read_text().replace(" ", "").replace(
         "\n", ""
     ) == '{"a":null,"b":1.5}'
+
+
+def test_stale_temp_siblings_of_killed_writers_are_swept_young_ones_kept(tmp_path):
+    target = tmp_path / "out.parquet"
+    stale_file = tmp_path / ".out.parquet.abc123.tmp"
+    stale_dir = tmp_path / ".out.parquet.def456.tmp"
+    young = tmp_path / ".out.parquet.ghi789.tmp"
+    other = tmp_path / ".other.parquet.jkl000.tmp"  # another output's temp: not ours to touch
+    stale_file.write_text("partial")
+    stale_dir.mkdir()
+    (stale_dir / "part").write_text("partial")
+    young.write_text("a writer still running")
+    other.write_text("partial")
+    old = time.time() - 2 * STALE_TMP_S
+    for p in (stale_file, stale_dir, other):
+        os.utime(p, (old, old))
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+    assert not stale_file.exists() and not stale_dir.exists()
+    assert young.exists() and other.exists()
