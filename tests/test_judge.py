@@ -22,6 +22,7 @@ from lib.judge.compare import (
 )
 from lib.judge.pass_checker import pass_at_k_row, pass_table
 from lib.judge.prompts import PAIR_CHOICES, PASS_CHOICES, Answer, parse_answer
+from tests.fakes import generations_frame
 
 
 @pytest.mark.parametrize(
@@ -73,20 +74,9 @@ def test_combine_flip_rule(first, second, outcome):
 
 
 def _gens(system: str, ids=("q1", "q2"), n=3) -> pd.DataFrame:
-    rows = []
-    for i in ids:
-        for s in range(n):
-            rows.append(
-                {
-                    "system": system,
-                    "id": i,
-                    "sample": s,
-                    "domain": "social",
-                    "input": f"input {i}",
-                    "output": f"{system} says {i}/{s}",
-                }
-            )
-    return pd.DataFrame(rows)
+    return generations_frame(
+        system, ids, n, input="input {id}", output="{system} says {id}/{sample}"
+    )
 
 
 def test_order_swap_questions():

@@ -1,18 +1,13 @@
 """The Claude backend through the real SDK against a fake Messages API on 127.0.0.1.
 
-The fake server plays a script of behaviours (429 with retry-after, 500, a stall past the client
-timeout, a malformed body, a dropped connection) and counts every request, so retries, budget stops
-and "a rerun pays nothing" are asserted exactly. No network is used.
+The fake server (tests/fakes.py) plays a script of behaviours (429 with retry-after, 500, a stall
+past the client timeout, a malformed body, a dropped connection) and counts every request, so
+retries, budget stops and "a rerun pays nothing" are asserted exactly. No network is used.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
-import socket
-import threading
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,80 +16,7 @@ import yaml
 from lib.judge.anthropic_backend import AnthropicJudge, JudgeError
 from lib.judge.params import JudgeParams
 from lib.judge.prompts import Question
-
-CANARY = "sk-ant-CANARY-7f3e9b1d2c-never-write-me"
-
-
-class FakeAPI:
-    """A Messages API double: `script` holds behaviours for the next requests, then `default`."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple] = []
-        self.requests: list[dict] = []
-        self.keys: list[str | None] = []
-        self.answer = lambda body: "Verdict: A\nReason: A is more on topic."
-        self.usage = (100, 10)
-        self.lock = threading.Lock()
-        api = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def _send(self, code, payload: bytes, headers=()):
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                with api.lock:
-                    api.requests.append(body)
-                    # SDK versions send the key as x-api-key or as a bearer token.
-                    auth = self.headers.get("x-api-key") or self.headers.get("authorization")
-                    api.keys.append(auth)
-                    step = api.script.pop(0) if api.script else ("ok",)
-                kind = step[0]
-                if kind == "ok":
-                    text = step[1] if len(step) > 1 else api.answer(body)
-                    msg = {
-                        "id": f"msg_{len(api.requests)}",
-                        "type": "message",
-                        "role": "assistant",
-                        "model": body["model"],
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn",
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": api.usage[0], "output_tokens": api.usage[1]},
-                    }
-                    self._send(200, json.dumps(msg).encode())
-                elif kind == "status":
-                    code, headers = step[1], step[2] if len(step) > 2 else ()
-                    err = {"type": "error", "error": {"type": "api_error", "message": "x"}}
-                    self._send(code, json.dumps(err).encode(), headers)
-                elif kind == "badjson":
-                    self._send(200, b'{"content": [ {"type": "te')
-                elif kind == "nocontent":
-                    self._send(200, b'{"foo": 1}')
-                elif kind == "stall":
-                    time.sleep(step[1])
-                elif kind == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.fakes import CANARY, FakeAPI, judge_argv, write_generations
 
 
 @pytest.fixture
@@ -275,34 +197,6 @@ def test_cache_key_depends_on_model_and_prompt(api, tmp_path):
 # --- the stage end to end with the anthropic backend ---------------------------------------
 
 
-def _write_generations(gen_dir: Path, ids=("q1", "q2"), n=2) -> None:
-    from lib.io import write_parquet
-    from lib.schemas import GENERATIONS, SYSTEMS
-
-    for system in SYSTEMS:
-        rows = []
-        for i in ids:
-            for s in range(n):
-                rows.append(
-                    {
-                        "system": system,
-                        "id": i,
-                        "sample": s,
-                        "domain": "social",
-                        "input": f"How was your weekend, {i}?",
-                        "reference": "Great, thanks!",
-                        "references": ["Great, thanks!"],
-                        "meta": "{}",
-                        "prompt": f"How was your weekend, {i}?",
-                        "output": f"[{system}] reply {s} to {i}",
-                        "n_tokens": 5,
-                        "finish_reason": "eos",
-                        "seed": 100 + s,
-                    }
-                )
-        write_parquet(pd.DataFrame(rows), gen_dir / f"{system}.parquet", GENERATIONS)
-
-
 def _prefers_polychromic(body) -> str:
     text = body["messages"][0]["content"]
     a = text.index("Response A:")
@@ -315,7 +209,7 @@ def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, ca
     import stages.judge
 
     gen_dir = tmp_path / "gens"
-    _write_generations(gen_dir)
+    write_generations(gen_dir)
     params = {
         "seed": 7,
         "model": {"base": "tiny-random", "device": "cpu"},
@@ -337,20 +231,14 @@ def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, ca
     )
     api.script = [("status", 429, [("retry-after", "0.01")]), ("drop",)]
     out_dir = tmp_path / "out"
-    argv = [
-        "--generations-dir",
-        str(gen_dir),
-        "--out",
-        str(out_dir / "judge" / "comparisons.parquet"),
-        "--metrics",
-        str(out_dir / "metrics" / "judge.json"),
-        "--pass-out",
-        str(out_dir / "judge" / "pass_at_k.parquet"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--params",
-        str(tmp_path / "params.yaml"),
-    ]
+    argv = judge_argv(
+        gen_dir,
+        out_dir / "judge" / "comparisons.parquet",
+        out_dir / "metrics" / "judge.json",
+        out_dir / "judge" / "pass_at_k.parquet",
+        tmp_path / "cache",
+        tmp_path / "params.yaml",
+    )
     stages.judge.main(argv)
     n_pair_calls = 2 * 4 * 2  # ids × opponents × orders
     n_pass_calls = 5 * 2 * 2  # systems × ids × samples

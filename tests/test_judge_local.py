@@ -12,6 +12,7 @@ import yaml
 
 from lib.judge.local_backend import LocalJudge
 from lib.judge.prompts import Question, pair_question
+from tests.fakes import judge_argv, write_generations
 
 
 def _questions():
@@ -68,31 +69,16 @@ def test_ask_labels_and_picks_the_argmax(tiny_model):
 
 
 def _write_generations(gen_dir, ids=("s1", "s2", "c1"), n=2):
-    from lib.io import write_parquet
-    from lib.schemas import GENERATIONS, SYSTEMS
-
-    for system in SYSTEMS:
-        rows = []
-        for i in ids:
-            for s in range(n):
-                rows.append(
-                    {
-                        "system": system,
-                        "id": i,
-                        "sample": s,
-                        "domain": "creative" if i.startswith("c") else "social",
-                        "input": f"Tell me something about {i}.",
-                        "reference": None if i.startswith("c") else "Sure.",
-                        "references": [] if i.startswith("c") else ["Sure."],
-                        "meta": "{}",
-                        "prompt": f"Tell me something about {i}.",
-                        "output": f"{system} answer {s} about {i}",
-                        "n_tokens": 5,
-                        "finish_reason": "eos",
-                        "seed": s,
-                    }
-                )
-        write_parquet(pd.DataFrame(rows), gen_dir / f"{system}.parquet", GENERATIONS)
+    write_generations(
+        gen_dir,
+        ids,
+        n,
+        domain=lambda i: "creative" if i.startswith("c") else "social",
+        input="Tell me something about {id}.",
+        output="{system} answer {sample} about {id}",
+        reference="Sure.",
+        seed_base=0,
+    )
 
 
 def test_stage_local_backend_tiny_random(tmp_path, monkeypatch):
@@ -110,20 +96,14 @@ def test_stage_local_backend_tiny_random(tmp_path, monkeypatch):
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "out"
-    argv = [
-        "--generations-dir",
-        str(gen_dir),
-        "--out",
-        str(out / "comparisons.parquet"),
-        "--metrics",
-        str(out / "judge.json"),
-        "--pass-out",
-        str(out / "pass_at_k.parquet"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--params",
-        str(tmp_path / "params.yaml"),
-    ]
+    argv = judge_argv(
+        gen_dir,
+        out / "comparisons.parquet",
+        out / "judge.json",
+        out / "pass_at_k.parquet",
+        tmp_path / "cache",
+        tmp_path / "params.yaml",
+    )
     stages.judge.main(argv)
     comp = read_parquet(out / "comparisons.parquet", JUDGMENTS)
     assert len(comp) == 3 * 4  # ids × opponents, one draw each

@@ -1,6 +1,6 @@
 """The judge stage against a fake Messages API that fails a fraction of calls at random.
 
-`FaultScript` plugs into the FakeAPI of tests/test_judge_anthropic.py as its `script`: every
+`FaultScript` plugs into the FakeAPI of tests/fakes.py as its `script`: every
 request draws its behaviour from a seeded RNG (ok, 429 with retry-after, 500, 503, 529, a stall
 past the client timeout, a dropped connection, a malformed 200 body) and the draws are recorded,
 so the test knows exactly how many answers the server delivered.
@@ -20,15 +20,14 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from lib.io import write_parquet
-from lib.schemas import GENERATIONS, SYSTEMS
-from tests.reliability import artefacts as A
-from tests.test_judge_anthropic import CANARY, FakeAPI
+from lib.schemas import SYSTEMS
+from tests.fakes import CANARY, FakeAPI, anthropic_key, judge_argv, write_generations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,15 +87,7 @@ def write_inputs(root: Path, n_ids: int, samples: int, url: str, **judge) -> tup
     """Generations for every system and a params.yaml pointing the judge at `url`; the argv."""
     ids = [f"social-{i:03d}" for i in range(n_ids)]
     gdir = root / "generations"
-    for s in SYSTEMS:
-        frames = []
-        for id_ in ids:
-            df = A.generations_frame(s, n=samples)
-            df = df[df["id"] == A.IDS[0]].assign(id=id_)
-            df["output"] = [f"[{s}] reply {k} to {id_}" for k in range(len(df))]
-            df["input"] = f"How was your weekend, {id_}?"
-            frames.append(df)
-        write_parquet(pd.concat(frames, ignore_index=True), gdir / f"{s}.parquet", GENERATIONS)
+    write_generations(gdir, ids, samples)
     params = {
         "seed": 11,
         "model": {"base": "tiny-random", "device": "cpu"},
@@ -115,20 +106,14 @@ def write_inputs(root: Path, n_ids: int, samples: int, url: str, **judge) -> tup
         },
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    argv = [
-        "--generations-dir",
-        str(gdir),
-        "--out",
-        str(root / "out" / "comparisons.parquet"),
-        "--metrics",
-        str(root / "out" / "judge.json"),
-        "--pass-out",
-        str(root / "out" / "pass_at_k.parquet"),
-        "--cache-dir",
-        str(root / "cache"),
-        "--params",
-        str(root / "params.yaml"),
-    ]
+    argv = judge_argv(
+        gdir,
+        root / "out" / "comparisons.parquet",
+        root / "out" / "judge.json",
+        root / "out" / "pass_at_k.parquet",
+        root / "cache",
+        root / "params.yaml",
+    )
     return root, argv
 
 
@@ -161,9 +146,7 @@ def judge_under_faults(
 
     script = FaultScript(seed, fail_rate)
     api = start_api(script)
-    old = os.environ.get("ANTHROPIC_API_KEY")
-    os.environ["ANTHROPIC_API_KEY"] = CANARY
-    try:
+    with anthropic_key(), closing(api):
         _, argv = write_inputs(root, n_ids, samples, api.url)
         stages.judge.main(argv)
         metrics = _check_outputs(root, n_ids, samples)
@@ -190,12 +173,6 @@ def judge_under_faults(
             "lost": 0,
             "duplicates": 0,
         }
-    finally:
-        if old is None:
-            os.environ.pop("ANTHROPIC_API_KEY", None)
-        else:
-            os.environ["ANTHROPIC_API_KEY"] = old
-        api.close()
 
 
 def judge_outage_then_rerun(root: Path, seed: int, n_ids: int = 4, samples: int = 2) -> dict:
@@ -206,9 +183,7 @@ def judge_outage_then_rerun(root: Path, seed: int, n_ids: int = 4, samples: int 
     q = n_questions(n_ids, samples)
     script = FaultScript(seed, fail_rate=0.3, outage_from=10)
     api = start_api(script)
-    old = os.environ.get("ANTHROPIC_API_KEY")
-    os.environ["ANTHROPIC_API_KEY"] = CANARY
-    try:
+    with anthropic_key(), closing(api):
         _, argv = write_inputs(root, n_ids, samples, api.url)
         stages.judge.main(argv)
         metrics = json.loads((root / "out" / "judge.json").read_text())
@@ -228,12 +203,6 @@ def judge_outage_then_rerun(root: Path, seed: int, n_ids: int = 4, samples: int 
             "lost": 0,
             "duplicates": 0,
         }
-    finally:
-        if old is None:
-            os.environ.pop("ANTHROPIC_API_KEY", None)
-        else:
-            os.environ["ANTHROPIC_API_KEY"] = old
-        api.close()
 
 
 def judge_killed_and_resumed(
@@ -246,7 +215,7 @@ def judge_killed_and_resumed(
     kill_after = rng.randint(1, q - 1)
     script = FaultScript(seed, fail_rate)
     api = start_api(script)
-    try:
+    with closing(api):
         _, argv = write_inputs(root, n_ids, samples, api.url)
         env = {**os.environ, "ANTHROPIC_API_KEY": CANARY, "HF_HUB_OFFLINE": "1"}
         cmd = [sys.executable, "-m", "stages.judge", *argv]
@@ -287,8 +256,6 @@ def judge_killed_and_resumed(
             "faults": script.faults,
             "lost": 0,
         }
-    finally:
-        api.close()
 
 
 def reference_comparisons(root: Path, n_ids: int = 6, samples: int = 2) -> bytes:
@@ -297,15 +264,7 @@ def reference_comparisons(root: Path, n_ids: int = 6, samples: int = 2) -> bytes
 
     root.mkdir(parents=True, exist_ok=True)
     api = start_api(FaultScript(0, 0.0))
-    old = os.environ.get("ANTHROPIC_API_KEY")
-    os.environ["ANTHROPIC_API_KEY"] = CANARY
-    try:
+    with anthropic_key(), closing(api):
         _, argv = write_inputs(root, n_ids, samples, api.url)
         stages.judge.main(argv)
         return (root / "out" / "comparisons.parquet").read_bytes()
-    finally:
-        if old is None:
-            os.environ.pop("ANTHROPIC_API_KEY", None)
-        else:
-            os.environ["ANTHROPIC_API_KEY"] = old
-        api.close()
