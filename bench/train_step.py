@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--diversity", default="semantic", choices=["semantic", "lexical"])
+    ap.add_argument(
+        "--decode", default="auto", choices=["auto", "eager"], help="loss.decode (GPU: graphs)"
+    )
     ap.add_argument("--load-in-4bit", action="store_true")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--data", default="data/split/train.parquet")
@@ -308,7 +311,10 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size, max_length=args.max_length, warmup_steps=0, checkpoint_every=0
     )
     loss = LossParams(
-        num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, diversity=args.diversity
+        num_samples=args.num_samples,
+        max_new_tokens=args.max_new_tokens,
+        diversity=args.diversity,
+        decode=args.decode,
     )
     examples, _ = build_examples(df, tok, args.max_length, args.data)
     peft_model = attach_lora(model, LoraParams(), mp)
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         f"model {args.model} on {where}; batch {args.batch_size}, N={args.num_samples}, "
-        f"max_new_tokens {args.max_new_tokens}, diversity {args.diversity}; median of {args.steps} steps"
+        f"max_new_tokens {args.max_new_tokens}, diversity {args.diversity}, decode {args.decode}; "
+        f"median of {args.steps} steps (after one untimed warm-up round, which pays any compile)"
     )
     for n in notes:
         print(f"  note: {n}")

@@ -299,6 +299,142 @@ def sample(
     ]
 
 
+class StaticDecoder:
+    """Fixed-shape sampling for `rows` prompts of at most `width` tokens and `max_new_tokens`.
+
+    A transformers `StaticCache` allocated once and one decode-step function over fixed buffers;
+    with `compile=True` that step goes through `torch.compile(mode="reduce-overhead")`, i.e. it
+    replays as one CUDA graph instead of launching ~2k kernels a token (36 layers × LoRA
+    projections): 4.9× faster decoding at Qwen3-8B shapes on an H100 (bench/decode_graphs.py),
+    after a one-off compile of ~2 minutes. Shapes never change between calls, so it compiles once
+    per run: prompts are left-padded to `width` and finished rows keep decoding padding (no
+    compaction). Row i still draws only from its own seed's uniforms, as in `sample`; compiled
+    kernels round differently from eager ones, so a near-tie can resolve to another token than
+    `sample` would pick (training samples only; the generate stage stays on `sample`).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        rows: int,
+        width: int,
+        max_new_tokens: int,
+        *,
+        compile: bool = True,
+    ):
+        from transformers import StaticCache
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.model, self.rows, self.width, self.new = model, rows, width, max_new_tokens
+        self.device = next(model.parameters()).device
+        self.cache = StaticCache(config=base.config, max_cache_len=width + max_new_tokens)
+        long = {"dtype": torch.long, "device": self.device}
+        self.ids = torch.zeros((rows, 1), **long)  # the step's input token
+        self.pos = torch.zeros((rows, 1), **long)  # its position id (left padding aware)
+        self.cache_pos = torch.zeros((1,), **long)  # its slot in the cache (the same for all rows)
+        self.mask = torch.zeros((rows, width + max_new_tokens), **long)
+        self.kw = cache_kwarg(model)
+        self.step = (
+            torch.compile(self._step, mode="reduce-overhead", dynamic=False)
+            if compile
+            else self._step
+        )
+
+    def _step(self) -> torch.Tensor:
+        return self.model(
+            input_ids=self.ids,
+            position_ids=self.pos,
+            cache_position=self.cache_pos,
+            attention_mask=self.mask,
+            use_cache=True,
+            **{self.kw: self.cache},
+        ).logits[:, -1, :]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: Sequence[Sequence[int]],
+        seeds: Sequence[int],
+        *,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> list[Completion]:
+        """Like `sample`, for exactly `rows` prompts of at most `width` tokens."""
+        if len(prompts) != self.rows or len(seeds) != self.rows:
+            raise ValueError(f"StaticDecoder: built for {self.rows} rows, got {len(prompts)}")
+        if max(len(p) for p in prompts) > self.width:
+            raise ValueError(f"StaticDecoder: a prompt is longer than the width {self.width}")
+        w, new, rows = self.width, self.new, self.rows
+        ids, mask = left_pad([list(p) for p in prompts], pad_token_id, self.device)
+        if ids.shape[1] < w:  # pad to the fixed width (left)
+            extra = w - ids.shape[1]
+            ids = torch.cat([torch.full((rows, extra), pad_token_id, **_like(ids)), ids], 1)
+            mask = torch.cat([torch.zeros((rows, extra), **_like(mask)), mask], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if temperature > 0:
+            uniforms = torch.stack(
+                [
+                    torch.rand(
+                        new, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64
+                    )
+                    for s in seeds
+                ]
+            ).to(self.device)
+        self.cache.reset()
+        self.mask.zero_()
+        self.mask[:, :w] = mask
+        logits = (
+            self.model(
+                input_ids=ids,
+                attention_mask=self.mask[:, :w],
+                position_ids=positions,
+                cache_position=torch.arange(w, device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.kw: self.cache},
+            )
+            .logits[:, -1, :]
+            .float()
+        )
+        eos = torch.tensor(sorted(set(eos_token_ids)), device=self.device)
+        out = torch.full((rows, new), pad_token_id, dtype=torch.long, device=self.device)
+        lengths = torch.full((rows,), new, dtype=torch.long, device=self.device)
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        eos_hit = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        step_pos = positions[:, -1:]
+        for t in range(new):
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                nxt = draw(torch.softmax(logits / temperature, dim=-1), uniforms[:, t], top_p)
+            nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+            out[:, t] = nxt
+            hit = torch.isin(nxt, eos) & ~done
+            lengths[hit] = t + 1
+            eos_hit |= hit
+            done |= hit
+            if t == new - 1 or bool(done.all()):
+                break
+            step_pos = step_pos + 1
+            self.ids.copy_(nxt[:, None])
+            self.pos.copy_(step_pos)
+            self.cache_pos.fill_(w + t)
+            self.mask[:, w + t] = 1
+            # A copy: a CUDA graph reuses its output buffer on the next replay.
+            logits = self.step().to(torch.float32, copy=True)
+        lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
+        return [
+            Completion(out_l[i][: lengths_l[i]], "eos" if eos_l[i] else "length", int(seeds[i]))
+            for i in range(rows)
+        ]
+
+
+def _like(t: torch.Tensor) -> dict[str, object]:
+    return {"dtype": t.dtype, "device": t.device}
+
+
 def cache_kwarg(model: torch.nn.Module) -> str:
     """transformers 5.2x renamed `past_key_values` to `cache`; older releases (the GPU image) lack it."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
