@@ -16,5 +16,5 @@ for obj in $objectives; do
     dvc exp run -n "$name" -S eval_split=val -S "loss.lambda=$lam" -S "loss.objective=$obj" "$@"
   done
 done
-dvc exp show --no-pager --md --only-changed \
-  --keep 'eval_split|loss.lambda|loss.objective|metrics/polychromic.json:.*(pass_at_10|semantic_diversity|self_bleu|distinct_2|rouge_l)$'
+dvc exp show --no-pager --md --drop '.*' \
+  --keep 'Experiment|loss.lambda|loss.objective|metrics/polychromic.json:mean.(pass_at_10|pass_at_1|semantic_diversity|self_bleu|distinct_2|rouge_l)$'
