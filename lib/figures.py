@@ -430,6 +430,8 @@ def lookup(d: Mapping[str, Any], key: str) -> Any:
     flat = _flatten(d)
     if key in flat:
         return flat[key]
+    if f"mean.{key}" in flat:  # the score stage's layout: `mean` beside `n_prompts_with` counts
+        return flat[f"mean.{key}"]
     hits = {k: v for k, v in flat.items() if k.endswith("." + key)}
     if len(hits) > 1:
         raise ValueError(f"'{key}' is ambiguous: matches {sorted(hits)}")

@@ -82,6 +82,22 @@ def test_lookup_ambiguous_key_raises():
     assert F.lookup({"a": {"x": 1}}, "a.x") == 1 and F.lookup({"a": 1}, "zz") is None
 
 
+def test_lookup_reads_the_score_stages_own_metrics_layout():
+    # metrics/<system>.json from lib.scoring.summarise nests every metric twice (`mean` and
+    # `n_prompts_with`); the Pareto script must read the mean, not call it ambiguous.
+    import numpy as np
+    import pandas as pd
+
+    from lib.scoring import SCORE_METRICS, summarise
+
+    scores = pd.DataFrame({m: [0.2, 0.4] for m in SCORE_METRICS})
+    scores["n_pass"] = pd.array([1, 3], dtype="Int64")
+    summary = summarise(scores, "polychromic")
+    assert F.lookup(summary, "semantic_diversity") == pytest.approx(0.3)
+    assert F.lookup(summary, "pass_at_10") == pytest.approx(0.3)
+    assert np.isfinite(F.lookup(summary, "mean_n_pass"))
+
+
 def test_pareto_script(tmp_path):
     (tmp_path / "exps.json").write_text(json.dumps(exp_show_json()))
     out = tmp_path / "pareto"
