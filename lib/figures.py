@@ -453,18 +453,26 @@ def experiment_rows(
     quality: str,
     params: Sequence[str] = ("loss.lambda",),
     params_file: str = "params.yaml",
+    where: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per experiment with a value for both metrics: name, params, diversity, quality.
 
     `diversity` may be `inv_self_bleu` (1 − self_bleu). Experiments without the metrics file or a
-    value (failed, queued) are left out with a message; identical rows (workspace = HEAD) once.
+    value (failed, queued) are left out with a message, and so are those whose params differ from
+    `where` (e.g. {"eval_split": "val"}: never mix val and test points). Identical rows (the
+    workspace and the experiment it holds) appear once, under the experiment's name.
     """
-    rows, seen = [], set()
+    rows, seen = [], {}
     for st in _exp_states(exp_show):
         data = st.get("data") or {}
-        name = st.get("name") or str(st.get("rev", ""))[:7]
+        rev = str(st.get("rev", ""))
+        name = st.get("name") or (rev if rev == "workspace" else rev[:7])
         met = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
         par = ((data.get("params") or {}).get(params_file) or {}).get("data") or {}
+        off = {k: lookup(par, k) for k, v in (where or {}).items() if lookup(par, k) != v}
+        if off:
+            print(f"pareto: {name}: {off} (want {dict(where or {})}); skipped")
+            continue
         if not met:
             print(f"pareto: {name}: no {metrics_file}; skipped")
             continue
@@ -477,8 +485,10 @@ def experiment_rows(
         pvals = {p: lookup(par, p) for p in params}
         sig = (tuple(pvals.items()), d, float(q))
         if sig in seen:
+            if rows[seen[sig]]["experiment"] == "workspace":
+                rows[seen[sig]]["experiment"] = name
             continue
-        seen.add(sig)
+        seen[sig] = len(rows)
         rows.append({"experiment": name, **pvals, "diversity": d, "quality": float(q)})
     df = pd.DataFrame(rows, columns=["experiment", *params, "diversity", "quality"])
     df["on_front"] = non_dominated(list(zip(df["diversity"], df["quality"], strict=True)))

@@ -2,6 +2,7 @@
 
 python scripts/pareto.py --out reports/pareto             # runs `dvc exp show --json`
 python scripts/pareto.py --exp-json exps.json --quality pass_at_10 --out plots/pareto
+python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective  # the sweep
 
 Reads each experiment's params (default loss.lambda) and metrics/polychromic.json, marks the
 non-dominated experiments (both axes maximised), writes <out>.pdf/.png and <out>.csv.
@@ -14,6 +15,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         help="path without suffix (not under plots/, which the plot stage owns)",
     )
     ap.add_argument("--formats", default="pdf,png")
+    ap.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        help="KEY=VALUE params filter, repeatable; e.g. eval_split=val (never mix val and test)",
+    )
     args = ap.parse_args(argv)
 
     if args.exp_json is not None:
@@ -45,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         )
     params = tuple(args.param or ["loss.lambda"])
-    df = F.experiment_rows(exp_show, args.metrics_file, args.diversity, args.quality, params)
+    where = dict(w.split("=", 1) for w in args.where)
+    where = {k: yaml.safe_load(v) for k, v in where.items()}
+    df = F.experiment_rows(
+        exp_show, args.metrics_file, args.diversity, args.quality, params, where=where
+    )
     if df.empty:
         raise SystemExit(f"pareto: no experiment has both {args.diversity} and {args.quality}")
     with atomic_path(args.out.with_suffix(".csv")) as tmp:

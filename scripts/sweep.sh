@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The λ × objective sweep of RESULTS.md: one DVC experiment per configuration, evaluated on the val
 # split (test is looked at once, for the chosen configuration). λ = 0 trains exactly like baseline
-# whatever the objective, so it runs once. Afterwards: `dvc exp show`, `python scripts/pareto.py`.
+# whatever the objective, so it runs once. Afterwards: `dvc exp show`, and the Pareto front with
+# `python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective`.
 #   bash scripts/sweep.sh                  # λ in {0, 0.1, 0.3, 1.0} × {additive, multiplicative}
 #   LAMBDAS="0 0.5" OBJECTIVES=additive bash scripts/sweep.sh
 set -euo pipefail

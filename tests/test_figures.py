@@ -76,6 +76,25 @@ def test_experiment_rows_and_front():
     assert by.loc[0.5, "label"] == "λ=0.5"
 
 
+def test_experiment_rows_filter_by_params_and_name_the_workspace_after_its_experiment():
+    def exp(name, lam, split, div, q):
+        e = _exp(name, lam, {"mean": {"semantic_diversity": div, "pass_at_10": q}})
+        e["data"]["params"]["params.yaml"]["data"]["eval_split"] = split
+        return e
+
+    ws = exp("workspace", 1.0, "val", 0.8, 0.9)  # holds the last experiment's results
+    head = exp("main", 0.3, "test", 0.7, 0.95)  # the committed test run: not a tuning point
+    head["experiments"] = [
+        {"revs": [exp("val-a", 0.0, "val", 0.6, 0.9), exp("val-b", 1.0, "val", 0.8, 0.9)]}
+    ]
+    df = F.experiment_rows(
+        [ws, head], "metrics/polychromic.json", "semantic_diversity", "pass_at_10",
+        where={"eval_split": "val"},
+    )  # fmt: skip
+    assert sorted(df["experiment"]) == ["val-a", "val-b"]
+    assert df.set_index("experiment")["on_front"].to_dict() == {"val-a": False, "val-b": True}
+
+
 def test_lookup_ambiguous_key_raises():
     with pytest.raises(ValueError, match="ambiguous"):
         F.lookup({"a": {"x": 1}, "b": {"x": 2}}, "x")
