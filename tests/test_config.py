@@ -106,6 +106,8 @@ def test_params_and_every_profile_load_into_every_section(profile):
     if profile:
         params = deep_merge(params, read_params(profile))
     classes = _section_classes()
-    assert set(params) - {"seed"} == set(classes)
+    assert set(params) - {"seed", "eval_split", "launcher"} == set(classes)
+    assert params["eval_split"] in {"test", "val"}  # dvc.yaml reads data/split/<eval_split>.parquet
+    assert params["launcher"].split()[0] in {"python", "accelerate", "torchrun"}
     for section, cls in classes.items():
         from_dict(cls, params[section], section)

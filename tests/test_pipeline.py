@@ -105,8 +105,14 @@ def test_each_stage_declares_exactly_the_params_it_reads(repo, key, value, stage
 
 def test_lambda_override_reruns_polychromic_only(repo):
     root, _ = repo
+    adapter = root / "models/polychromic/adapter_model.safetensors"
+    before = hashlib.md5(adapter.read_bytes()).hexdigest()
     out = dvc(["exp", "run", "-S", "loss.lambda=0.7"], root)
-    assert stages_run(out) == {
+    ran = stages_run(out)
+    # Downstream of generate@polychromic, dvc skips what an unchanged output does not reach (a
+    # 3-step tiny-random adapter can sample the same 8 tokens at λ 0.7 as at 1.0).
+    assert {"train_polychromic", "generate@polychromic"} <= ran
+    assert ran <= {
         "train_polychromic",
         "generate@polychromic",
         "score@polychromic",
@@ -114,6 +120,7 @@ def test_lambda_override_reruns_polychromic_only(repo):
         "stats",
         "plot",
     }
+    assert hashlib.md5(adapter.read_bytes()).hexdigest() != before, "λ did not reach training"
     assert yaml.safe_load((root / "params.yaml").read_text())["loss"]["lambda"] == 0.7
 
 
