@@ -283,19 +283,30 @@ def bertscore_f1(
         from lib.embed import minilm_path
 
         model_path = minilm_path()
-    _, _, f1 = bert_score.score(
-        cands,
-        refs,
-        model_type=str(model_path),
-        num_layers=num_layers,
-        batch_size=batch_size,
-        lang=None,
-        rescale_with_baseline=False,
-        verbose=False,
-    )
+    # Empty text: bert_score encodes "" through a tokenizer method transformers 5 removed. Its own
+    # convention is kept: an empty candidate matches no reference token (F1 = 0, as ROUGE-L);
+    # empty references are dropped, and a candidate left with none has no score (NaN = missing).
+    refs = [[x for x in r if x.strip()] for r in refs]
+    out = np.full(len(cands), np.nan)
+    for i, (c, r) in enumerate(zip(cands, refs, strict=True)):
+        if r and not c.strip():
+            out[i] = 0.0
+    todo = [i for i, (c, r) in enumerate(zip(cands, refs, strict=True)) if r and c.strip()]
+    if todo:
+        _, _, f1 = bert_score.score(
+            [cands[i] for i in todo],
+            [refs[i] for i in todo],
+            model_type=str(model_path),
+            num_layers=num_layers,
+            batch_size=batch_size,
+            lang=None,
+            rescale_with_baseline=False,
+            verbose=False,
+        )
+        out[todo] = f1.numpy().astype(np.float64)
     model_name = BERTSCORE_MODEL if _is_minilm(model_path) else str(model_path)
     digest = get_hash(model_name, num_layers, False, False, False, False)
-    return f1.numpy().astype(np.float64), digest
+    return out, digest
 
 
 def _is_minilm(path: str | Path) -> bool:

@@ -249,6 +249,18 @@ def test_bertscore_local_minilm_offline_and_max_over_refs():
     assert digest.startswith("all-MiniLM-L6-v2_L6_no-idf_version=")
 
 
+def test_bertscore_empty_candidate_scores_zero_empty_references_are_missing():
+    # A code sample can be empty after body extraction: bert_score crashed on it (transformers 5
+    # removed the tokenizer method it encodes "" with). Empty answer: F1 0; no usable reference: NaN.
+    f1, _ = metrics.bertscore_f1(
+        ["", "   ", "hello there", "hello there"],
+        [["hello there"], ["hello there"], ["", "hello there"], ["  "]],
+    )
+    assert f1[0] == 0.0 and f1[1] == 0.0
+    assert f1[2] == pytest.approx(1.0, abs=1e-5)  # the empty reference is dropped, not matched
+    assert np.isnan(f1[3])
+
+
 def test_bertscore_rejects_bad_input():
     with pytest.raises(ValueError):
         metrics.bertscore_f1(["a"], [["b"], ["c"]])
