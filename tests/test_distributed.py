@@ -85,40 +85,38 @@ def _train_cmd(tmp: Path, name: str, params: Path) -> list[str]:
     ]
 
 
+def _train(launcher: list[str], tmp: Path, name: str, params: Path, env: dict[str, str]) -> str:
+    """Run train_polychromic under `launcher` into tmp/name; its stdout (fails on a non-zero exit)."""
+    run = subprocess.run(
+        [*launcher, *_train_cmd(tmp, name, params)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
 @pytest.mark.e2e
 def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
     if not torch.distributed.is_available() or shutil.which("torchrun") is None:
         pytest.skip("torch.distributed / torchrun not available")
     _df(16).to_parquet(tmp_path / "train.parquet")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    one = subprocess.run(
-        [sys.executable, *_train_cmd(tmp_path, "one", _params(tmp_path, 4))],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
+    _train([sys.executable], tmp_path, "one", _params(tmp_path, 4), env)
     # torchrun is what `accelerate launch --multi_gpu` runs; accelerate's PartialState reads the
     # same environment (gloo on CPU, NCCL on GPUs).
-    two = subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            *_train_cmd(tmp_path, "two", _params(tmp_path, 2)),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    two = _train(
+        ["torchrun", "--standalone", "--nproc_per_node", "2"],
+        tmp_path,
+        "two",
+        _params(tmp_path, 2),
+        env,
     )
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 process(es)" in two.stdout
-    assert two.stdout.count("steps on 16 pairs") == 1, "only rank 0 reports"
+    assert "2 process(es)" in two
+    assert two.count("steps on 16 pairs") == 1, "only rank 0 reports"
 
     a = load_file(tmp_path / "one/adapter/adapter_model.safetensors")
     b = load_file(tmp_path / "two/adapter/adapter_model.safetensors")
@@ -154,15 +152,7 @@ def test_accelerate_launch_single_process_equals_plain_python(tmp_path):
         ],
     }  # fmt: skip
     for name, launcher in launchers.items():
-        run = subprocess.run(
-            [*launcher, *_train_cmd(tmp_path, name, params)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
+        _train(launcher, tmp_path, name, params, env)
     a = load_file(tmp_path / "python/adapter/adapter_model.safetensors")
     b = load_file(tmp_path / "accelerate/adapter/adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
