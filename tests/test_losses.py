@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from lib import losses
 from lib.chat import IGNORE_INDEX
+from lib.train import losses
 
 
 def _dist(n: int, pairs: dict[tuple[int, int], float]) -> torch.Tensor:

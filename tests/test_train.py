@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lib import losses
 from lib.chat import IGNORE_INDEX, chat_prompt_ids, training_example
 from lib.models import ModelParams, load_model
 from lib.train import (
@@ -23,6 +22,7 @@ from lib.train import (
     attach_lora,
     build_examples,
     collate,
+    losses,
     train,
 )
 

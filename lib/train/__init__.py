@@ -35,13 +35,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import losses
 from lib.chat import IGNORE_INDEX, training_example
 from lib.distributed import Dist, init_dist
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
 from lib.packing import TreePack, continuation_logprobs, tree_pack
 from lib.sampling import StaticDecoder, eos_ids, sample
+from lib.train import losses
 
 SYSTEMS = ("baseline", "gem", "polychromic")
 
