@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lib.config import param  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import PASS_AT_K, SYSTEMS  # noqa: E402
 
@@ -57,20 +58,15 @@ OUTCOME_COLORS = {"win": "#009E73", "tie": "#BBBBBB", "loss": "#D55E00"}
 
 @dataclass(frozen=True)
 class PlotParams:
-    formats: tuple[str, ...] = ("pdf", "png")
-    dpi: int = 150  # PNG only; PDF is vector
+    """`plot:` in params.yaml (metric names are checked against stats.json by stages.plot)."""
+
+    formats: tuple[str, ...] = param(pattern=r"pdf|png|svg", doc="pdf | png | svg")
+    dpi: int = param(ge=10, le=2400)  # PNG only; PDF is vector
     # x of the trade-off: a SCORE_METRICS name, or inv_self_bleu (1 − Self-BLEU)
-    diversity_metric: str = "semantic_diversity"
-    quality_metrics: tuple[str, ...] = ("rouge_l", "bertscore_f1", "pass_at_10")
-    tradeoff_quality: str = "rouge_l"  # y of plots/data/tradeoff.csv (dvc plots)
-    bar_metrics: tuple[str, ...] = (
-        "self_bleu",
-        "distinct_2",
-        "semantic_diversity",
-        "rouge_l",
-        "bertscore_f1",
-        "pass_at_10",
-    )
+    diversity_metric: str = param()
+    quality_metrics: tuple[str, ...] = param()
+    tradeoff_quality: str = param()  # y of plots/data/tradeoff.csv (dvc plots)
+    bar_metrics: tuple[str, ...] = param()
 
 
 def _style() -> None:

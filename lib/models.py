@@ -17,10 +17,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from lib.config import param
 from lib.io import atomic_path
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -30,11 +31,13 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class ModelParams:
-    base: str = SMOLLM2
-    load_in_4bit: bool = False
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    gradient_checkpointing: bool = False
+    """`model:` in params.yaml."""
+
+    base: str = param(pattern=r"\S+", doc="a model name, Hugging Face id or local path")
+    load_in_4bit: bool = param()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param()
+    device: str = param(pattern=r"auto|cpu|cuda(:\d+)?", doc="auto | cpu | cuda | cuda:N")
+    gradient_checkpointing: bool = param()
 
 
 def cache_dir() -> Path:

@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lib import checkers, metrics
+from lib.config import param
 from lib.sandbox import SandboxLimits
 from lib.schemas import PASS_AT_K, SCORE_METRICS
 
@@ -24,14 +25,16 @@ NAN = float("nan")
 
 @dataclass(frozen=True)
 class ScoreParams:
-    code_timeout_s: float = 5.0
-    code_memory_mb: int = 1024
-    code_workers: int = 2
-    qa_f1_threshold: float = 0.5
-    social_human_pass_rate: float = 0.5
-    eval_encoder: str | None = None  # second sentence-transformers encoder (id or local path)
-    bertscore_layer: int = 6
-    embed_batch_size: int = 64
+    """`score:` in params.yaml."""
+
+    code_timeout_s: float = param(gt=0)
+    code_memory_mb: int = param(ge=16)
+    code_workers: int = param(ge=1)
+    qa_f1_threshold: float = param(gt=0, le=1)
+    social_human_pass_rate: float = param(gt=0, lt=1)
+    eval_encoder: str | None = param()  # second sentence-transformers encoder (id or local path)
+    bertscore_layer: int = param(ge=1)
+    embed_batch_size: int = param(ge=1)
 
 
 EmbedFn = Callable[[list[str]], np.ndarray]

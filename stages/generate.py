@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from lib.config import ParamsError, load_section, read_params
+from lib.cli import run
+from lib.config import load_section, load_seed
 from lib.generate import ADAPTER_SYSTEMS, GenerateParams, generate, load_system_model
 from lib.io import read_parquet, write_parquet
 from lib.models import ModelParams
@@ -32,9 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     if (args.system in ADAPTER_SYSTEMS) != (adapter is not None):
         need = "an adapter folder" if args.system in ADAPTER_SYSTEMS else "--adapter none"
         raise SystemExit(f"generate: system '{args.system}' needs {need}, got '{args.adapter}'")
-    seed = read_params(args.params).get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ParamsError(f"{args.params}: top-level 'seed' must be an integer, got {seed!r}")
+    seed = load_seed(args.params)
     model_params = load_section(ModelParams, "model", args.params)
     gen_params = load_section(GenerateParams, "generate", args.params)
     prompt_params = load_section(PromptParams, "prompts", args.params)
@@ -58,4 +57,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lib.cli import run
 from lib.config import load_section
 from lib.io import read_parquet, write_json, write_parquet
 from lib.schemas import EXAMPLES, GENERATIONS, SCORES
@@ -32,4 +33,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.config import load_section, read_params
+from lib.cli import run
+from lib.config import load_section, load_seed
 from lib.io import read_parquet, write_json, write_text
 from lib.report import to_latex, to_markdown
 from lib.schemas import JUDGMENTS, SCORES, SYSTEMS
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     p = load_section(StatsParams, "stats", args.params)
-    seed = int(read_params(args.params)["seed"])
+    seed = load_seed(args.params)
     scores = read_scores(args.scores_dir)
     judgments = None
     if args.judge is not None and args.judge.exists():
@@ -66,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

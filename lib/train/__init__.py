@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from lib.chat import IGNORE_INDEX, training_example
+from lib.config import ranged
 from lib.distributed import Dist, init_dist
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
@@ -48,9 +49,9 @@ SYSTEMS = ("baseline", "gem", "polychromic")
 
 @dataclass(frozen=True)
 class LoraParams:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = field(default=16, metadata=ranged(ge=1))
+    alpha: int = field(default=32, metadata=ranged(ge=1))
+    dropout: float = field(default=0.05, metadata=ranged(ge=0, lt=1))
     target_modules: tuple[str, ...] = (
         "q_proj",
         "k_proj",
@@ -64,28 +65,30 @@ class LoraParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 1  # used only when max_steps <= 0
+    epochs: int = field(default=1, metadata=ranged(ge=1))  # used only when max_steps <= 0
     max_steps: int = 40  # optimizer steps; <= 0 means `epochs` passes over the data
-    batch_size: int = 8  # examples per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 4
-    max_length: int = 128  # prompt + reference tokens; longer targets are cut
+    batch_size: int = field(default=8, metadata=ranged(ge=1))  # examples per micro-batch
+    grad_accum: int = field(default=1, metadata=ranged(ge=1))  # micro-batches per optimizer step
+    lr: float = field(default=2e-4, metadata=ranged(gt=0))
+    weight_decay: float = field(default=0.0, metadata=ranged(ge=0))
+    warmup_steps: int = field(default=4, metadata=ranged(ge=0))
+    max_length: int = field(
+        default=128, metadata=ranged(ge=2)
+    )  # prompt + reference tokens; longer targets are cut
     max_grad_norm: float = 1.0  # <= 0 disables clipping
     checkpoint_every: int = 10  # optimizer steps; <= 0 disables checkpoints
-    log_every: int = 1  # optimizer steps between DVCLive rows
+    log_every: int = field(default=1, metadata=ranged(ge=1))  # optimizer steps between DVCLive rows
 
 
 @dataclass(frozen=True)
 class LossParams:
-    lambda_: float = 0.3  # params.yaml: `lambda`
+    lambda_: float = field(default=0.3, metadata=ranged(ge=0))  # params.yaml: `lambda`
     objective: Literal["additive", "multiplicative"] = "additive"
-    num_samples: int = 4
+    num_samples: int = field(default=4, metadata=ranged(ge=2))
     diversity: Literal["semantic", "lexical"] = "semantic"
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_p: float = 1.0
+    max_new_tokens: int = field(default=24, metadata=ranged(ge=1))
+    temperature: float = field(default=1.0, metadata=ranged(gt=0))
+    top_p: float = field(default=1.0, metadata=ranged(gt=0, le=1))
     # auto: on CUDA, decode the samples with a static KV cache and a CUDA-graphed step
     # (lib.sampling.StaticDecoder: ~5× faster decoding at 8B, ~2 min one-off compile); eager: always
     # the dynamic-cache sampler (the only path on CPU).
@@ -94,7 +97,7 @@ class LossParams:
 
 @dataclass(frozen=True)
 class GemParams:
-    beta: float = 0.7
+    beta: float = field(default=0.7, metadata=ranged(gt=0, le=1))
     h: Literal["linear", "logsigmoid"] = "linear"
 
 
