@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from lib.config import params_for
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -29,12 +31,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from bench.train_step import qwen3_8b_random
-    from lib.models import ModelParams
     from lib.sampling import StaticDecoder, sample
     from lib.train import LoraParams, attach_lora
 
     dev = torch.device("cuda")
-    model = attach_lora(qwen3_8b_random(dev, torch.bfloat16), LoraParams(), ModelParams(base="x"))
+    model = attach_lora(
+        qwen3_8b_random(dev, torch.bfloat16), LoraParams(), params_for("model", base="x")
+    )
     model.eval()
     b, p, new = args.rows, args.prompt_len, args.new
     g = torch.Generator().manual_seed(0)

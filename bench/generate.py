@@ -26,7 +26,8 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from lib.generate import GenerateParams, Prompt, plan
+from lib.config import params_for
+from lib.generate import Prompt, plan
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -73,9 +74,9 @@ def load(args: argparse.Namespace) -> tuple[torch.nn.Module, list[list[int]], in
         prompts = [torch.randint(0, 150000, (n,), generator=g).tolist() for n in lengths]
         return model, prompts, 151643
     from lib.chat import chat_prompt_ids
-    from lib.models import ModelParams, load_model
+    from lib.models import load_model
 
-    model, tok = load_model(ModelParams(base=args.model, device=args.device))
+    model, tok = load_model(params_for("model", base=args.model, device=args.device))
     texts = [
         QUESTIONS[i % len(QUESTIONS)] + (f" ({i})" if i >= len(QUESTIONS) else "")
         for i in range(args.prompts)
@@ -129,7 +130,8 @@ def run_stage(model, prompts, args, pad) -> tuple[int, int]:
     test = pd.DataFrame(
         {"id": [f"p{i}" for i in range(len(prompts))], "domain": ["bench"] * len(prompts)}
     )
-    gp = GenerateParams(
+    gp = params_for(
+        "generate",
         num_samples=args.samples,
         temperature=args.temperature,
         top_p=args.top_p,

@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from lib.config import params_for
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -225,7 +227,7 @@ class RssPeak:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lib.models import ModelParams, load_model, resolve_device, resolve_dtype
+    from lib.models import load_model, resolve_device, resolve_dtype
     from lib.train import (
         GemParams,
         LoraParams,
@@ -268,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     notes = []
-    mp = ModelParams(
+    mp = params_for(
+        "model",
         base=args.model,
         device=str(device),
         load_in_4bit=args.load_in_4bit,
@@ -281,13 +284,16 @@ def main(argv: list[str] | None = None) -> None:
         try:
             from lib.models import load_tokenizer
 
-            tok = load_tokenizer(ModelParams(base="tiny-random"))
+            tok = load_tokenizer(params_for("model", base="tiny-random"))
         except Exception as e:  # noqa: BLE001 - the GPU machine lacks the packaged tokenizer
             tok = WordHashTokenizer(151936)
             notes.append(f"tokenizer: word-hash stand-in ({type(e).__name__})")
         model = qwen3_8b_random(device, dtype)
-        mp = ModelParams(
-            base=args.model, device=str(device), gradient_checkpointing=args.gradient_checkpointing
+        mp = params_for(
+            "model",
+            base=args.model,
+            device=str(device),
+            gradient_checkpointing=args.gradient_checkpointing,
         )
     else:
         model, tok = load_model(mp)

@@ -336,6 +336,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
+def merged_params(overrides: dict[str, Any], path: str | Path = REPO_PARAMS) -> dict[str, Any]:
+    """The repo's params.yaml with `overrides` deep-merged in: a complete params file for a test."""
+    return deep_merge(read_params(path), overrides)
+
+
 def params_for(section: str, path: str | Path = REPO_PARAMS, **overrides: Any) -> Any:
     """The repo's params.yaml `section` with `overrides` applied (for tests and benches).
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from lib.config import params_for
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         F.METRIC_LABELS.get(args.diversity, args.diversity),
         F.METRIC_LABELS.get(args.quality, args.quality),
     )
-    p = F.PlotParams(formats=tuple(args.formats.split(",")))
+    p = params_for("plot", formats=tuple(args.formats.split(",")))
     paths = F.save(fig, args.out.parent, args.out.name, p)
     front = df[df["on_front"]]
     print(f"pareto: {len(df)} experiments, {len(front)} on the front: {', '.join(front['label'])}")

@@ -14,8 +14,9 @@ import pytest
 from score_tables import PARAMS_YAML, score_table, write_judgments, write_scores
 
 from lib import figures as F
+from lib.config import params_for
 from lib.schemas import SYSTEMS
-from lib.stats import StatsParams, compute_stats
+from lib.stats import compute_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,7 @@ def _stats(**drop):
     for metric, system in drop.items():
         scores[system][metric] = np.nan
     return json.loads(
-        json.dumps(compute_stats(scores, StatsParams(bootstrap=200), 0), allow_nan=False)
+        json.dumps(compute_stats(scores, params_for("stats", bootstrap=200), 0), allow_nan=False)
     )
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from lib.generate import GenerateParams, generate, regenerate_one, sample_seed
+from lib.config import merged_params, params_for
+from lib.generate import generate, regenerate_one, sample_seed
 from lib.io import read_parquet, write_parquet
-from lib.prompts import PromptParams
 from lib.sampling import _filter_top_p, draw, eos_ids, sample
 from lib.schemas import EXAMPLES, GENERATIONS
 
@@ -127,15 +127,17 @@ def make_split(domain: str, n: int, prefix: str, meta: str = "{}") -> pd.DataFra
     )
 
 
-SMALL = GenerateParams(
-    num_samples=10, max_new_tokens={"social": 6, "qa": 5, "code": 16}, batch_size=16
+SMALL = params_for(
+    "generate", num_samples=10, max_new_tokens={"social": 6, "qa": 5, "code": 16}, batch_size=16
 )
 
 
 def test_ten_samples_per_input_recorded_with_distinct_seeds_and_reproducible(tiny_model):
     model, tok = tiny_model
     test = make_split("social", 3, "test")
-    df = generate(model, tok, "zero_shot", test, None, SMALL, PromptParams(), 42, progress=False)
+    df = generate(
+        model, tok, "zero_shot", test, None, SMALL, params_for("prompts"), 42, progress=False
+    )
     GENERATIONS.to_table(df, "generate")  # schema holds
     assert len(df) == 30
     assert df.groupby("id")["sample"].apply(sorted).tolist() == [list(range(10))] * 3
@@ -156,8 +158,8 @@ def test_ten_samples_per_input_recorded_with_distinct_seeds_and_reproducible(tin
         "zero_shot",
         test,
         None,
-        GenerateParams(num_samples=10, max_new_tokens={"social": 6}, batch_size=3),
-        PromptParams(),
+        params_for("generate", num_samples=10, max_new_tokens={"social": 6}, batch_size=3),
+        params_for("prompts"),
         42,
         progress=False,
     )
@@ -167,8 +169,8 @@ def test_ten_samples_per_input_recorded_with_distinct_seeds_and_reproducible(tin
 def test_few_shot_prompt_shows_five_train_examples(tiny_model):
     model, tok = tiny_model
     test, train = make_split("qa", 2, "test"), make_split("qa", 20, "train")
-    p = GenerateParams(num_samples=2, max_new_tokens={"qa": 3})
-    df = generate(model, tok, "few_shot", test, train, p, PromptParams(), 42, progress=False)
+    p = params_for("generate", num_samples=2, max_new_tokens={"qa": 3})
+    df = generate(model, tok, "few_shot", test, train, p, params_for("prompts"), 42, progress=False)
     prompt = df["prompt"].iloc[0]
     assert prompt.count("Question: train message number") == 5
     assert prompt.count("Answer: train reply") == 5
@@ -191,8 +193,8 @@ def test_code_outputs_are_function_bodies(tiny_model):
     )
     test = make_split("code", 2, "test", meta)
     test["input"] = ["def f(x):\n    '''Return x.'''\n", "def f(x):\n    '''Double x.'''\n"]
-    p = GenerateParams(num_samples=3, max_new_tokens={"code": 16})
-    df = generate(model, tok, "zero_shot", test, None, p, PromptParams(), 1, progress=False)
+    p = params_for("generate", num_samples=3, max_new_tokens={"code": 16})
+    df = generate(model, tok, "zero_shot", test, None, p, params_for("prompts"), 1, progress=False)
     assert "```python\ndef f(x):" in df["prompt"].iloc[0]
     for out in df["output"]:
         first = next(ln for ln in out.split("\n") if ln.strip())
@@ -204,7 +206,14 @@ def test_unknown_domain_budget_fails_clearly(tiny_model):
     model, tok = tiny_model
     with pytest.raises(ValueError, match="no entry for domain 'creative'"):
         generate(
-            model, tok, "zero_shot", make_split("creative", 1, "t"), None, SMALL, PromptParams(), 1
+            model,
+            tok,
+            "zero_shot",
+            make_split("creative", 1, "t"),
+            None,
+            SMALL,
+            params_for("prompts"),
+            1,
         )
 
 
@@ -229,7 +238,7 @@ def stage_files(tmp_path):
         },
         "prompts": {"zero_shot": {"social": "Reply to: {input}"}},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     return tmp_path
 
 
@@ -257,9 +266,9 @@ def test_stage_zero_shot(stage_files):
 def test_stage_adapter_system_loads_and_merges_the_lora(stage_files, tiny_model):
     from peft import LoraConfig, get_peft_model
 
-    from lib.models import ModelParams, load_model
+    from lib.models import load_model
 
-    base, tok = load_model(ModelParams(base="tiny-random", device="cpu"))
+    base, tok = load_model(params_for("model", base="tiny-random", device="cpu"))
     cfg = LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
     )
@@ -277,7 +286,9 @@ def test_stage_adapter_system_loads_and_merges_the_lora(stage_files, tiny_model)
     assert not df["prompt"].str.contains("Reply to:").any()  # raw input, as in training
     # The merged model samples what the unmerged adapter model samples, seed for seed.
     peft_model.eval()
-    p = GenerateParams(num_samples=10, max_new_tokens={"social": 5}, top_p=0.9, temperature=0.7)
+    p = params_for(
+        "generate", num_samples=10, max_new_tokens={"social": 5}, top_p=0.9, temperature=0.7
+    )
     for r in (0, 11):
         assert regenerate_one(peft_model, tok, df.iloc[r], p) == df["output"].iloc[r]
     # And the adapter matters: the base model gives other samples from the same prompts and seeds.

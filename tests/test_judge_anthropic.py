@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from lib.config import merged_params, params_for
 from lib.judge.anthropic_backend import AnthropicJudge, JudgeError
 from lib.judge.params import JudgeParams
 from lib.judge.prompts import Question
@@ -38,7 +39,7 @@ def _params(api: FakeAPI, **kw) -> JudgeParams:
         "backoff_max_s": 0.02,
     }
     base.update(kw)
-    return JudgeParams(**base)
+    return params_for("judge", **base)
 
 
 class Sleeps(list):
@@ -225,7 +226,7 @@ def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, ca
             "pass_checker": True,
         },
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     api.answer = lambda body: (
         "Verdict: yes\nReason: ok" if "rubric" in body["system"] else _prefers_polychromic(body)
     )

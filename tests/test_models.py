@@ -7,7 +7,8 @@ import textwrap
 import pytest
 import torch
 
-from lib.models import ModelParams, load_model, resolve_dtype
+from lib.config import params_for
+from lib.models import load_model, resolve_dtype
 
 _NO_NETWORK = textwrap.dedent(
     """
@@ -36,14 +37,14 @@ def test_tiny_random_loads_offline_and_is_deterministic():
     out = _run_offline(
         """
         from lib.models import ModelParams, load_model
-        m, tok = load_model(ModelParams(base="tiny-random", device="cpu"))
+        m, tok = load_model(params_for("model", base="tiny-random", device="cpu"))
         n = sum(p.numel() for p in m.parameters())
         print(n, round(float(next(m.parameters()).sum()), 6), tok.eos_token)
         """
     )
     n, checksum, eos = out.split()
     assert 2_000_000 < int(n) < 4_000_000
-    m, _ = load_model(ModelParams(base="tiny-random"))
+    m, _ = load_model(params_for("model", base="tiny-random"))
     assert round(float(next(m.parameters()).sum()), 6) == float(checksum)
     assert eos == "<|im_end|>"
 
@@ -53,7 +54,7 @@ def test_smollm2_resolves_offline_from_the_package():
     out = _run_offline(
         """
         from lib.models import ModelParams, load_model, smollm2_dir
-        m, tok = load_model(ModelParams(base="smollm2-135m-instruct", device="cpu"))
+        m, tok = load_model(params_for("model", base="smollm2-135m-instruct", device="cpu"))
         assert (smollm2_dir() / "model.safetensors").exists()
         ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                       add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -69,13 +70,13 @@ def test_smollm2_resolves_offline_from_the_package():
 
 def test_unknown_hub_id_fails_offline_instead_of_downloading():
     with pytest.raises(OSError):
-        load_model(ModelParams(base="nobody/definitely-not-a-model", device="cpu"))
+        load_model(params_for("model", base="nobody/definitely-not-a-model", device="cpu"))
 
 
 def test_4bit_on_cpu_is_really_quantised():
     import bitsandbytes as bnb
 
-    m, _ = load_model(ModelParams(base="tiny-random", load_in_4bit=True, device="cpu"))
+    m, _ = load_model(params_for("model", base="tiny-random", load_in_4bit=True, device="cpu"))
     assert isinstance(m.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     assert m(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, m.config.vocab_size)
 
@@ -91,4 +92,4 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
-        load_model(ModelParams(base="tiny-random", device="cuda"))
+        load_model(params_for("model", base="tiny-random", device="cuda"))

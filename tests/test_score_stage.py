@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lib import checkers, metrics
+from lib.config import merged_params, params_for
 from lib.embed import embed
 from lib.io import write_parquet
 from lib.schemas import EXAMPLES, GENERATIONS, SCORE_METRICS, SCORES
@@ -112,7 +113,7 @@ def scored(tmp_path_factory):
             "bertscore_layer": 6,
         }
     }
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     write_parquet(_gens(), tmp / "gens.parquet", GENERATIONS)
     write_parquet(_val(), tmp / "val.parquet", EXAMPLES)
     score.main(
@@ -208,17 +209,17 @@ def test_metrics_json(scored):
 
 
 def test_wrong_system_and_missing_val_refs_fail(tmp_path):
-    from lib.scoring import ScoreParams, score_generations
+    from lib.scoring import score_generations
 
     gens = _gens()
     with pytest.raises(ValueError, match="expected 'gem'"):
-        score_generations(gens, _val(), ScoreParams(), "gem")
+        score_generations(gens, _val(), params_for("score"), "gem")
     lonely = _val().assign(references=[["a"], ["b"], ["c"]])
     with pytest.raises(ValueError, match="my/val.parquet"):
         score_generations(
             gens[gens["domain"] == "social"],
             lonely,
-            ScoreParams(),
+            params_for("score"),
             "baseline",
             val_where="my/val.parquet",
         )

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from lib.chat import IGNORE_INDEX, chat_prompt_ids, training_example
-from lib.models import ModelParams, load_model
+from lib.config import merged_params, params_for
+from lib.models import load_model
 from lib.train import (
     GemParams,
     LoraParams,
@@ -26,7 +27,7 @@ from lib.train import (
     train,
 )
 
-MP = ModelParams(base="tiny-random", device="cpu")
+MP = params_for("model", base="tiny-random", device="cpu")
 LORA = LoraParams()
 FAST = TrainParams(
     max_steps=3, batch_size=3, warmup_steps=1, max_length=48, checkpoint_every=0, lr=1e-2
@@ -421,7 +422,7 @@ def _params(tmp_path, **train_overrides):
         "gem": {"beta": 0.7},
     }
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(p))
+    path.write_text(yaml.safe_dump(merged_params(p)))
     return path
 
 
@@ -463,7 +464,7 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
 def test_load_in_4bit_cpu_one_step(tiny_model):
     pytest.importorskip("bitsandbytes")
     _, tok = tiny_model
-    mp = ModelParams(base="tiny-random", device="cpu", load_in_4bit=True)
+    mp = params_for("model", base="tiny-random", device="cpu", load_in_4bit=True)
     base, _ = load_model(mp, tok)
     model = attach_lora(base, LoraParams(), mp)
     examples, _ = build_examples(_df(2), tok, 32)
