@@ -13,7 +13,7 @@ from lib.cli import run
 from lib.config import load_section, load_seed
 from lib.generate import ADAPTER_SYSTEMS, GenerateParams, generate, load_system_model
 from lib.io import read_parquet, write_parquet
-from lib.models import ModelParams
+from lib.models import ModelParams, model_source
 from lib.prompts import PromptParams
 from lib.schemas import EXAMPLES, GENERATIONS, SYSTEMS
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"generate: system '{args.system}' needs {need}, got '{args.adapter}'")
     seed = load_seed(args.params)
     model_params = load_section(ModelParams, "model", args.params)
+    model_source(model_params.base)  # a wrong model.base fails in seconds, before any data is read
     gen_params = load_section(GenerateParams, "generate", args.params)
     prompt_params = load_section(PromptParams, "prompts", args.params)
 
