@@ -53,6 +53,18 @@ class Cell:
     dash: bool = False  # the row does not apply to this column
 
 
+def small_systems(stats: dict[str, Any]) -> dict[str, int]:
+    """Systems scored on fewer prompts than the most-scored one: marked ‡, never bold."""
+    n = stats.get("n_prompts", {})
+    most = max(n.values(), default=0)
+    return {s: n[s] for s in SYSTEMS if s in n and n[s] < most}
+
+
+def _header(stats: dict[str, Any]) -> list[str]:
+    small = small_systems(stats)
+    return [SYSTEM_LABELS[s] + (" ‡" if s in small else "") for s in SYSTEMS]
+
+
 def _semantic_metric(stats: dict[str, Any]) -> str:
     # DESIGN §4: report the encoder that was not trained against when it is available.
     ev = stats["summary"].get("semantic_diversity_eval", {})
@@ -74,7 +86,8 @@ def _metric_cells(
     if summ is None:
         return [Cell(None) for _ in SYSTEMS]
     means = {s: summ[s]["mean"] for s in SYSTEMS}
-    present = [round(v, dec) for v in means.values() if v is not None]
+    small = small_systems(stats)
+    present = [round(v, dec) for s, v in means.items() if v is not None and s not in small]
     best = None
     if higher is not None and present:
         best = max(present) if higher else min(present)
@@ -91,7 +104,7 @@ def _metric_cells(
         cells.append(
             Cell(
                 _fmt(m, summ[s]["ci_low"], summ[s]["ci_high"], dec, fmt),
-                bold=best is not None and round(m, dec) == best,
+                bold=best is not None and s not in small and round(m, dec) == best,
                 dagger=dagger,
             )
         )
@@ -155,6 +168,13 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
             "against (no separate evaluation encoder set)."
         ),
     ]
+    small = small_systems(stats)
+    if small:
+        most = max(stats["n_prompts"].values())
+        which = ", ".join(f"{SYSTEM_LABELS[sy]}: {k} of {most}" for sy, k in small.items())
+        notes.append(
+            f"‡ Scored on fewer prompts than the others ({which}): not comparable, never bold."
+        )
     judge = stats.get("judge")
     if judge is None:
         notes.append("Judge win rate: n/a (no judge comparisons).")
@@ -187,7 +207,7 @@ def _n_inputs(stats: dict[str, Any]) -> str:
 
 
 def to_markdown(stats: dict[str, Any], decimals: int = 3, ci_format: str = "halfwidth") -> str:
-    header = ["Metric", *(SYSTEM_LABELS[s] for s in SYSTEMS)]
+    header = ["Metric", *_header(stats)]
     split = stats["settings"].get("split", "test")
     lines = [
         f"Evaluated on the **{split}** split ({_n_inputs(stats)} inputs).",
@@ -222,7 +242,13 @@ def _tex_cell(c: Cell) -> str:
 def _tex_note(text: str) -> str:
     t = tex_escape(text.replace("**", ""))
     # Text-mode < and > print as ¡ and ¿ in OT1 fonts.
-    for a, b in (("†", r"$^\dagger$"), ("±", r"$\pm$"), ("<", "$<$"), (">", "$>$")):
+    for a, b in (
+        ("†", r"$^\dagger$"),
+        ("‡", r"$^\ddagger$"),
+        ("±", r"$\pm$"),
+        ("<", "$<$"),
+        (">", "$>$"),
+    ):
         t = t.replace(a, b)
     return t
 
@@ -246,7 +272,10 @@ def to_latex(
         rf"\label{{{label}}}",
         rf"\begin{{tabular}}{{{cols}}}",
         r"\toprule",
-        " & ".join(["Metric", *(SYSTEM_LABELS[s] for s in SYSTEMS)]) + r" \\",
+        " & ".join(
+            ["Metric", *(tex_escape(h).replace("‡", r"$^\ddagger$") for h in _header(stats))]
+        )
+        + r" \\",
         r"\midrule",
     ]
     rows = build_rows(stats, decimals, ci_format)
