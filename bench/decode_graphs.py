@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from lib.config import params_for
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.config import params_for  # noqa: E402
 
 
 def main() -> None:

@@ -32,14 +32,14 @@ import threading
 import time
 from pathlib import Path
 
-from lib.config import params_for
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+
+from lib.config import params_for  # noqa: E402
 
 SYSTEMS = ("baseline", "gem", "polychromic")
 WORDS = [

@@ -53,6 +53,40 @@ class Cell:
     dash: bool = False  # the row does not apply to this column
 
 
+# What `dvc exp show` / `dvc metrics show` show by default (metrics/headline.json): per system.
+HEADLINE = (
+    "pass_at_1",
+    "pass_at_5",
+    "pass_at_10",
+    "semantic_diversity",
+    "self_bleu",
+    "rouge_l",
+    "bertscore_f1",
+)
+
+
+def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
+    """{system: {metric: mean}} for HEADLINE, plus polychromic's judge score (win + tie/2) against
+    each opponent. A metric that could not be computed is null, never 0."""
+
+    def r(v: Any) -> float | None:
+        return None if v is None else round(float(v), decimals)
+
+    sem = _semantic_metric(stats)  # the table's choice: the evaluation encoder when set
+    out: dict[str, Any] = {}
+    for s in SYSTEMS:
+        row = {}
+        for m in HEADLINE:
+            key = sem if m == "semantic_diversity" else m
+            row[key] = r((stats["summary"].get(key, {}).get(s) or {}).get("mean"))
+        out[s] = row
+    for opp, e in ((stats.get("judge") or {}).get("opponents") or {}).items():
+        win, tie = e.get("win_rate"), e.get("tie_rate")
+        score = None if win is None or tie is None else win + tie / 2
+        out[TARGET][f"judge_score_vs_{opp}"] = r(score)
+    return out
+
+
 def small_systems(stats: dict[str, Any]) -> dict[str, int]:
     """Systems scored on fewer prompts than the most-scored one: marked ‡, never bold."""
     n = stats.get("n_prompts", {})

@@ -16,7 +16,7 @@ import pandas as pd
 from lib.cli import run
 from lib.config import load_section, load_seed
 from lib.io import read_parquet, write_json, write_text
-from lib.report import to_latex, to_markdown
+from lib.report import headline, to_latex, to_markdown
 from lib.schemas import JUDGMENTS, SCORES, SYSTEMS
 from lib.stats import StatsParams, compute_stats
 
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scores-dir", type=Path, required=True)
     ap.add_argument("--judge", type=Path, default=None, help="optional JUDGMENTS parquet")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--headline",
+        type=Path,
+        default=None,
+        help="small JSON of the headline numbers (a DVC metric)",
+    )
     ap.add_argument("--table-md", type=Path, required=True)
     ap.add_argument("--table-tex", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -61,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     stats = compute_stats(scores, p, seed, judgments)
     stats["settings"]["split"] = args.split  # labels the table: val numbers are for tuning only
     write_json(stats, args.out)
+    if args.headline is not None:
+        write_json(headline(stats), args.headline)
     write_text(to_markdown(stats, p.decimals, p.ci_format), args.table_md)
     write_text(to_latex(stats, p.decimals, p.ci_format), args.table_tex)
     print(f"stats: wrote {args.out}, {args.table_md}, {args.table_tex}")
