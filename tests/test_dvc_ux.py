@@ -71,6 +71,9 @@ def test_bad_params_fail_at_the_first_stage_of_dvc_repro_before_any_work(tmp_pat
     out = _dvc_fails(["repro"], root)
     assert "params.yaml: lora.dropout = 1.5: accepted: 0 <= x < 1" in out
     assert stages_run(out) == {"check_params"}
+    # Also when the target is one stage: check_params is upstream of everything.
+    out = _dvc_fails(["repro", "train_gem"], root)
+    assert stages_run(out) == {"check_params"}
     assert not (root / "data/processed/pairs.parquet").exists()
 
 
