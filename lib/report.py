@@ -53,7 +53,8 @@ class Cell:
     dash: bool = False  # the row does not apply to this column
 
 
-# What `dvc exp show` / `dvc metrics show` show by default (metrics/headline.json): per system.
+# What `dvc exp show` / `dvc metrics show` show by default: metrics/headline/<system>.json, one
+# small file per system, so `dvc metrics show` is a table with a row per system.
 HEADLINE = (
     "pass_at_1",
     "pass_at_5",
@@ -66,8 +67,9 @@ HEADLINE = (
 
 
 def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
-    """{system: {metric: mean}} for HEADLINE, plus polychromic's judge score (win + tie/2) against
-    each opponent. A metric that could not be computed is null, never 0."""
+    """{system: {metric: mean}} for HEADLINE, plus `poly_judge_score`: the judge's score of
+    polychromic (win + tie/2) against that system (null for polychromic itself and for a system
+    the judge did not compare). A metric that could not be computed is null, never 0."""
 
     def r(v: Any) -> float | None:
         return None if v is None else round(float(v), decimals)
@@ -79,11 +81,10 @@ def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
         for m in HEADLINE:
             key = sem if m == "semantic_diversity" else m
             row[key] = r((stats["summary"].get(key, {}).get(s) or {}).get("mean"))
-        out[s] = row
-    for opp, e in ((stats.get("judge") or {}).get("opponents") or {}).items():
+        e = ((stats.get("judge") or {}).get("opponents") or {}).get(s) or {}
         win, tie = e.get("win_rate"), e.get("tie_rate")
-        score = None if win is None or tie is None else win + tie / 2
-        out[TARGET][f"judge_score_vs_{opp}"] = r(score)
+        row["poly_judge_score"] = None if win is None or tie is None else r(win + tie / 2)
+        out[s] = row
     return out
 
 

@@ -4,7 +4,7 @@ python scripts/pareto.py --out reports/pareto             # runs `dvc exp show -
 python scripts/pareto.py --exp-json exps.json --quality pass_at_10 --out plots/pareto
 python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective  # the sweep
 
-Reads each experiment's params (default loss.lambda) and metrics/headline.json, marks the
+Reads each experiment's params (default loss.lambda) and metrics/headline/polychromic.json, marks the
 non-dominated experiments (both axes maximised), writes <out>.pdf/.png and <out>.csv.
 """
 
@@ -28,8 +28,8 @@ from lib.io import atomic_path  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
-    ap.add_argument("--metrics-file", default="metrics/headline.json")
-    ap.add_argument("--system", default="polychromic", help="key in the metrics file ('' for none)")
+    ap.add_argument("--metrics-file", default="metrics/headline/polychromic.json")
+    ap.add_argument("--system", default="", help="key of the system in the metrics file, if any")
     ap.add_argument("--diversity", default="semantic_diversity", help="or inv_self_bleu")
     ap.add_argument("--quality", default="rouge_l", help="e.g. rouge_l, bertscore_f1, pass_at_10")
     ap.add_argument("--param", action="append", help="dotted params.yaml key (repeatable)")

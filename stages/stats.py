@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--judge", type=Path, default=None, help="optional JUDGMENTS parquet")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
-        "--headline",
+        "--headline-dir",
         type=Path,
         default=None,
-        help="small JSON of the headline numbers (a DVC metric)",
+        help="one small JSON of headline numbers per system (the DVC metrics)",
     )
     ap.add_argument("--table-md", type=Path, required=True)
     ap.add_argument("--table-tex", type=Path, required=True)
@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     stats = compute_stats(scores, p, seed, judgments)
     stats["settings"]["split"] = args.split  # labels the table: val numbers are for tuning only
     write_json(stats, args.out)
-    if args.headline is not None:
-        write_json(headline(stats), args.headline)
+    if args.headline_dir is not None:
+        for system, row in headline(stats).items():
+            write_json(row, args.headline_dir / f"{system}.json")
     write_text(to_markdown(stats, p.decimals, p.ci_format), args.table_md)
     write_text(to_latex(stats, p.decimals, p.ci_format), args.table_tex)
     print(f"stats: wrote {args.out}, {args.table_md}, {args.table_tex}")
