@@ -15,7 +15,7 @@ from lib.schemas import PAIRS
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="pairs Parquet")
-    ap.add_argument("--report", required=True, help="data report JSON (a DVC metric)")
+    ap.add_argument("--report", required=True, help="data report JSON")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 

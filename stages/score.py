@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--generations", required=True)
     ap.add_argument("--val", required=True, help="val split (calibrates the social checker)")
     ap.add_argument("--out", required=True, help="per-prompt scores Parquet")
-    ap.add_argument("--metrics", required=True, help="means over prompts (a DVC metric)")
+    ap.add_argument(
+        "--metrics",
+        required=True,
+        help="means over prompts (a plain output; metrics/headline/ holds the DVC metrics)",
+    )
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--out", required=True, help="directory for train/val/test.parquet")
-    ap.add_argument("--report", required=True, help="split sizes JSON (a DVC metric)")
+    ap.add_argument("--report", required=True, help="split sizes JSON")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
