@@ -68,8 +68,8 @@ HEADLINE = (
 
 def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
     """{system: {metric: mean}} for HEADLINE, plus `poly_judge_score`: the judge's score of
-    polychromic (win + tie/2) against that system (null for polychromic itself and for a system
-    the judge did not compare). A metric that could not be computed is null, never 0."""
+    polychromic (win + tie/2) against that system (absent for polychromic itself; null for a
+    system the judge did not compare). A metric that could not be computed is null, never 0."""
 
     def r(v: Any) -> float | None:
         return None if v is None else round(float(v), decimals)
@@ -81,9 +81,10 @@ def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
         for m in HEADLINE:
             key = sem if m == "semantic_diversity" else m
             row[key] = r((stats["summary"].get(key, {}).get(s) or {}).get("mean"))
-        e = ((stats.get("judge") or {}).get("opponents") or {}).get(s) or {}
-        win, tie = e.get("win_rate"), e.get("tie_rate")
-        row["poly_judge_score"] = None if win is None or tie is None else r(win + tie / 2)
+        if s != TARGET:  # DVC drops null metrics anyway: the column reads "-" for polychromic
+            e = ((stats.get("judge") or {}).get("opponents") or {}).get(s) or {}
+            win, tie = e.get("win_rate"), e.get("tie_rate")
+            row["poly_judge_score"] = None if win is None or tie is None else r(win + tie / 2)
         out[s] = row
     return out
 

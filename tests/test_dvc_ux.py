@@ -89,7 +89,7 @@ def repo(tmp_path_factory):
 
 def test_alias_key_in_an_experiment_fails_before_training(repo):
     # The bug: `loss.lambda_` beside `lambda` trained with 0.3 while `dvc exp show` said 1.0.
-    out = _dvc_fails(["exp", "run", "-S", "loss.lambda_=0.3"], repo)
+    out = _dvc_fails(["exp", "run", "-S", "+loss.lambda_=0.3"], repo)  # `+`: DVC's "add a key"
     assert "loss.lambda_ = 0.3: unknown key (did you mean 'lambda'?" in out
     assert stages_run(out) == {"check_params"}
 
@@ -101,10 +101,10 @@ def test_metrics_show_is_the_headline_a_row_per_system(repo):
     stats = json.loads((repo / "metrics/stats.json").read_text())
     for s in SYSTEMS:
         row = files[f"metrics/headline/{s}.json"]["data"]
-        assert set(row) == {*HEADLINE, "poly_judge_score"}
+        judge = ["poly_judge_score"] if s != "polychromic" else []
+        assert set(row) == {*HEADLINE, *judge}
         mean = stats["summary"]["rouge_l"][s]["mean"]
         assert row["rouge_l"] == pytest.approx(mean, abs=1e-4)
-    assert files["metrics/headline/polychromic.json"]["data"]["poly_judge_score"] is None
     text = dvc(["metrics", "show"], repo)
     assert len(text.splitlines()) == 1 + len(SYSTEMS)
     assert max(map(len, text.splitlines())) < 200  # was 67,962 characters
@@ -114,7 +114,7 @@ def test_exp_show_columns_are_params_deps_and_headline(repo):
     header = dvc(["exp", "show", "--csv"], repo).splitlines()[0].split(",")
     metrics = [c for c in header if ":" in c]
     assert metrics and all(c.startswith("metrics/headline/") for c in metrics)
-    assert len(metrics) == len(SYSTEMS) * (len(HEADLINE) + 1)
+    assert len(metrics) == len(SYSTEMS) * len(HEADLINE) + len(SYSTEMS) - 1  # + judge scores
     assert "bad_rows" not in ",".join(header)
     assert len(header) < 250  # was 2,030
 
