@@ -3,8 +3,10 @@
 `transformers.generate` draws every row from the global RNG: a sample then depends on what else
 was in its batch and on everything sampled before it. Here each row owns a `torch.Generator`
 seeded from its own `seed`, the prompt batch is left-padded with a correct attention mask and
-position ids, and decoding reuses the KV cache. Training (polychromic's N samples per example)
-and the `generate` stage share this loop.
+position ids, and decoding reuses the KV cache. Two decoders share the prefill (`_prefill`) and the
+per-row draw and bookkeeping (`_Rows`): the eager `sample` (dynamic cache; the CPU path) and
+`StaticDecoder` (static cache, a CUDA-graphed step), which training (polychromic's N samples per
+example, `loss.decode`) and the `generate` stage (`generate.decode`) both use on a GPU.
 
 Speed (all exact: none of it changes which token a row draws for a given seed and prompt):
 - Row i's generator draws its `max_new_tokens` uniforms u_i,t once, up front; step t then samples
@@ -13,7 +15,7 @@ Speed (all exact: none of it changes which token a row draws for a given seed an
 - Identical prompts in a batch (N samples of one input) are prefilled once and their KV cache rows
   copied, instead of re-encoding the same prompt N times.
 - Prefill computes logits for the last position only (`logits_to_keep=1`), not (B, P, V).
-- Finished rows are dropped from the batch (and the cache) once they are a quarter of it.
+- `sample` drops finished rows from the batch (and the cache) once they are a quarter of it.
 - Top-p looks at the 256 most likely tokens first and sorts the whole vocabulary only for rows
   whose nucleus is not inside them.
 """
@@ -21,8 +23,11 @@ Speed (all exact: none of it changes which token a row draws for a given seed an
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -180,6 +185,113 @@ def _select_rows(cache: object, rows: torch.Tensor) -> object:
     return tuple(tuple(t.index_select(0, rows.to(t.device)) for t in layer) for layer in cache)  # type: ignore[union-attr]
 
 
+def _layer_kv(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(keys, values)] per layer, each (B, kv_heads, P, head_dim), of a dynamic cache."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
+    return [(k, v) for k, v in cache]  # type: ignore[attr-defined]
+
+
+def _check(prompts: Sequence, seeds: Sequence, temperature: float, top_p: float) -> None:
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"bad sampling params: temperature={temperature}, top_p={top_p}")
+
+
+@dataclass
+class _Prefill:
+    cache: object  # KV cache of the U distinct prompts
+    logits: torch.Tensor  # (B, V) float32: every row's next-token logits
+    mask: torch.Tensor  # (B, P) attention mask of every row's left-padded prompt
+    last_pos: torch.Tensor  # (B, 1) position id of every row's last prompt token
+    expand: torch.Tensor | None  # (B,) the distinct prompt of each row; None: all distinct
+
+
+def _prefill(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_token_id: int, device
+) -> _Prefill:
+    """Each distinct prompt runs once (the N samples of an input share it); logits of the last
+    position only (`logits_to_keep=1`), not (B, P, V)."""
+    keys = [tuple(int(t) for t in p) for p in prompts]
+    first: dict[tuple[int, ...], int] = {}
+    for key in keys:
+        first.setdefault(key, len(first))
+    uniq = list(first)
+    ids, mask = left_pad(uniq, pad_token_id, device)  # (U, P)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P): left padding must not shift positions
+    cache_kw = cache_kwarg(model)
+    logits_kw = _logits_kwarg(model)
+    extra = {logits_kw: 1} if logits_kw else {}
+    res = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_kw: None},
+        **extra,
+    )
+    logits, last = res.logits[:, -1, :].float(), positions[:, -1:]  # (U, V), (U, 1)
+    expand = None
+    if len(uniq) < len(prompts):
+        expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)
+        logits, mask, last = logits[expand], mask[expand], last[expand]
+    return _Prefill(getattr(res, cache_kw), logits, mask, last, expand)
+
+
+class _Rows:
+    """Decoding state both decoders share: every row's tokens, where it ended, and its draw.
+
+    Row i's step-t token is `draw` under row i's own uniform u_i,t (the argmax when greedy); a row
+    that ended produces padding until its batch drops it.
+    """
+
+    def __init__(self, seeds, new, eos_token_ids, pad, temperature, top_p, device) -> None:
+        batch = len(seeds)
+        self.seeds, self.pad, self.temperature, self.top_p = list(seeds), pad, temperature, top_p
+        if temperature > 0:
+            # Row i's whole random stream, drawn up front from its own generator: (B, T).
+            self.uniforms = torch.stack(
+                [
+                    torch.rand(
+                        new, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64
+                    )
+                    for s in seeds
+                ]
+            ).to(device)
+        self.eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
+        self.out = torch.full((batch, new), pad, dtype=torch.long, device=device)
+        self.lengths = torch.full((batch,), new, dtype=torch.long, device=device)
+        self.eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
+        self.alive = torch.arange(batch, device=device)  # original row of each running row
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
+
+    def step(self, logits: torch.Tensor, t: int) -> torch.Tensor:
+        """Step t's token of every running row from its logits (B_alive, V) -> (B_alive,)."""
+        if self.temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            nxt = draw(probs, self.uniforms[self.alive, t], self.top_p)
+        nxt = torch.where(self.done, torch.full_like(nxt, self.pad), nxt)
+        self.out[self.alive, t] = nxt
+        hit = torch.isin(nxt, self.eos) & ~self.done
+        self.lengths[self.alive[hit]] = t + 1
+        self.eos_hit[self.alive[hit]] = True
+        self.done |= hit
+        return nxt
+
+    def keep(self, keep: torch.Tensor) -> None:
+        self.alive, self.done = self.alive[keep], self.done[keep]
+
+    def completions(self) -> list[Completion]:
+        lengths, eos, out = self.lengths.tolist(), self.eos_hit.tolist(), self.out.tolist()
+        return [
+            Completion(out[i][: lengths[i]], "eos" if eos[i] else "length", int(s))
+            for i, s in enumerate(self.seeds)
+        ]
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
@@ -198,84 +310,29 @@ def sample(
     Row i's tokens depend only on (prompts[i], seeds[i]) and the model, never on the other rows
     (up to floating-point differences of batched matmuls).
     """
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    _check(prompts, seeds, temperature, top_p)
     if len(prompts) == 0:
         return []
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"bad sampling params: temperature={temperature}, top_p={top_p}")
     device = next(model.parameters()).device
-    batch = len(prompts)
-
-    # Prefill each distinct prompt once; `expand` maps every row to its distinct prompt.
-    keys = [tuple(int(t) for t in p) for p in prompts]
-    first: dict[tuple[int, ...], int] = {}
-    for key in keys:
-        first.setdefault(key, len(first))
-    uniq = list(first)
-    expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)  # (B,)
-    ids, mask = left_pad(uniq, pad_token_id, device)  # (U, P)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P): left padding must not shift positions
-
-    if temperature > 0:
-        # Row i's whole random stream, drawn up front from its own generator: (B, T).
-        uniforms = torch.stack(
-            [
-                torch.rand(
-                    max_new_tokens,
-                    generator=torch.Generator().manual_seed(int(s)),
-                    dtype=torch.float64,
-                )
-                for s in seeds
-            ]
-        ).to(device)
-
+    rows = _Rows(seeds, max_new_tokens, eos_token_ids, pad_token_id, temperature, top_p, device)
+    pre = _prefill(model, prompts, pad_token_id, device)
     cache_kw = cache_kwarg(model)
-    logits_kw = _logits_kwarg(model)
-    extra = {logits_kw: 1} if logits_kw else {}
-    res = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        **{cache_kw: None},
-        **extra,
-    )
-    cache, logits = getattr(res, cache_kw), res.logits[:, -1, :].float()  # logits: (U, V)
-    attn, step_pos = mask, positions[:, -1:]  # (U, P), (U, 1)
-    if len(uniq) < batch:
-        cache = _select_rows(cache, expand)
-        logits, attn, step_pos = logits[expand], attn[expand], step_pos[expand]  # (B, ...)
-    del res
-
-    eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
-    out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
-    eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
-    alive = torch.arange(batch, device=device)  # original row of each running row
-    done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
+    cache, logits, attn, step_pos = pre.cache, pre.logits, pre.mask, pre.last_pos
+    if pre.expand is not None:
+        cache = _select_rows(cache, pre.expand)
+    del pre
     for t in range(max_new_tokens):
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = draw(probs, uniforms[alive, t], top_p)
-        nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-        out[alive, t] = nxt
-        hit = torch.isin(nxt, eos) & ~done
-        lengths[alive[hit]] = t + 1
-        eos_hit[alive[hit]] = True
-        done |= hit
-        n_done = int(done.sum())
-        if n_done == len(alive) or t == max_new_tokens - 1:
+        nxt = rows.step(logits, t)
+        n_done = int(rows.done.sum())
+        if n_done == len(rows.alive) or t == max_new_tokens - 1:
             break
-        if n_done >= _COMPACT_FRACTION * len(alive):
-            keep = (~done).nonzero().squeeze(-1)
+        if n_done >= _COMPACT_FRACTION * len(rows.alive):
+            keep = (~rows.done).nonzero().squeeze(-1)
             cache = _select_rows(cache, keep)
-            alive, nxt, attn, step_pos = alive[keep], nxt[keep], attn[keep], step_pos[keep]
-            done = done[keep]
+            nxt, attn, step_pos = nxt[keep], attn[keep], step_pos[keep]
+            rows.keep(keep)
         step_pos = step_pos + 1
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
         res = model(
@@ -287,31 +344,74 @@ def sample(
         )
         cache = getattr(res, cache_kw)
         logits = res.logits[:, -1, :].float()  # (B_alive, V)
+    return rows.completions()
 
-    lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
-    return [
-        Completion(
-            token_ids=out_l[i][: lengths_l[i]],
-            finish_reason="eos" if eos_l[i] else "length",
-            seed=int(seeds[i]),
+
+_GQA_DECODE = "polychromic_gqa_decode"
+
+
+def _gqa_decode_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kw
+):
+    """sdpa for one query token over grouped KV heads without repeating the cache.
+
+    query (B, Hq, 1, D), key/value (B, Hkv, L, D): the G = Hq/Hkv query heads that share a KV
+    head become G query positions against it, (B, Hkv, G, D), as `repeat_kv` pairs them. With a
+    mask, transformers releases before 5.2x repeat K/V G times per layer instead: at 300+ rows
+    that moves several times the weights' bytes a step.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, hq, q, d = query.shape
+    hkv = key.shape[1]
+    if q != 1 or hq == hkv:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw
         )
-        for i in range(batch)
-    ]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(b, hkv, hq // hkv, d), key, value, attn_mask=attention_mask, scale=scaling
+    )  # (B, Hkv, G, D)
+    return out.reshape(b, hq, 1, d).transpose(1, 2).contiguous(), None
+
+
+def _register_gqa_decode() -> str:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(_GQA_DECODE, _gqa_decode_attention)
+    return _GQA_DECODE
+
+
+@contextmanager
+def _attention(config: Any, name: str) -> Iterator[None]:
+    """The model's attention function set to `name` for the duration (shared config object)."""
+    old = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
 
 
 class StaticDecoder:
     """Fixed-shape sampling for `rows` prompts of at most `width` tokens and `max_new_tokens`.
 
-    A transformers `StaticCache` allocated once and one decode-step function over fixed buffers;
-    with `compile=True` that step goes through `torch.compile(mode="reduce-overhead")`, i.e. it
-    replays as one CUDA graph instead of launching ~2k kernels a token (36 layers × LoRA
-    projections): 4.9× faster decoding at Qwen3-8B shapes on an H100 (bench/decode_graphs.py),
-    after a one-off compile of ~2 minutes. Shapes never change between calls, so it compiles once
-    per run: prompts are left-padded to `width` and finished rows keep decoding padding (no
-    compaction). Row i still draws only from its own seed's uniforms, as in `sample`; compiled
-    kernels round differently from eager ones, so a near-tie can resolve to another token than
-    `sample` would pick (training samples only; the generate stage stays on `sample`).
+    A transformers `StaticCache` allocated once and one decode step over fixed buffers (token,
+    position, cache slot, a 4D mask of the slots each row attends to), so the step can replay as
+    one CUDA graph instead of launching ~2k kernels a token (36 layers at 8B). `mode`:
+    - "graph": the step's own eager kernels captured once with `torch.cuda.CUDAGraph`; a capture
+      costs about one eager step, cheap enough for one decoder per batch shape (generate stage);
+    - "compile": `torch.compile(mode="reduce-overhead")`, inductor's fused kernels in a graph after
+      a ~2 min one-off compile (the trainer: one decoder per run);
+    - "eager": the same step, uncompiled (CPU, tests).
+    Prompts are prefilled by `sample`'s own `_prefill` (each distinct prompt once) and their KV rows
+    copied into the static cache, left-padded to `width`; each row then draws only from its own
+    seed's uniforms through the same `_Rows` step as `sample`. Finished rows decode padding until
+    every row has ended (no compaction). On CPU it samples exactly what `sample` samples; on CUDA
+    the static cache's attention shapes differ from the dynamic cache's, so a bf16 near-tie can
+    resolve to another token.
     """
+
+    MODES = ("graph", "compile", "eager")
 
     def __init__(
         self,
@@ -320,35 +420,113 @@ class StaticDecoder:
         width: int,
         max_new_tokens: int,
         *,
-        compile: bool = True,
+        mode: str = "compile",
     ):
         from transformers import StaticCache
 
+        if mode not in self.MODES:
+            raise ValueError(f"StaticDecoder: mode '{mode}' is not one of {list(self.MODES)}")
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.model, self.rows, self.width, self.new = model, rows, width, max_new_tokens
         self.device = next(model.parameters()).device
-        self.cache = StaticCache(config=base.config, max_cache_len=width + max_new_tokens)
+        if mode == "graph" and self.device.type != "cuda":
+            raise ValueError(f"StaticDecoder: mode 'graph' needs a CUDA model, not {self.device}")
+        impl = getattr(base.config, "_attn_implementation", None) or "sdpa"
+        if impl not in ("sdpa", "eager"):
+            raise ValueError(f"StaticDecoder: attention '{impl}' takes no 4D mask (sdpa, eager)")
+        self.mode, self.length = mode, width + max_new_tokens
+        self.cache = StaticCache(config=base.config, max_cache_len=self.length)
         long = {"dtype": torch.long, "device": self.device}
         self.ids = torch.zeros((rows, 1), **long)  # the step's input token
         self.pos = torch.zeros((rows, 1), **long)  # its position id (left padding aware)
         self.cache_pos = torch.zeros((1,), **long)  # its slot in the cache (the same for all rows)
-        self.mask = torch.zeros((rows, width + max_new_tokens), **long)
+        self.prompt_slots = torch.arange(width, **long)
+        # The slots each row attends to, 4D in the attention's own form (bool for sdpa, additive
+        # for eager): transformers then builds no mask, whose "all ones?" check would synchronise
+        # inside a graph capture.
+        dtype = base.get_input_embeddings().weight.dtype
+        self._open, self._shut = (True, False) if impl == "sdpa" else (0.0, torch.finfo(dtype).min)
+        self.mask = torch.full(
+            (rows, 1, 1, self.length),
+            self._shut,
+            dtype=torch.bool if impl == "sdpa" else dtype,
+            device=self.device,
+        )
         self.kw = cache_kwarg(model)
+        # sdpa steps go through `_gqa_decode_attention` (graph, eager; the compiled step keeps
+        # transformers' own, as the trainer measured it).
+        self._config = base.config
+        self._attention = _register_gqa_decode() if impl == "sdpa" and mode != "compile" else impl
+        self._counters: list[torch.Tensor] | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_out: torch.Tensor | None = None
         self.step = (
             torch.compile(self._step, mode="reduce-overhead", dynamic=False)
-            if compile
+            if mode == "compile"
             else self._step
         )
 
     def _step(self) -> torch.Tensor:
-        return self.model(
-            input_ids=self.ids,
-            position_ids=self.pos,
-            cache_position=self.cache_pos,
-            attention_mask=self.mask,
-            use_cache=True,
-            **{self.kw: self.cache},
-        ).logits[:, -1, :]
+        # Static layers of transformers >= 5.2x write at their own counter, not at
+        # `cache_position`; setting it from the slot buffer inside the step keeps a re-run step
+        # (warm-up, graph replay) writing where it should.
+        for counter in self._counters or ():
+            counter.copy_(self.cache_pos[0])
+        with _attention(self._config, self._attention):
+            return self.model(
+                input_ids=self.ids,
+                position_ids=self.pos,
+                cache_position=self.cache_pos,
+                attention_mask=self.mask,
+                use_cache=True,
+                **{self.kw: self.cache},
+            ).logits[:, -1, :]
+
+    def _run(self) -> torch.Tensor:
+        """One decode step from the buffers: (rows, V) logits, valid until the next step."""
+        if self.mode != "graph":
+            return self.step()
+        if self._graph is not None:
+            self._graph.replay()
+            return self._graph_out  # type: ignore[return-value]
+        # First step: run it for real on a side stream (the warm-up a capture needs: cuBLAS
+        # workspaces, the allocator), then capture the same step for the later ones. Re-running a
+        # step is harmless: it writes the same K/V into the same slot.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            logits = self._step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._graph_out = self._step()
+        except RuntimeError as e:  # a forward that synchronises cannot be captured
+            warnings.warn(
+                f"StaticDecoder: CUDA graph capture failed, decoding uncaptured: {e}", stacklevel=2
+            )
+            self.mode = "eager"
+            return logits
+        self._graph = graph
+        return logits
+
+    def _fill_cache(self, pre: _Prefill) -> None:
+        """The prompts' KV rows into slots [0, width), left-padded; later slots stay empty."""
+        w, p = self.width, pre.mask.shape[1]
+        self.cache.reset()
+        for layer, (k, v) in enumerate(_layer_kv(pre.cache)):
+            if pre.expand is not None:  # (U, H, P, D) distinct prompts -> (rows, H, P, D)
+                k, v = k.index_select(0, pre.expand), v.index_select(0, pre.expand)
+            if p < w:
+                k = torch.cat([k.new_zeros((*k.shape[:2], w - p, k.shape[3])), k], 2)
+                v = torch.cat([v.new_zeros((*v.shape[:2], w - p, v.shape[3])), v], 2)
+            self.cache.update(k, v, layer, {"cache_position": self.prompt_slots})
+        if self._counters is None:
+            layers = getattr(self.cache, "layers", ())
+            found = (getattr(layer, "cumulative_length", None) for layer in layers)
+            self._counters = [c for c in found if isinstance(c, torch.Tensor)]
+        self.mask.fill_(self._shut)
+        self.mask[:, 0, 0, w - p : w].masked_fill_(pre.mask.bool(), self._open)
 
     @torch.no_grad()
     def sample(
@@ -362,77 +540,39 @@ class StaticDecoder:
         top_p: float = 1.0,
     ) -> list[Completion]:
         """Like `sample`, for exactly `rows` prompts of at most `width` tokens."""
-        if len(prompts) != self.rows or len(seeds) != self.rows:
+        _check(prompts, seeds, temperature, top_p)
+        if len(prompts) != self.rows:
             raise ValueError(f"StaticDecoder: built for {self.rows} rows, got {len(prompts)}")
         if max(len(p) for p in prompts) > self.width:
             raise ValueError(f"StaticDecoder: a prompt is longer than the width {self.width}")
-        w, new, rows = self.width, self.new, self.rows
-        ids, mask = left_pad([list(p) for p in prompts], pad_token_id, self.device)
-        if ids.shape[1] < w:  # pad to the fixed width (left)
-            extra = w - ids.shape[1]
-            ids = torch.cat([torch.full((rows, extra), pad_token_id, **_like(ids)), ids], 1)
-            mask = torch.cat([torch.zeros((rows, extra), **_like(mask)), mask], 1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        if temperature > 0:
-            uniforms = torch.stack(
-                [
-                    torch.rand(
-                        new, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64
-                    )
-                    for s in seeds
-                ]
-            ).to(self.device)
-        self.cache.reset()
-        self.mask.zero_()
-        self.mask[:, :w] = mask
-        logits = (
-            self.model(
-                input_ids=ids,
-                attention_mask=self.mask[:, :w],
-                position_ids=positions,
-                cache_position=torch.arange(w, device=self.device),
-                use_cache=True,
-                logits_to_keep=1,
-                **{self.kw: self.cache},
-            )
-            .logits[:, -1, :]
-            .float()
-        )
-        eos = torch.tensor(sorted(set(eos_token_ids)), device=self.device)
-        out = torch.full((rows, new), pad_token_id, dtype=torch.long, device=self.device)
-        lengths = torch.full((rows,), new, dtype=torch.long, device=self.device)
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        eos_hit = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        step_pos = positions[:, -1:]
+        w, new = self.width, self.new
+        rows = _Rows(seeds, new, eos_token_ids, pad_token_id, temperature, top_p, self.device)
+        pre = _prefill(self.model, prompts, pad_token_id, self.device)
+        self._fill_cache(pre)
+        logits, step_pos = pre.logits, pre.last_pos
+        del pre
         for t in range(new):
-            if temperature == 0:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = draw(torch.softmax(logits / temperature, dim=-1), uniforms[:, t], top_p)
-            nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-            out[:, t] = nxt
-            hit = torch.isin(nxt, eos) & ~done
-            lengths[hit] = t + 1
-            eos_hit |= hit
-            done |= hit
-            if t == new - 1 or bool(done.all()):
+            nxt = rows.step(logits, t)
+            if t == new - 1 or bool(rows.done.all()):
                 break
             step_pos = step_pos + 1
             self.ids.copy_(nxt[:, None])
             self.pos.copy_(step_pos)
             self.cache_pos.fill_(w + t)
-            self.mask[:, w + t] = 1
+            self.mask[:, 0, 0, w + t] = self._open
             # A copy: a CUDA graph reuses its output buffer on the next replay.
-            logits = self.step().to(torch.float32, copy=True)
-        lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
-        return [
-            Completion(out_l[i][: lengths_l[i]], "eos" if eos_l[i] else "length", int(seeds[i]))
-            for i in range(rows)
-        ]
+            logits = self._run().to(torch.float32, copy=True)
+        return rows.completions()
 
-
-def _like(t: torch.Tensor) -> dict[str, object]:
-    return {"dtype": t.dtype, "device": t.device}
+    @staticmethod
+    def bytes_per_row(config: object, width: int, max_new_tokens: int) -> int:
+        """Device memory a row takes beyond the weights: its bf16 KV cache slots plus the
+        sampler's (V,)-wide temporaries (logits, probabilities, a float64 cumsum, a sort)."""
+        c: Any = config
+        heads = int(getattr(c, "num_key_value_heads", None) or c.num_attention_heads)
+        head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
+        kv = 2 * int(c.num_hidden_layers) * heads * head_dim * 2 * (width + max_new_tokens)
+        return kv + 96 * int(c.vocab_size)
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:

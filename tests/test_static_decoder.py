@@ -1,6 +1,7 @@
-"""StaticDecoder (lib/sampling.py): the fixed-shape path the GPU compiles into a CUDA graph must
-sample what the dynamic-cache sampler samples. On CPU it runs uncompiled, which checks everything
-but the graph capture: padding to the fixed width, positions, cache slots, masks, EOS handling."""
+"""StaticDecoder (lib/sampling.py): the fixed-shape path a GPU replays as a CUDA graph must sample
+what the dynamic-cache sampler samples. On CPU it runs uncompiled ("eager"), which checks
+everything but the capture: the shared prefill copied into the static cache, padding to the fixed
+width, positions, cache slots, the 4D mask, the grouped-KV decode attention, EOS handling."""
 
 from __future__ import annotations
 
@@ -19,20 +20,61 @@ def model():
     return m.eval()
 
 
+@pytest.fixture(scope="module")
+def gqa_model():
+    """A random Qwen3 with grouped KV heads (8 query heads over 2 KV heads), as Qwen3-8B has
+    (32 over 8): the decode attention packs each KV head's 4 query heads; tiny-random has none."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        attn_implementation="sdpa",
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = Qwen3ForCausalLM(cfg)
+        for p in m.parameters():
+            p.data.normal_(0, 0.3)  # peaked logits: greedy tokens that depend on the attention
+    return m.eval()
+
+
 @pytest.mark.parametrize(
     "temperature, top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)], ids=["greedy", "t1", "top_p"]
 )
-def test_static_decoder_samples_what_the_dynamic_sampler_samples(model, temperature, top_p):
+@pytest.mark.parametrize("which", ["tiny_random", "gqa"])
+def test_static_decoder_samples_what_the_dynamic_sampler_samples(
+    model, gqa_model, which, temperature, top_p
+):
+    m = model if which == "tiny_random" else gqa_model
     seeds = [11, 12, 13, 14]
     kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=temperature, top_p=top_p)
-    want = sample(model, PROMPTS, seeds, max_new_tokens=7, **kw)
-    dec = StaticDecoder(model, rows=4, width=9, max_new_tokens=7, compile=False)
+    want = sample(m, PROMPTS, seeds, max_new_tokens=7, **kw)
+    # Width 9 > the longest prompt (5): the prompt KV rows sit right-aligned in the static cache.
+    dec = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="eager")
     got = dec.sample(PROMPTS, seeds, **kw)
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
     assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
-    # The decoder is reused across calls (one compile per run): a second call starts clean.
+    # The decoder is reused across calls (one graph per shape): a second call starts clean.
     again = dec.sample(PROMPTS, seeds, **kw)
     assert [c.token_ids for c in again] == [c.token_ids for c in want]
+    # The model's own attention is back after the step (the decode attention is step-local).
+    assert m.config._attn_implementation == "sdpa"
+
+
+def test_gqa_decode_attention_is_the_repeated_kv_attention(gqa_model):
+    # Against the definition: each query head h attends over KV head h // G (repeat_interleave).
+    from lib.sampling import _gqa_decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, h, n, 16, generator=g) for h, n in ((8, 1), (2, 6), (2, 6)))
+    mask = torch.rand(3, 1, 1, 6, generator=g) > 0.3
+    mask[:, :, :, 0] = True
+    out, _ = _gqa_decode_attention(gqa_model.model.layers[0].self_attn, q, k, v, mask, scaling=0.25)
+    kr, vr = k.repeat_interleave(4, dim=1), v.repeat_interleave(4, dim=1)  # (3, 8, 6, 16)
+    scores = (q @ kr.transpose(-1, -2)) * 0.25  # (3, 8, 1, 6)
+    ref = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vr  # (3, 8, 1, 16)
+    torch.testing.assert_close(out, ref.transpose(1, 2))
 
 
 def test_static_decoder_stops_rows_at_eos_like_the_dynamic_sampler(model):
@@ -43,7 +85,7 @@ def test_static_decoder_stops_rows_at_eos_like_the_dynamic_sampler(model):
     eos = probe[3].token_ids[2]
     kw = dict(eos_token_ids=[eos], pad_token_id=0, temperature=0.0)
     want = sample(model, PROMPTS, [0] * 4, max_new_tokens=6, **kw)
-    dec = StaticDecoder(model, rows=4, width=5, max_new_tokens=6, compile=False)
+    dec = StaticDecoder(model, rows=4, width=5, max_new_tokens=6, mode="eager")
     got = dec.sample(PROMPTS, [0] * 4, **kw)
     assert [(c.token_ids, c.finish_reason) for c in got] == [
         (c.token_ids, c.finish_reason) for c in want
@@ -52,10 +94,21 @@ def test_static_decoder_stops_rows_at_eos_like_the_dynamic_sampler(model):
     assert all(eos not in c.token_ids[:-1] for c in got)
 
 
+def test_static_decoder_stops_decoding_once_every_row_has_ended(model, monkeypatch):
+    # Every token ends a sample: all rows end at step 0, so no decode step may run at all.
+    dec = StaticDecoder(model, rows=4, width=5, max_new_tokens=6, mode="eager")
+    steps = []
+    monkeypatch.setattr(dec, "step", lambda: steps.append(1) or dec._step())
+    got = dec.sample(PROMPTS, [0] * 4, eos_token_ids=range(model.config.vocab_size),
+                     pad_token_id=0, temperature=1.0)  # fmt: skip
+    assert steps == [] and all(len(c.token_ids) == 1 for c in got)
+
+
 def test_static_decoder_refuses_other_shapes(model):
-    dec = StaticDecoder(model, rows=4, width=3, max_new_tokens=2, compile=False)
+    dec = StaticDecoder(model, rows=4, width=3, max_new_tokens=2, mode="eager")
     with pytest.raises(ValueError, match="built for 4 rows"):
         dec.sample(PROMPTS[:2], [1, 2], eos_token_ids=[2], pad_token_id=0)
     with pytest.raises(ValueError, match="longer than the width 3"):
         dec.sample(PROMPTS, [1, 2, 3, 4], eos_token_ids=[2], pad_token_id=0)
-    assert torch.is_tensor(dec.mask)
+    with pytest.raises(ValueError, match="mode 'graph' needs a CUDA model"):
+        StaticDecoder(model, rows=4, width=3, max_new_tokens=2, mode="graph")
