@@ -5,8 +5,10 @@ Systems: zero_shot and few_shot prompt the base model with `lib.prompts` templat
 and see the raw input through `chat_prompt_ids`, exactly as in training.
 
 Every sample has its own seed, `sample_seed(global seed, id, sample)` (BLAKE2b, stable across runs
-and Python versions), and `lib.sampling.sample` draws row i only from that seed: any sample can be
-regenerated alone (`regenerate_one`), and a sample does not depend on batch size or batch-mates.
+and Python versions), and the sampler draws row i only from that seed: any sample can be
+regenerated alone (`regenerate_one`), and a sample does not depend on batch size or batch-mates
+(exactly on the CPU; on a GPU up to bf16 near-ties, which batch shapes and the graphed path's
+kernels can resolve differently: bench/README.md).
 The same (id, sample) gets the same seed in every system (common random numbers across systems).
 
 Speed: all (input, sample) rows of one max-new-tokens budget are sorted by prompt length and cut

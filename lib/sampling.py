@@ -456,7 +456,7 @@ class StaticDecoder:
         # sdpa steps go through `_gqa_decode_attention` (graph, eager; the compiled step keeps
         # transformers' own, as the trainer measured it).
         self._config = base.config
-        self._attention = _register_gqa_decode() if impl == "sdpa" and mode != "compile" else impl
+        self._attention = _register_gqa_decode() if impl == "sdpa" and mode != "compile" else None
         self._counters: list[torch.Tensor] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_out: torch.Tensor | None = None
@@ -472,15 +472,20 @@ class StaticDecoder:
         # (warm-up, graph replay) writing where it should.
         for counter in self._counters or ():
             counter.copy_(self.cache_pos[0])
+        if self._attention is None:  # compiled: no config switching inside the traced function
+            return self._forward()
         with _attention(self._config, self._attention):
-            return self.model(
-                input_ids=self.ids,
-                position_ids=self.pos,
-                cache_position=self.cache_pos,
-                attention_mask=self.mask,
-                use_cache=True,
-                **{self.kw: self.cache},
-            ).logits[:, -1, :]
+            return self._forward()
+
+    def _forward(self) -> torch.Tensor:
+        return self.model(
+            input_ids=self.ids,
+            position_ids=self.pos,
+            cache_position=self.cache_pos,
+            attention_mask=self.mask,
+            use_cache=True,
+            **{self.kw: self.cache},
+        ).logits[:, -1, :]
 
     def _run(self) -> torch.Tensor:
         """One decode step from the buffers: (rows, V) logits, valid until the next step."""
