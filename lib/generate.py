@@ -46,8 +46,9 @@ from lib.prompts import (
     templates,
     truncate_at_stops,
 )
-from lib.sampling import Completion, StaticDecoder, eos_ids, sample
+from lib.sampling import Completion, eos_ids, sample
 from lib.schemas import GENERATIONS, SYSTEMS
+from lib.static_decoder import StaticDecoder
 
 BASE_SYSTEMS = ("zero_shot", "few_shot")
 ADAPTER_SYSTEMS = tuple(s for s in SYSTEMS if s not in BASE_SYSTEMS)

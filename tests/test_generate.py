@@ -325,7 +325,7 @@ def test_auto_batch_size_samples_what_a_fixed_size_samples(tiny_model, monkeypat
     import psutil
 
     from lib.generate import BatchSampler
-    from lib.sampling import StaticDecoder
+    from lib.static_decoder import StaticDecoder
 
     model, tok = tiny_model
     per_row = StaticDecoder.bytes_per_row(model.config, 64, 6)

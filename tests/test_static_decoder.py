@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lib.models import ModelParams, load_model
-from lib.sampling import StaticDecoder, sample
+from lib.sampling import sample
+from lib.static_decoder import StaticDecoder
 
 PROMPTS = [[1, 5, 9, 11, 4], [1, 7], [1, 7], [3, 8, 8]]
 
@@ -64,7 +65,7 @@ def test_static_decoder_samples_what_the_dynamic_sampler_samples(
 
 def test_gqa_decode_attention_is_the_repeated_kv_attention(gqa_model):
     # Against the definition: each query head h attends over KV head h // G (repeat_interleave).
-    from lib.sampling import _gqa_decode_attention
+    from lib.static_decoder import _gqa_decode_attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, h, n, 16, generator=g) for h, n in ((8, 1), (2, 6), (2, 6)))
