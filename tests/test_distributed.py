@@ -18,7 +18,7 @@ from lib.config import deep_merge, read_params
 from lib.distributed import Dist
 from lib.models import ModelParams, load_model
 from lib.train import LossParams, Trainer, TrainParams, attach_lora, build_examples, sample_seed
-from tests.test_train import LORA, _df
+from tests.test_train import LORA, _df, replace, section
 
 ROOT = Path(__file__).resolve().parents[1]
 MP = ModelParams(base="tiny-random", device="cpu")
@@ -37,12 +37,22 @@ class FakeRanks(Dist):
 def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds(tiny_model):
     _, tok = tiny_model
     examples, _ = build_examples(_df(8), tok, 48)
-    tp = TrainParams(max_steps=2, batch_size=2, warmup_steps=0, max_length=48, checkpoint_every=0)
-    loss = LossParams(lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3)
+    tp = section(
+        TrainParams,
+        "train",
+        max_steps=2,
+        batch_size=2,
+        warmup_steps=0,
+        max_length=48,
+        checkpoint_every=0,
+    )
+    loss = section(
+        LossParams, "loss", lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3
+    )
 
     def batches(dist: Dist, batch_size: int) -> list[list[int]]:
         model = attach_lora(load_model(MP, tok)[0], LORA, MP)
-        params = TrainParams(**{**tp.__dict__, "batch_size": batch_size})
+        params = replace(tp, batch_size=batch_size)
         tr = Trainer("polychromic", model, tok, examples, params, 3, loss, dist=dist)
         tr.step()
         tr.step()

@@ -216,3 +216,43 @@ def diversity_term(credit: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
             f"credit {tuple(credit.shape)} does not match log-probs {tuple(logp.shape)}"
         )
     return -(credit.detach() * logp).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer's sample terms: the λ term per token, and the KL to the base model.
+
+
+def policy_term(credit: torch.Tensor, logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """−Σ_b Σ_i sg[credit_bi]·log π(y_bi|x_b) / Σ_b Σ_i |y_bi|: (B, N), (B, N), scalar → scalar.
+
+    The score-function surrogate normalised per sample token, as CE is per reference token: DAPO's
+    token-level policy-gradient loss (Yu et al., arXiv 2503.14476, §3.3) with the set credit as
+    the advantage of every token of y_i. Summing the sample's log-probs over a per-example mean (the
+    old form) made λ's strength grow with `loss.max_new_tokens`; here one λ transfers across
+    lengths. Minimising it raises log π of samples with positive credit.
+    """
+    if credit.shape != logp.shape:
+        raise ValueError(
+            f"credit {tuple(credit.shape)} does not match log-probs {tuple(logp.shape)}"
+        )
+    if not float(n_tokens) > 0:
+        raise ValueError("no sample token: the per-token λ term is undefined")
+    return -(credit.detach() * logp).sum() / n_tokens
+
+
+def kl_k2(logp_tok: torch.Tensor, ref_logp_tok: torch.Tensor) -> torch.Tensor:
+    """k2 = ½·(log π(y_t) − log π_ref(y_t))², mean over the sampled tokens: (S,), (S,) → scalar.
+
+    Schulman, "Approximating KL divergence" (2020), and Zhang et al., "On the Design of
+    KL-Regularized Policy Gradient Algorithms for LLM Reasoning" (arXiv 2505.17508): with the token
+    drawn from π (on-policy), E[∇k2] = E[(log π − log π_ref)·∇log π] = ∇KL(π(·|s)‖π_ref(·|s)) at
+    each visited prefix s (E[∇log π] = 0). Its value and gradient are 0 where π = π_ref (LoRA B = 0
+    at initialisation). π_ref's log-probs are constants (computed without grad).
+    """
+    if logp_tok.shape != ref_logp_tok.shape:
+        raise ValueError(
+            f"log-probs {tuple(logp_tok.shape)} and reference {tuple(ref_logp_tok.shape)} differ"
+        )
+    if logp_tok.numel() == 0:
+        raise ValueError("no sample token: the KL estimate is undefined")
+    return 0.5 * (logp_tok - ref_logp_tok.detach()).pow(2).mean()
