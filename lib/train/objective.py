@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Scored:
+class SetCredit:
     """Per-sample credit (B, N), set diversity D(Y) (B,), and the task reward (B, N) if any."""
 
     credit: torch.Tensor
@@ -57,7 +57,7 @@ class Objective:
     def forward(self, tr: Trainer, batch: Sequence[Example], draw: Draw | None) -> Any:
         raise NotImplementedError
 
-    def terms(self, out: Any, scored: Scored | None, shares: Shares) -> Terms:
+    def terms(self, out: Any, credit: SetCredit | None, shares: Shares) -> Terms:
         raise NotImplementedError
 
 
@@ -66,7 +66,7 @@ class CrossEntropy(Objective):
         logits, labels = tr.padded_logits(batch)
         return losses.ce_loss(logits, labels)
 
-    def terms(self, out: torch.Tensor, scored: Scored | None, shares: Shares) -> Terms:
+    def terms(self, out: torch.Tensor, credit: SetCredit | None, shares: Shares) -> Terms:
         ce = out * shares.ref
         return Terms({"ce": ce}, {"ce": float(ce.detach())})
 
@@ -83,7 +83,7 @@ class Gem(Objective):
             ce = losses.ce_loss(logits, labels)
         return losses.gem_loss(logits, labels, self.gem.beta, self.gem.h), ce
 
-    def terms(self, out: Any, scored: Scored | None, shares: Shares) -> Terms:
+    def terms(self, out: Any, credit: SetCredit | None, shares: Shares) -> Terms:
         gem, ce = out
         return Terms({"gem": gem * shares.ref}, {"ce": float(ce) * shares.ref})
 
@@ -103,16 +103,16 @@ class SetObjective(Objective):
             return CrossEntropy().forward(tr, batch, draw)
         return tr.packed_pass(batch, draw.token_ids, kl=self.loss.kl_coef != 0)
 
-    def terms(self, out: Any, scored: Scored | None, shares: Shares) -> Terms:
-        assert scored is not None
+    def terms(self, out: Any, credit: SetCredit | None, shares: Shares) -> Terms:
+        assert credit is not None
         if not self.packed:
-            return CrossEntropy().terms(out, scored, shares)
+            return CrossEntropy().terms(out, credit, shares)
         ce = out.ce * shares.ref
         terms = {"ce": ce}
         logs = {"ce": float(ce.detach())}
         if self.loss.lambda_ != 0:
-            credit = scored.credit.to(device=out.logp.device, dtype=out.logp.dtype)
-            term = losses.policy_term(credit, out.logp, out.n_tokens)
+            c = credit.credit.to(device=out.logp.device, dtype=out.logp.dtype)
+            term = losses.policy_term(c, out.logp, out.n_tokens)
             terms["diversity"] = self.loss.lambda_ * term * shares.sample
         if out.kl is not None:
             terms["kl"] = self.loss.kl_coef * out.kl * shares.sample

@@ -15,7 +15,7 @@ import torch
 
 from lib.train import losses
 from lib.train.examples import Example
-from lib.train.objective import Scored
+from lib.train.objective import SetCredit
 from lib.train.params import LossParams
 
 if TYPE_CHECKING:
@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 class Pending:
     """A scoring in flight: `result()` blocks until it is done; `seconds_waited` says how long."""
 
-    def __init__(self, finish: Callable[[], Scored]):
+    def __init__(self, finish: Callable[[], SetCredit]):
         self._finish = finish
         self.seconds_waited = 0.0
 
-    def result(self) -> Scored:
+    def result(self) -> SetCredit:
         t = time.perf_counter()
         out = self._finish()
         self.seconds_waited = time.perf_counter() - t
@@ -44,7 +44,7 @@ class Scorer:
         texts, refs = draw.texts, [e.reference for e in batch]
         return Pending(lambda: self(texts, refs))
 
-    def __call__(self, texts: list[list[str]], references: list[str]) -> Scored:
+    def __call__(self, texts: list[list[str]], references: list[str]) -> SetCredit:
         b, n = len(texts), len(texts[0])
         emb = None
         if self.loss.diversity == "semantic" or self.loss.objective == "multiplicative":
@@ -66,4 +66,4 @@ class Scorer:
             credit = losses.marginal_credit(quality, dist)
         else:
             raise ValueError(f"loss.objective: unknown '{self.loss.objective}'")
-        return Scored(credit.float(), losses.set_diversity(dist).float())
+        return SetCredit(credit.float(), losses.set_diversity(dist).float())

@@ -277,7 +277,7 @@ class Trainer:
         self.model.train()
         for _ in range(self.train.grad_accum):
             batch = self._micro_batch()
-            draw = pending = scored = None
+            draw = pending = credit = None
             if self.objective.samples:
                 t = time.perf_counter()
                 with torch.random.fork_rng(
@@ -293,11 +293,11 @@ class Trainer:
             if pending is not None:
                 t = time.perf_counter()
                 with torch.random.fork_rng(devices=[]):
-                    scored = pending.result()  # 3. credit
+                    credit = pending.result()  # 3. credit
                 timing["reward"] += time.perf_counter() - t
-                add("diversity", float(scored.diversity.mean()))
+                add("diversity", float(credit.diversity.mean()))
             t = time.perf_counter()
-            terms = self.objective.terms(out, scored, self._shares(batch, draw))  # 4. objective
+            terms = self.objective.terms(out, credit, self._shares(batch, draw))  # 4. objective
             self._backward(terms.losses, norms)  # 5. backward
             _sync(self.device)
             timing["fwd_bwd"] += time.perf_counter() - t
