@@ -315,3 +315,31 @@ def test_papers_advantage_scale_fixed_unnormalised_and_policy_dependent_with_sig
     # N = k + 1: a group with c ≥ 2 passes has ρ̂ = 1 and all-zero advantages, so only c = 1 groups
     # count, all with the same σ: the scale is then constant too.
     assert (abs(scale(paper, THETA) - scale(paper, other)) > 1e-2) is moves
+
+
+def test_objective_credit_routes_each_objective_to_its_own_credit():
+    g = torch.Generator().manual_seed(2)
+    r = torch.rand(2, 4, generator=g, dtype=torch.float64)
+    a = torch.rand(2, 4, 4, generator=g, dtype=torch.float64)
+    d = (a + a.transpose(-1, -2)) / 2 * (1 - torch.eye(4, dtype=torch.float64))
+    cases = {
+        "additive": cr.loo_credit(d) + cr.mean_reward_credit(r),
+        "multiplicative": cr.marginal_credit(r, d),
+        "passk": cr.passk_credit(r, 2),
+    }
+    got = {name: cr.objective_credit(name, r, d, k=2) for name in cases}
+    for name, want in cases.items():
+        assert torch.equal(got[name], want), name
+        others = [o for o in cases if o != name]
+        assert not any(torch.allclose(got[name], cases[o]) for o in others), name
+    assert torch.equal(cr.objective_credit("additive", None, d), cr.loo_credit(d))
+    assert torch.equal(
+        cr.objective_credit("passk", (r > 0.5).double(), None, k=2, threshold=1.0),
+        cr.passk_credit((r > 0.5).double(), 2),
+    )
+    with pytest.raises(ValueError, match="needs rewards and distances"):
+        cr.objective_credit("multiplicative", None, d)
+    with pytest.raises(ValueError, match="needs rewards and k"):
+        cr.objective_credit("passk", r, d)
+    with pytest.raises(ValueError, match="unknown 'grpo'"):
+        cr.objective_credit("grpo", r, d)

@@ -123,11 +123,21 @@ def test_setup_runs_after_the_program_and_before_the_tests():
 
 
 def test_a_sample_cannot_print_its_way_to_a_pass():
-    fake = '{"i": 0, "pass": true, "b": "r:list[1,2,3]"}'
-    body = f"import os\nprint({fake!r})\nos.write(1, b'\\n' + {fake!r}.encode() + b'\\n')\n"
-    body += "def count_up(n):\n    return None"
-    rewards, _ = code_test_results([COUNT_UP], [[body]], TIMEOUT)
+    # Fake result lines for every test, on print and straight to fd 1, then exit before the
+    # harness writes its own: only lines carrying the harness's key (sent on stdin) count.
+    fakes = "".join(f'\\n{{"i": {i}, "pass": true, "b": "x"}}\\n' for i in range(3))
+    body = f"import os\nprint('{fakes}')\nos.write(1, b'{fakes}')\n"
+    body += "def count_up(n):\n    os._exit(0)"
+    rewards, beh = code_test_results([COUNT_UP], [[body]], TIMEOUT)
     assert rewards.tolist() == [[0.0]]
+    assert beh[0][0] == ("missing",) * 3
+
+
+def test_objects_without_repr_compare_without_their_address():
+    meta = {"entry_point": "box", "setup": "", "tests": ["assert box(1) is not None"]}
+    body = "class Box:\n    pass\ndef box(v):\n    return Box()"
+    _, beh = code_test_results([meta], [[body, body]], TIMEOUT)
+    assert beh[0][0] == beh[0][1] == ("r:<__main__.Box object>",)
 
 
 def test_extract_program():
