@@ -202,6 +202,26 @@ def test_human_similarity_hand_built_embeddings():
         human_similarity(texts, [["hi there"], []], _fake_embed)
 
 
+def test_human_similarity_reward_caches_each_inputs_replies():
+    calls = []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return _fake_embed(texts)
+
+    reward = make_reward("human_similarity", embed_fn=counting)
+    texts, refs = [["sample a", "sample c"]], [["hi there", "hello friend"]]
+    first = reward([{}], refs, texts)
+    assert torch.allclose(first, torch.tensor([[0.8, 0.6]]))
+    assert torch.equal(reward([{}], refs, texts), first)
+    # samples every time; the replies once, as their own call
+    assert calls == [
+        ["sample a", "sample c"],
+        ["hi there", "hello friend"],
+        ["sample a", "sample c"],
+    ]
+
+
 @pytest.mark.slow
 def test_human_similarity_real_minilm_obvious_cases():
     reward = make_reward("auto", domain="social")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures as cf
+import functools
 import json
 import re
 import secrets
@@ -289,26 +290,27 @@ def qa_match(texts: Texts, references: Texts, f1_threshold: float) -> torch.Tens
 EmbedFn = Callable[[Sequence[str]], torch.Tensor]  # texts → (M, D) unit-normalised
 
 
-def human_similarity(texts: Texts, references: Texts, embed_fn: EmbedFn) -> torch.Tensor:
+def human_similarity(
+    texts: Texts, references: Texts, embed_fn: EmbedFn, embed_refs: EmbedFn | None = None
+) -> torch.Tensor:
     """(B, N): max over the input's human replies of cos(sample, reply), clipped to [0, 1].
 
-    All samples and replies are embedded in one call. An input without a reply cannot be scored.
+    The samples are embedded in one call; each input's replies in a call of their own
+    (`embed_refs`, default `embed_fn`), so a cache of them (`make_reward`) returns the same
+    floats as embedding them afresh. An input without a reply cannot be scored.
     """
     for b, refs in enumerate(references):
         if not refs:
             raise ValueError(
                 f"human_similarity: example {b} has no human reference to compare with"
             )
-    flat = [t for g in texts for t in g]
-    refs_flat = [r for refs in references for r in refs]
-    emb = embed_fn(flat + refs_flat).float()  # (B·N + R, D)
-    out = torch.zeros(len(texts), len(texts[0]) if texts else 0)
-    start, ref_start = 0, len(flat)
-    for b, (group, refs) in enumerate(zip(texts, references, strict=True)):
-        s = emb[start : start + len(group)]  # (N, D)
-        r = emb[ref_start : ref_start + len(refs)]  # (R_b, D)
-        out[b] = (s @ r.T).max(-1).values.clamp(0.0, 1.0).cpu()
-        start, ref_start = start + len(group), ref_start + len(refs)
+    embed_refs = embed_refs or embed_fn
+    n = len(texts[0]) if texts else 0
+    emb = embed_fn([t for g in texts for t in g]).float().view(len(texts), n, -1)  # (B, N, D)
+    out = torch.zeros(len(texts), n)
+    for b, refs in enumerate(references):
+        r = embed_refs(tuple(refs)).float().to(emb.device)  # (R_b, D)
+        out[b] = (emb[b] @ r.T).max(-1).values.clamp(0.0, 1.0).cpu()
     return out
 
 
@@ -354,7 +356,14 @@ def make_reward(
                 return embed_tensor(texts, device=device)
 
         fn = embed_fn
-        return RewardFn(
-            name, lambda metas, refs, texts: Scored(human_similarity(texts, refs, fn), None)
-        )
+
+        # Train references repeat every epoch (social's opening prompts have ~230 replies each).
+        @functools.cache
+        def refs_fn(refs: tuple[str, ...]) -> torch.Tensor:
+            return fn(list(refs))
+
+        def similarity(metas: Metas, refs: Texts, texts: Texts) -> Scored:
+            return Scored(human_similarity(texts, refs, fn, refs_fn), None)
+
+        return RewardFn(name, similarity)
     raise ValueError(f"loss.reward: unknown {name!r}, expected one of {REWARDS}")
