@@ -8,8 +8,9 @@
 Every knob not given on the command line comes from params.yaml (`train`, `loss`, `gem`, `lora`
 sections), so by default the whole objective is on: λ term, task reward and credit, KL to the
 base model (`loss.kl_coef`). The table prints each system's seconds per step and its ratio to
-baseline side by side; polychromic's step is split into sampling, reward/credit (the part not
-hidden behind the forward) and forward-backward, with their shares.
+baseline side by side; polychromic's step is split into sampling, scoring (reward, distances and
+credit: the part not hidden behind the forward) and forward-backward, with their shares, and the
+reward's own wall time (on code: the sandbox runs) as a share of the step.
 
 One LoRA model is shared by the three trainers (each with its own optimizer); steps are interleaved
 (baseline, gem, polychromic, baseline, ...) so a load change on a shared machine hits all three
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--diversity", default=None, help="loss.diversity (default: params.yaml)")
     ap.add_argument("--objective", default=None, help="loss.objective (default: params.yaml)")
+    ap.add_argument("--reward", default=None, help="loss.reward (default: params.yaml)")
     ap.add_argument("--lambda", dest="lambda_", type=float, default=None, help="loss.lambda")
     ap.add_argument("--kl-coef", type=float, default=None, help="loss.kl_coef")
     ap.add_argument(
@@ -338,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         "max_new_tokens": args.max_new_tokens,
         "diversity": args.diversity,
         "objective": args.objective,
+        "reward": args.reward,
         "lambda_": args.lambda_,
         "kl_coef": args.kl_coef,
         "decode": args.decode,
@@ -350,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, gem) for s in SYSTEMS}
 
     times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
-    parts: dict[str, list[float]] = {k: [] for k in ("sampling", "reward", "fwd_bwd")}
+    parts: dict[str, list[float]] = {k: [] for k in ("sampling", "scoring", "fwd_bwd")}
+    reward_wall: list[float] = []
     mem: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)
     total_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: model included
     reserved_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: what the allocator held
@@ -375,6 +379,7 @@ def main(argv: list[str] | None = None) -> None:
             if s == "polychromic":
                 for k in parts:
                     parts[k].append(m[f"time_{k}"])
+                reward_wall.append(m["time_reward"])
             print(f"round {r} {s:12s} {m['step_time']:.3f} s", flush=True)
 
     med = {s: statistics.median(v) for s, v in times.items()}
@@ -407,7 +412,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{k} {statistics.median(v):.3f} s ({statistics.median(v) / total:.0%})"
         for k, v in parts.items()
     )
-    print(f"polychromic step split: {split}")
+    print(f"polychromic step split: {split} (scoring: waited for reward + distances + credit)")
+    rw = statistics.median(reward_wall)
+    print(
+        f"reward ({trainers['polychromic'].scorer.reward.name}): {rw:.3f} s wall a step, "
+        f"{rw / med['polychromic']:.0%} of the polychromic step, overlapped with its forward"
+    )
     print(
         f"polychromic / baseline: {med['polychromic'] / med['baseline']:.2f}× per step; "
         f"gem / baseline: {med['gem'] / med['baseline']:.2f}×"

@@ -189,10 +189,12 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model):
     credit = torch.tensor([[0.3, -0.1, 0.5], [0.2, 0.0, -0.4]], dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    term = losses.diversity_term(credit, tr.packed_pass(examples, completions, kl=False).logp)
+    n_tok = sum(len(c) for g in completions for c in g)
+    logp = tr.packed_pass(examples, completions, kl=False).logp
+    term = losses.policy_term(credit, logp, torch.tensor(n_tok))
     batched = torch.autograd.grad(term, params)
 
-    def independent() -> torch.Tensor:  # −(1/B)·Σ credit·log π, one unpadded sample at a time
+    def independent() -> torch.Tensor:  # −Σ credit·log π / Σ|y|, one unpadded sample at a time
         total = torch.zeros((), dtype=torch.float64)
         for b, ex in enumerate(examples):
             for i, c in enumerate(completions[b]):
@@ -200,7 +202,7 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model):
                 lp = model(input_ids=ids).logits[0].log_softmax(-1)
                 n = len(ex.prompt_ids)
                 total = total - credit[b, i] * sum(lp[n - 1 + t, y] for t, y in enumerate(c))
-        return total / len(examples)
+        return total / n_tok
 
     expr = independent()
     assert float(term.detach()) == pytest.approx(float(expr.detach()), rel=1e-9)
@@ -249,7 +251,8 @@ def test_packed_ce_and_logprobs_match_separate_unpadded_passes(tiny_model, check
 
     out = tr.packed_pass(examples, completions, kl=False)
     ce, logp = out.ce, out.logp
-    packed = ce + 0.7 * losses.diversity_term(credit, logp)
+    n_tok = torch.tensor(sum(len(c) for g in completions for c in g))
+    packed = ce + 0.7 * losses.policy_term(credit, logp, n_tok)
     grad_packed = torch.autograd.grad(packed, params)
 
     inputs = collate(examples, tok.pad_token_id, torch.device("cpu"))
@@ -261,7 +264,7 @@ def test_packed_ce_and_logprobs_match_separate_unpadded_passes(tiny_model, check
             lp = model(input_ids=torch.tensor([ex.prompt_ids + c])).logits[0].log_softmax(-1)
             n = len(ex.prompt_ids)
             logp_sep[b, i] = sum(lp[n - 1 + t, y] for t, y in enumerate(c))
-    separate = ce_sep + 0.7 * losses.diversity_term(credit, logp_sep)
+    separate = ce_sep + 0.7 * losses.policy_term(credit, logp_sep, n_tok)
     grad_separate = torch.autograd.grad(separate, params)
 
     assert float(ce) == pytest.approx(float(ce_sep), rel=1e-9)
@@ -320,16 +323,14 @@ def test_lambda_positive_keeps_data_order(tiny_model):
     assert len({i for b in orders[0] for i in b}) == 8  # an epoch visits every example
 
 
-def test_semantic_scorer_identical_samples_zero_credit():
+def test_semantic_distances_of_identical_samples_are_zero():
     from lib.train import Scorer
 
-    sc = Scorer(replace(SEM, objective="multiplicative"), torch.device("cpu"))
-    scored = sc([["a cat", "a cat", "a cat"], ["the sea", "a tax form", "jazz"]], ["a cat", "x"])
-    credit, div = scored.credit, scored.diversity
-    assert torch.allclose(credit[0], torch.zeros(3), atol=1e-6) and float(div[0]) == pytest.approx(
-        0, abs=1e-6
-    )
-    assert float(div[1]) > 0.3 and not torch.isnan(credit).any()
+    sc = Scorer(replace(SEM, objective="multiplicative"), torch.device("cpu"), "social")
+    d = sc.distances([["a cat", "a cat", "a cat"], ["the sea", "a tax form", "jazz"]])
+    assert torch.allclose(d[0], torch.zeros(3, 3), atol=1e-6)
+    off = d[1][~torch.eye(3, dtype=torch.bool)]
+    assert bool((off > 0.3).all()) and torch.equal(d[1], d[1].T)
 
 
 # -- every trainer trains the adapter only ----------------------------------------------------
@@ -490,6 +491,7 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
         "ce",
         "kl",
         "diversity",
+        "reward",
         "grad_norm",
         "grad_norm_ce",
         "grad_norm_diversity",

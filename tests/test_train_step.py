@@ -15,18 +15,30 @@ pass keeping LoRA dropout on (on-policy test).
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from lib.chat import IGNORE_INDEX
 from lib.models import load_model
 from lib.sampling import eos_ids, sample
-from lib.train import Trainer, attach_lora, build_examples, losses, sample_seed
+from lib.train import Trainer, attach_lora, build_examples, sample_seed
 from tests.test_train import FAST, GEM, LORA, MP, SEM, _df, replace
 
 N, NEW, SEED = 3, 5, 11
 TP = replace(FAST, batch_size=2, max_grad_norm=0.0, warmup_steps=0)
-LOSS = replace(SEM, lambda_=0.7, kl_coef=0.3, num_samples=N, max_new_tokens=NEW, grad_norm_every=0)
+LOSS = replace(
+    SEM,
+    lambda_=0.7,
+    kl_coef=0.3,
+    num_samples=N,
+    max_new_tokens=NEW,
+    grad_norm_every=0,
+    reward="auto",  # social → human_similarity
+    passk_k=2,
+    passk_threshold=None,
+)
 
 
 def _model(tok, dropout: float = 0.0):
@@ -59,16 +71,31 @@ def _token_logprobs(model, prompt: list[int], cont: list[int]) -> torch.Tensor:
     return lp.gather(-1, torch.tensor(cont)[:, None])[:, 0]
 
 
-def _credit(objective: str, texts: list[list[str]], refs: list[str]) -> torch.Tensor:
+def _credit(objective: str, texts: list[list[str]], batch) -> torch.Tensor:
+    """credit_i = g(Y) − g(Y₋ᵢ) by enumeration, g of the objective, r = human_similarity by hand."""
     from lib.embed import embed_tensor
 
-    b = len(texts)
-    emb = embed_tensor([t for g in texts for t in g] + refs).double()
-    dist = losses.semantic_distances(emb[: b * N].view(b, N, -1))
-    if objective == "additive":
-        return losses.loo_credit(dist)
-    quality = (emb[: b * N].view(b, N, -1) * emb[b * N :, None, :]).sum(-1).clamp(0, 1)
-    return losses.marginal_credit(quality, dist)
+    credit = torch.zeros(len(texts), N, dtype=torch.float64)
+    for b, (group, e) in enumerate(zip(texts, batch, strict=True)):
+        emb = embed_tensor(list(group)).double()  # (N, D) unit vectors
+        refs = embed_tensor(list(e.references)).double()
+        r = (emb @ refs.T).max(-1).values.clamp(0, 1).tolist()  # max cosine to a human reply
+        delta = (1 - emb @ emb.T).clamp(0, 2)
+
+        def g(keep: list[int], r: list[float] = r, delta: torch.Tensor = delta) -> float:
+            pairs = list(itertools.combinations(keep, 2))
+            d = sum(float(delta[i, j]) for i, j in pairs) / len(pairs)
+            mean_r = sum(r[i] for i in keep) / len(keep)
+            if objective == "additive":
+                return d + mean_r
+            if objective == "multiplicative":
+                return mean_r * d
+            subsets = list(itertools.combinations(keep, LOSS.passk_k))  # passk: E[max of k]
+            return sum(max(r[i] for i in s) for s in subsets) / len(subsets)
+
+        for i in range(N):
+            credit[b, i] = g(list(range(N))) - g([j for j in range(N) if j != i])
+    return credit
 
 
 def _independent_loss(system, objective, model, tok, batch, step) -> torch.Tensor:
@@ -100,7 +127,7 @@ def _independent_loss(system, objective, model, tok, batch, step) -> torch.Tenso
     model.train()
     ids = [[c.token_ids for c in comps[b * N : (b + 1) * N]] for b in range(len(batch))]
     texts = [tok.batch_decode(g, skip_special_tokens=True) for g in ids]
-    credit = _credit(objective, texts, [e.reference for e in batch])
+    credit = _credit(objective, texts, batch)
     assert float(credit.abs().max()) > 1e-3, "a zero credit would hide sign and scale bugs"
     term, n_tok, sq = torch.zeros((), dtype=torch.float64), 0, []
     for b, e in enumerate(batch):
@@ -120,6 +147,7 @@ CASES = [
     ("gem", None),
     ("polychromic", "additive"),
     ("polychromic", "multiplicative"),
+    ("polychromic", "passk"),
 ]
 
 
@@ -212,3 +240,96 @@ def test_ce_ignores_prompt_tokens_in_the_independent_reference(tiny_model):
     assert [t for t, lab in zip(e.input_ids, e.labels, strict=True) if lab != IGNORE_INDEX] == (
         e.target_ids
     )
+
+
+def _code_df(n: int = 2):
+    import json
+
+    import pandas as pd
+
+    meta = {
+        "source": "mbpp",
+        "task_id": 1,
+        "entry_point": "add",
+        "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
+        "setup": "",
+        "prompt": "",
+        "test": "",
+    }
+    return pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(n)],
+            "domain": "code",
+            "input": [f"Write a function add(a, b) returning a + b. ({i})" for i in range(n)],
+            "reference": ["def add(a, b):\n    return a + b"] * n,
+            "group": [f"g{i}" for i in range(n)],
+            "meta": json.dumps(meta),
+            "split": "train",
+            "references": [["def add(a, b):\n    return a + b"]] * n,
+        }
+    )
+
+
+def test_code_reward_runs_in_the_background_of_the_packed_forward(tiny_model):
+    # On code the sandbox reward is submitted before the packed forward and collected after it, so
+    # execution overlaps the forward; functional diversity comes from the same executions.
+    _, tok = tiny_model
+    model = _model(tok)
+    examples, _ = build_examples(_code_df(), tok, 64)
+    loss = replace(LOSS, diversity="functional", objective="additive")
+    tr = Trainer("polychromic", model, tok, examples, TP, SEED, loss, GEM)
+    assert tr.scorer.reward.name == "code_tests"
+    events: list[str] = []
+    submit, packed = tr.scorer.reward.submit, tr.packed_pass
+
+    def traced_submit(*a, **k):
+        events.append("reward submitted")
+        fut = submit(*a, **k)
+        result = fut.result
+
+        def traced_result(*ra, **rk):
+            events.append("reward collected")
+            return result(*ra, **rk)
+
+        fut.result = traced_result
+        return fut
+
+    def traced_packed(*a, **k):
+        events.append("packed forward")
+        return packed(*a, **k)
+
+    tr.scorer.reward.submit, tr.packed_pass = traced_submit, traced_packed
+    m = tr.step()
+    assert events == ["reward submitted", "packed forward", "reward collected"]
+    # tiny-random writes no program: every sample scores 0 and behaves alike (one class, D = 0)
+    assert m["reward"] == 0.0 and m["diversity"] == 0.0
+    assert m["time_reward"] > 0.0
+
+
+def test_functional_diversity_needs_the_code_reward(tiny_model):
+    from lib.config import ParamsError
+
+    _, tok = tiny_model
+    examples, _ = build_examples(_df(2), tok, 48)
+    with pytest.raises(ParamsError, match="functional needs the code_tests reward"):
+        Trainer(
+            "polychromic",
+            _model(tok),
+            tok,
+            examples,
+            TP,
+            SEED,
+            replace(LOSS, diversity="functional"),
+            GEM,
+        )
+
+
+def test_tempered_or_truncated_training_samples_fail_clearly():
+    from lib.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"loss.temperature = 0.7, loss.top_p = 1.0"):
+        replace(LOSS, temperature=0.7)
+    with pytest.raises(ParamsError, match=r"loss.top_p = 0.9.*off-policy"):
+        replace(LOSS, top_p=0.9)
+    with pytest.raises(ParamsError, match=r"loss.passk_k = 3"):
+        replace(LOSS, objective="passk", passk_k=3)

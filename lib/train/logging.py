@@ -18,6 +18,7 @@ LOGGED = (
     "loss",
     "ce",
     "diversity",
+    "reward",
     "kl",
     "grad_norm",
     "grad_norm_ce",

@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SetCredit:
-    """Per-sample credit (B, N), set diversity D(Y) (B,), and the task reward (B, N) if any."""
+    """Per-sample credit (B, N), set diversity D(Y) (B,), task reward (B, N) of one draw."""
 
     credit: torch.Tensor
     diversity: torch.Tensor
-    reward: torch.Tensor | None = None
+    reward: torch.Tensor
+    reward_seconds: float  # wall time from submitting the reward to its result (overlapped)
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,14 @@ class TrainParams:
 @dataclass(frozen=True)
 class LossParams:
     lambda_: float  # params.yaml: `lambda`
-    objective: Literal["additive", "multiplicative"]
+    objective: Literal["additive", "multiplicative", "passk"]  # lib.train.credit.OBJECTIVES
+    reward: Literal["auto", "code_tests", "qa_match", "human_similarity"]  # lib.train.rewards
+    diversity: Literal["semantic", "lexical", "functional"]  # functional: code_tests only
     num_samples: int
-    diversity: Literal["semantic", "lexical"]
+    passk_k: int  # k of the passk objective, 1 <= k < num_samples
+    passk_threshold: float | None  # passk: reward >= this counts as a pass (null: E[max of k])
+    reward_test_timeout_s: float  # code_tests: seconds per test
+    reward_qa_f1_threshold: float  # qa_match: token F1 at which an answer matches
     kl_coef: float  # weight of the k2 KL estimate to the base model on the samples
     max_new_tokens: int
     temperature: float  # must be 1: log π scores the untempered distribution
@@ -60,6 +65,11 @@ class LossParams:
         if self.num_samples < 2:
             raise ParamsError(
                 f"loss.num_samples = {self.num_samples}: diversity needs at least a pair (>= 2)"
+            )
+        if self.objective == "passk" and not 1 <= self.passk_k < self.num_samples:
+            raise ParamsError(
+                f"loss.passk_k = {self.passk_k}: the passk objective needs 1 <= k < "
+                f"loss.num_samples = {self.num_samples}"
             )
         if self.kl_coef < 0:
             raise ParamsError(f"loss.kl_coef = {self.kl_coef}: must be >= 0")

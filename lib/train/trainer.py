@@ -30,7 +30,7 @@ from lib.train import losses
 from lib.train.examples import DataOrder, Example, collate, sample_seed
 from lib.train.objective import Shares, make_objective
 from lib.train.params import GemParams, LossParams, TrainParams
-from lib.train.scorer import Scorer
+from lib.train.scorer import Scorer, domain_of
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(train.warmup_steps, self.total_steps)
         )
-        self.scorer = Scorer(loss, self.device) if self.objective.samples else None
+        self.scorer = (
+            Scorer(loss, self.device, domain_of(examples)) if self.objective.samples else None
+        )
         self._decoder: StaticDecoder | None = None
         self.seen_batches: list[list[int]] = []  # example indices per micro-batch (tests read it)
         self.last_draw: Draw | None = None  # the last micro-batch's samples (tests read it)
@@ -264,7 +266,9 @@ class Trainer:
 
     def step(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        timing = dict.fromkeys(("sampling", "reward", "fwd_bwd"), 0.0)
+        # reward: the reward's own wall time (overlapping the forward); scoring: time the step
+        # waited for reward + distances + credit after its forward (the part not hidden).
+        timing = dict.fromkeys(("sampling", "reward", "scoring", "fwd_bwd"), 0.0)
         logs: dict[str, float] = {}
         every = self.loss.grad_norm_every if self.loss is not None else 0
         norms: dict[str, list] | None = (
@@ -294,8 +298,10 @@ class Trainer:
                 t = time.perf_counter()
                 with torch.random.fork_rng(devices=[]):
                     credit = pending.result()  # 3. credit
-                timing["reward"] += time.perf_counter() - t
+                timing["scoring"] += time.perf_counter() - t
+                timing["reward"] += credit.reward_seconds
                 add("diversity", float(credit.diversity.mean()))
+                add("reward", float(credit.reward.mean()))
             t = time.perf_counter()
             terms = self.objective.terms(out, credit, self._shares(batch, draw))  # 4. objective
             self._backward(terms.losses, norms)  # 5. backward
