@@ -97,8 +97,8 @@ def test_epochs_mode_counts_steps_in_global_batches(tiny_model):
 def _params(tmp: Path, batch_size: int, **train) -> Path:
     p = deep_merge(read_params(ROOT / "params.yaml"), read_params(ROOT / "configs/smoke.yaml"))
     p["lora"]["dropout"] = 0.0  # dropout masks are per process: equality needs it off
-    p["train"].update(batch_size=batch_size, max_steps=3, checkpoint_every=0, **train)
-    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic")
+    p["train"].update({"batch_size": batch_size, "max_steps": 3, "checkpoint_every": 0, **train})
+    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic", grad_norm_every=1)
     path = tmp / f"params-{batch_size}.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path
@@ -167,8 +167,8 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
     }
     assert list(curves["two"]["step"]) == [1, 2, 3], "one writer: one row per step"
     assert curves["two"]["loss"].tolist() == pytest.approx(curves["one"]["loss"].tolist(), rel=1e-5)
-    lam = pd.read_csv(tmp_path / "two/live/plots/metrics/train/lambda_term.tsv", sep="\t")
-    assert (lam["lambda_term"].abs() > 0).any(), "the λ term must be live in this comparison"
+    lam = pd.read_csv(tmp_path / "two/live/plots/metrics/train/grad_norm_diversity.tsv", sep="\t")
+    assert (lam["grad_norm_diversity"] > 0).any(), "the λ term must be live in this comparison"
 
 
 @pytest.mark.e2e
