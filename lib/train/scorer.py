@@ -61,11 +61,11 @@ class Scorer:
         if self.reward.name == "human_similarity" or loss.diversity == "semantic":
             # Build the encoder now: its first load initialises modules from the global torch RNG,
             # and on the reward's worker thread that would race the training step's dropout draws.
-            from lib.embed import MINILM, load_encoder
+            from lib.embed import embed_tensor
 
             cuda = [device] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):
-                load_encoder(MINILM, str(device))
+                embed_tensor(["warm-up"], device=device)
         if loss.diversity == "functional" and self.reward.name != "code_tests":
             raise ParamsError(
                 f"loss.diversity = functional needs the code_tests reward (its executions give the "
