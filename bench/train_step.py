@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-SYSTEMS = ("baseline", "gem", "polychromic")
+from lib.schemas import TRAINED_SYSTEMS as SYSTEMS  # noqa: E402
+
 WORDS = [
     "i",
     "you",
