@@ -303,9 +303,13 @@ def test_polychromic_lambda0_is_baseline_bit_for_bit(tiny_model, tmp_path, dropo
         loss=replace(SEM, lambda_=0.0, kl_coef=0.0),
     )
     assert _same(base, poly0)
-    if dropout == 0.0:  # no dropout RNG: any difference comes from the λ term's gradient alone
-        poly = _run(tmp_path, "p", "polychromic", tok, lora=lora, loss=SEM)
-        assert not _same(base, poly)
+    weights = "adapter_model.safetensors"
+    assert (tmp_path / "b" / weights).read_bytes() == (tmp_path / "p0" / weights).read_bytes()
+    if dropout == 0.0:  # no dropout RNG: any difference comes from the extra terms' gradients
+        poly = _run(tmp_path, "p", "polychromic", tok, lora=lora, loss=replace(SEM, kl_coef=0.0))
+        assert not _same(base, poly)  # the λ term alone moves the adapter
+        kl_only = _run(tmp_path, "k", "polychromic", tok, lora=lora, loss=replace(SEM, lambda_=0.0))
+        assert not _same(base, kl_only)  # and so does the KL alone (0 only at step 1)
 
 
 def test_lambda_positive_keeps_data_order(tiny_model):
