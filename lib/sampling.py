@@ -35,6 +35,16 @@ class Completion:
     token_ids: list[int]  # generated tokens, EOS included when it was produced
     finish_reason: str  # "eos" | "length"
     seed: int
+    # Σ_t log p(token_t | prompt, tokens_<t) under the model's own distribution (T = 1, no top-p),
+    # EOS included: the log π(y|x) that training scores, recorded while drawing.
+    logprob: float
+
+
+def _token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] per row in float64: (B, V), (B,) → (B,). Half precision is upcast
+    to float32 first; float32 / float64 logits are used as they are."""
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return z.log_softmax(-1).gather(-1, tokens[:, None])[:, 0].double()
 
 
 def left_pad(
@@ -243,7 +253,7 @@ def sample(
         **{cache_kw: None},
         **extra,
     )
-    cache, logits = getattr(res, cache_kw), res.logits[:, -1, :].float()  # logits: (U, V)
+    cache, logits = getattr(res, cache_kw), res.logits[:, -1, :]  # logits: (U, V), model dtype
     attn, step_pos = mask, positions[:, -1:]  # (U, P), (U, 1)
     if len(uniq) < batch:
         cache = _select_rows(cache, expand)
@@ -256,7 +266,9 @@ def sample(
     eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
     alive = torch.arange(batch, device=device)  # original row of each running row
     done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
+    logprob = torch.zeros(batch, dtype=torch.float64, device=device)  # by original row
     for t in range(max_new_tokens):
+        raw, logits = logits, logits.float()
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
@@ -264,6 +276,7 @@ def sample(
             nxt = draw(probs, uniforms[alive, t], top_p)
         nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
         out[alive, t] = nxt
+        logprob[alive] += torch.where(done, 0.0, _token_logprob(raw, nxt))
         hit = torch.isin(nxt, eos) & ~done
         lengths[alive[hit]] = t + 1
         eos_hit[alive[hit]] = True
@@ -286,14 +299,16 @@ def sample(
             **{cache_kw: cache},
         )
         cache = getattr(res, cache_kw)
-        logits = res.logits[:, -1, :].float()  # (B_alive, V)
+        logits = res.logits[:, -1, :]  # (B_alive, V)
 
     lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
+    lp_l = logprob.tolist()
     return [
         Completion(
             token_ids=out_l[i][: lengths_l[i]],
             finish_reason="eos" if eos_l[i] else "length",
             seed=int(seeds[i]),
+            logprob=lp_l[i],
         )
         for i in range(batch)
     ]
@@ -404,6 +419,7 @@ class StaticDecoder:
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         eos_hit = torch.zeros(rows, dtype=torch.bool, device=self.device)
         step_pos = positions[:, -1:]
+        logprob = torch.zeros(rows, dtype=torch.float64, device=self.device)
         for t in range(new):
             if temperature == 0:
                 nxt = logits.argmax(-1)
@@ -411,6 +427,7 @@ class StaticDecoder:
                 nxt = draw(torch.softmax(logits / temperature, dim=-1), uniforms[:, t], top_p)
             nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
             out[:, t] = nxt
+            logprob += torch.where(done, 0.0, _token_logprob(logits, nxt))
             hit = torch.isin(nxt, eos) & ~done
             lengths[hit] = t + 1
             eos_hit |= hit
@@ -425,8 +442,11 @@ class StaticDecoder:
             # A copy: a CUDA graph reuses its output buffer on the next replay.
             logits = self.step().to(torch.float32, copy=True)
         lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
+        lp_l = logprob.tolist()
         return [
-            Completion(out_l[i][: lengths_l[i]], "eos" if eos_l[i] else "length", int(seeds[i]))
+            Completion(
+                out_l[i][: lengths_l[i]], "eos" if eos_l[i] else "length", int(seeds[i]), lp_l[i]
+            )
             for i in range(rows)
         ]
 

@@ -107,7 +107,9 @@ EXAMPLES = _schema(
     _f("references", pa.list_(pa.string())),
 )
 
-SYSTEMS = ("zero_shot", "few_shot", "baseline", "gem", "polychromic")
+# The systems that train an adapter (stages train_<system>, lib.train), then every compared system.
+TRAINED_SYSTEMS = ("baseline", "gem", "polychromic")
+SYSTEMS = ("zero_shot", "few_shot", *TRAINED_SYSTEMS)
 
 # One sampled completion (stage generate@<system>): `generate.num_samples` rows per test input.
 # `seed` reproduces this one sample alone; `prompt` is the exact text the model was given.

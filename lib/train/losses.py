@@ -4,8 +4,8 @@ Shapes: B = examples, T = sequence length, V = vocabulary, N = samples per examp
 Labels follow the Hugging Face convention: `labels[b, t]` is the token at position t, predicted
 from position t-1; IGNORE_INDEX (-100) marks prompt and padding tokens.
 
-The λ term (DESIGN.md §3) is the score-function estimator −Σ_i sg[credit_i]·log π(y_i|x); the
-per-sample credit (leave-one-out diversity, Hamid et al.'s marginal set credit, Pass@k) lives in
+The λ term (DESIGN.md §3) is the score-function estimator −Σ_i sg[credit_i]·log π(y_i|x), per
+sample token (`policy_term`); the KL to the base model is `kl_k2`. The per-sample credit (leave-one-out diversity, Hamid et al.'s marginal set credit, Pass@k) lives in
 `lib/train/credit.py`, the task rewards in `lib/train/rewards.py`.
 """
 
@@ -130,21 +130,40 @@ def lexical_distances(texts: Sequence[Sequence[str]]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Quality and the λ term (set scores and per-sample credit live in lib/train/credit.py).
+# The trainer's sample terms: the λ term per token, and the KL to the base model.
 
 
-def quality_scores(sample_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
-    """r(y_i) = cos(sample, reference) clipped to [0, 1]: (B, N, D), (B, D) → (B, N)."""
-    return (sample_emb @ ref_emb[:, :, None])[..., 0].clamp(0.0, 1.0)
+def policy_term(credit: torch.Tensor, logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """−Σ_b Σ_i sg[credit_bi]·log π(y_bi|x_b) / Σ_b Σ_i |y_bi|: (B, N), (B, N), scalar → scalar.
 
-
-def diversity_term(credit: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """−Σ_i sg[credit_i]·log π(y_i|x), mean over examples: (B, N), (B, N) → scalar (λ applied by caller).
-
-    Minimising it raises log π of samples with positive credit: gradient ascent on E[D] (or E[f]).
+    The score-function surrogate normalised per sample token, as CE is per reference token: DAPO's
+    token-level policy-gradient loss (Yu et al., arXiv 2503.14476, §3.3) with the set credit as
+    the advantage of every token of y_i. Summing the sample's log-probs over a per-example mean (the
+    old form) made λ's strength grow with `loss.max_new_tokens`; here one λ transfers across
+    lengths. Minimising it raises log π of samples with positive credit.
     """
     if credit.shape != logp.shape:
         raise ValueError(
             f"credit {tuple(credit.shape)} does not match log-probs {tuple(logp.shape)}"
         )
-    return -(credit.detach() * logp).sum(-1).mean()
+    if not float(n_tokens) > 0:
+        raise ValueError("no sample token: the per-token λ term is undefined")
+    return -(credit.detach() * logp).sum() / n_tokens
+
+
+def kl_k2(logp_tok: torch.Tensor, ref_logp_tok: torch.Tensor) -> torch.Tensor:
+    """k2 = ½·(log π(y_t) − log π_ref(y_t))², mean over the sampled tokens: (S,), (S,) → scalar.
+
+    Schulman, "Approximating KL divergence" (2020), and Zhang et al., "On the Design of
+    KL-Regularized Policy Gradient Algorithms for LLM Reasoning" (arXiv 2505.17508): with the token
+    drawn from π (on-policy), E[∇k2] = E[(log π − log π_ref)·∇log π] = ∇KL(π(·|s)‖π_ref(·|s)) at
+    each visited prefix s (E[∇log π] = 0). Its value and gradient are 0 where π = π_ref (LoRA B = 0
+    at initialisation). π_ref's log-probs are constants (computed without grad).
+    """
+    if logp_tok.shape != ref_logp_tok.shape:
+        raise ValueError(
+            f"log-probs {tuple(logp_tok.shape)} and reference {tuple(ref_logp_tok.shape)} differ"
+        )
+    if logp_tok.numel() == 0:
+        raise ValueError("no sample token: the KL estimate is undefined")
+    return 0.5 * (logp_tok - ref_logp_tok.detach()).pow(2).mean()
