@@ -172,9 +172,7 @@ def original_program(obj: dict[str, Any]) -> str:
 def entry_point(tests: Sequence[str], defined: Sequence[str]) -> str | None:
     """The top-level function every test calls (the last such one defined: helpers come first)."""
     called = [
-        name
-        for name in defined
-        if all(re.search(rf"\b{re.escape(name)}\s*\(", t) for t in tests)
+        name for name in defined if all(re.search(rf"\b{re.escape(name)}\s*\(", t) for t in tests)
     ]
     return called[-1] if called else None
 
@@ -207,9 +205,7 @@ def to_humaneval_form(obj: dict[str, Any]) -> tuple[str, str, str] | str:
     doc = ast.Expr(ast.Constant(f"{text}\n    >>> {obj['test_list'][0].strip()}\n    "))
 
     def source(body: list[ast.stmt]) -> str:
-        f = ast.FunctionDef(
-            fn.name, fn.args, body, fn.decorator_list, fn.returns, fn.type_comment
-        )
+        f = ast.FunctionDef(fn.name, fn.args, body, fn.decorator_list, fn.returns, fn.type_comment)
         if hasattr(fn, "type_params"):
             f.type_params = fn.type_params
         mod = ast.Module([*context, f], type_ignores=[])
