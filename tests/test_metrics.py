@@ -225,7 +225,7 @@ def test_rouge_l_rejects_missing_references():
 
 def test_bertscore_local_minilm_offline_and_max_over_refs():
     # one call (the model load dominates): rows 3 and 4 score row 1's two references singly
-    f1, digest = metrics.bertscore_f1(
+    f1, digest = metrics.bertscore_f1(  # MiniLM, layer 6
         [
             "the cat sat on the mat",
             "hello there",
@@ -240,6 +240,7 @@ def test_bertscore_local_minilm_offline_and_max_over_refs():
             ["hi there"],
             ["quantum chromodynamics"],
         ],
+        num_layers=6,
     )
     assert f1.shape == (5,)
     assert f1[0] == pytest.approx(1.0, abs=1e-5)
@@ -255,6 +256,7 @@ def test_bertscore_empty_candidate_scores_zero_empty_references_are_missing():
     f1, _ = metrics.bertscore_f1(
         ["", "   ", "hello there", "hello there"],
         [["hello there"], ["hello there"], ["", "hello there"], ["  "]],
+        num_layers=6,
     )
     assert f1[0] == 0.0 and f1[1] == 0.0
     assert f1[2] == pytest.approx(1.0, abs=1e-5)  # the empty reference is dropped, not matched
@@ -262,12 +264,14 @@ def test_bertscore_empty_candidate_scores_zero_empty_references_are_missing():
 
 
 def test_bertscore_rejects_bad_input():
-    with pytest.raises(ValueError):
-        metrics.bertscore_f1(["a"], [["b"], ["c"]])
-    with pytest.raises(ValueError):
-        metrics.bertscore_f1(["a"], [[]])
-    with pytest.raises(ValueError):
-        metrics.bertscore_f1([], [])
+    with pytest.raises(ValueError, match="2 reference lists"):
+        metrics.bertscore_f1(["a"], [["b"], ["c"]], num_layers=6)
+    with pytest.raises(ValueError, match="candidate 0 has no reference"):
+        metrics.bertscore_f1(["a"], [[]], num_layers=6)
+    with pytest.raises(ValueError, match="no candidates"):
+        metrics.bertscore_f1([], [], num_layers=6)
+    with pytest.raises(ValueError, match="not a packaged encoder"):
+        metrics.bertscore_f1(["a"], [["b"]], num_layers=6, encoder="roberta-large")
 
 
 # --- Checkers: qa, social -----------------------------------------------------------------------------
