@@ -327,3 +327,42 @@ def test_social_tau_needs_several_references():
         checkers.social_tau([["a"], ["b"]], 0.5, lambda t: np.eye(len(t)), "data/split/val.parquet")
     with pytest.raises(ValueError):
         checkers.social_tau([["a", "b"]], 0.0, lambda t: np.eye(len(t)))
+
+
+# --- the held-out evaluation encoder ------------------------------------------------------------------
+
+
+def test_eval_encoder_assembles_and_loads_offline_from_its_packages(tmp_path):
+    """mpnet from the five packages into an empty cache, with the network refused: a hub download
+    (or a part missing from the join, which the zip's CRCs catch) fails this test."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import os, socket
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        def _refuse(*a, **k):
+            raise RuntimeError("network access attempted")
+        socket.socket.connect = _refuse
+        socket.create_connection = _refuse
+        from lib import metrics
+        from lib.embed import embed, mpnet_path
+        e = embed(["a cat sat on the mat", "a kitten rested on the rug", "stock markets fell"], "mpnet")
+        f1, digest = metrics.bertscore_f1(["hello there"], [["hello there"]], 8, encoder="mpnet")
+        print(mpnet_path(), e.shape[1], round(float(e[0] @ e[1]), 3), round(float(e[0] @ e[2]), 3),
+              round(float(f1[0]), 4), digest)
+        """
+    )
+    env = {**os.environ, "POLYCHROMIC_CACHE": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    path, dim, near, far, f1, digest = out.stdout.split()
+    assert path == str(tmp_path / "all-mpnet-base-v2-0.0.1") and dim == "768"
+    assert float(near) > float(far) + 0.3  # a real sentence encoder, not random weights
+    assert float(f1) == pytest.approx(1.0, abs=1e-4)
+    assert digest.startswith("all-mpnet-base-v2_L8_no-idf_version=")
