@@ -42,6 +42,7 @@ from lib.models import ModelParams, load_model
 from lib.packing import TreePack, continuation_logprobs, tree_pack
 from lib.sampling import StaticDecoder, eos_ids, sample
 from lib.train import losses
+from lib.train.credit import loo_credit, marginal_credit, set_diversity
 
 SYSTEMS = ("baseline", "gem", "polychromic")
 
@@ -251,13 +252,13 @@ class Scorer:
         else:
             raise ValueError(f"loss.diversity: unknown '{self.loss.diversity}'")
         if self.loss.objective == "additive":
-            credit = losses.loo_credit(dist)
+            credit = loo_credit(dist)
         elif self.loss.objective == "multiplicative":
             quality = losses.quality_scores(emb[: b * n].view(b, n, -1), emb[b * n :])
-            credit = losses.marginal_credit(quality, dist)
+            credit = marginal_credit(quality, dist)
         else:
             raise ValueError(f"loss.objective: unknown '{self.loss.objective}'")
-        return credit.float(), losses.set_diversity(dist).float()
+        return credit.float(), set_diversity(dist).float()
 
 
 # ---------------------------------------------------------------------------------------------
