@@ -67,47 +67,22 @@ def humaneval_pairs() -> Iterator[RawPair]:
         )
 
 
+Record = tuple[str, dict[str, Any]]  # (file:line, the MBPP JSON object)
+
+
 def mbpp_pairs(
     path: Path, sha256: str | None, max_pairs: int
 ) -> Iterator[RawPair | BadRow | Dropped]:
-    """MBPP rows in HumanEval form; `sha256` (None: unchecked, for tests) pins the file.
-
-    Over `max_pairs` (`data.max_pairs`; the smoke configuration's few problems), each split keeps
-    its share, the lowest task ids first, before any reference is run.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the MBPP file is missing (it is tracked by git)")
-    data = path.read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(
-            f"{path}: sha256 {hashlib.sha256(data).hexdigest()} is not the pinned original "
-            f"release's {sha256} (see data/raw/mbpp/README.md)"
-        )
-    staged: list[tuple[str, dict[str, Any], str, str, str]] = []  # (source, obj, prompt, body, ep)
-    records: list[tuple[str, dict[str, Any]]] = []
-    for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        src = f"{path}:{n}"
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            int(obj["task_id"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            yield BadRow(src, f"not an MBPP record: {e!r}")
-            continue
-        records.append((src, obj))
-    if len(records) > max_pairs:
-        is_val = [int(o["task_id"]) in MBPP_VAL_IDS for _, o in records]
-        quota = {v: math.ceil(max_pairs * is_val.count(v) / len(records)) for v in (False, True)}
-        order = sorted(range(len(records)), key=lambda i: int(records[i][1]["task_id"]))
-        keep, seen = set(), {False: 0, True: 0}
-        for i in order:
-            if seen[is_val[i]] < quota[is_val[i]]:
-                keep.add(i)
-                seen[is_val[i]] += 1
-        for i in sorted(set(range(len(records))) - keep):
-            yield Dropped(records[i][0], "over_max_pairs")
-        records = [r for i, r in enumerate(records) if i in keep]
+    """MBPP rows in HumanEval form; `sha256` (None: unchecked, for tests) pins the file."""
+    records: list[Record] = []
+    for rec in _read(path, sha256):
+        if isinstance(rec, BadRow):
+            yield rec
+        else:
+            records.append(rec)
+    records, over = _cap(records, max_pairs)
+    yield from (Dropped(src, "over_max_pairs") for src, _ in over)
+    staged: list[tuple[str, dict[str, Any], str, str, str]] = []  # (src, obj, prompt, body, ep)
     for src, obj in records:
         try:
             converted = to_humaneval_form(obj)
@@ -118,25 +93,12 @@ def mbpp_pairs(
             yield Dropped(src, converted)
             continue
         staged.append((src, obj, *converted))
-    checks = run_many(
-        [humaneval_program(p, b, check_code(o), ep) for _, o, p, b, ep in staged],
-        CHECK_LIMITS,
-        CHECK_WORKERS,
-    )
-    failed = [i for i, r in enumerate(checks) if not r.passed]
-    # Why a converted reference fails: the original code already fails its tests (MBPP's own
-    # errors), or the conversion broke it (a bug here; expected never).
-    originals = run_many(
-        [original_program(staged[i][1]) for i in failed], CHECK_LIMITS, CHECK_WORKERS
-    )
-    own = {i: not r.passed for i, r in zip(failed, originals, strict=True)}
+    failing = _failing_references(staged)
     for i, (src, obj, prompt, body, ep) in enumerate(staged):
-        if i in own:
-            reason = "reference_fails_own_tests" if own[i] else "reference_fails_in_humaneval_form"
-            yield Dropped(src, reason)
+        if i in failing:
+            yield Dropped(src, failing[i])
             continue
         tid = int(obj["task_id"])
-        tests = [t.strip() for t in obj["test_list"]]
         meta = {
             "source": "mbpp",
             "split": "val" if tid in MBPP_VAL_IDS else "train",
@@ -144,10 +106,71 @@ def mbpp_pairs(
             "prompt": prompt,
             "test": check_code(obj),
             "entry_point": ep,
-            "tests": tests,
+            "tests": [t.strip() for t in obj["test_list"]],
             "setup": _setup(obj),
         }
         yield RawPair(prompt, body, src, meta, id=f"MBPP-{tid}")
+
+
+def _read(path: Path, sha256: str | None) -> Iterator[Record | BadRow]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the MBPP file is missing (it is tracked by git)")
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(
+            f"{path}: sha256 {hashlib.sha256(data).hexdigest()} is not the pinned original "
+            f"release's {sha256} (see data/raw/mbpp/README.md)"
+        )
+    for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            int(obj["task_id"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            yield BadRow(f"{path}:{n}", f"not an MBPP record: {e!r}")
+            continue
+        yield f"{path}:{n}", obj
+
+
+def _cap(records: list[Record], max_pairs: int) -> tuple[list[Record], list[Record]]:
+    """(kept, over): over `max_pairs` (`data.max_pairs`; the smoke configuration's few problems),
+    train and val ids each keep their share, lowest task ids first, before any reference runs."""
+    if len(records) <= max_pairs:
+        return records, []
+    is_val = [int(o["task_id"]) in MBPP_VAL_IDS for _, o in records]
+    quota = {v: math.ceil(max_pairs * is_val.count(v) / len(records)) for v in (False, True)}
+    keep: set[int] = set()
+    taken = {False: 0, True: 0}
+    for i in sorted(range(len(records)), key=lambda i: int(records[i][1]["task_id"])):
+        if taken[is_val[i]] < quota[is_val[i]]:
+            keep.add(i)
+            taken[is_val[i]] += 1
+    kept = [r for i, r in enumerate(records) if i in keep]
+    return kept, [r for i, r in enumerate(records) if i not in keep]
+
+
+def _failing_references(
+    staged: Sequence[tuple[str, dict[str, Any], str, str, str]],
+) -> dict[int, str]:
+    """Index → drop reason of each converted reference that fails its tests in the sandbox.
+
+    Why it fails: MBPP's own code already fails (an error of this release), or the conversion
+    broke it (a bug here; expected never, and counted apart so it shows).
+    """
+    checks = run_many(
+        [humaneval_program(p, b, check_code(o), ep) for _, o, p, b, ep in staged],
+        CHECK_LIMITS,
+        CHECK_WORKERS,
+    )
+    failed = [i for i, r in enumerate(checks) if not r.passed]
+    originals = run_many(
+        [original_program(staged[i][1]) for i in failed], CHECK_LIMITS, CHECK_WORKERS
+    )
+    return {
+        i: "reference_fails_in_humaneval_form" if r.passed else "reference_fails_own_tests"
+        for i, r in zip(failed, originals, strict=True)
+    }
 
 
 def _setup(obj: dict[str, Any]) -> str:
