@@ -29,12 +29,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from bench.train_step import qwen3_8b_random
+    from lib.config import load_section
     from lib.models import ModelParams
     from lib.sampling import StaticDecoder, sample
     from lib.train import LoraParams, attach_lora
 
     dev = torch.device("cuda")
-    model = attach_lora(qwen3_8b_random(dev, torch.bfloat16), LoraParams(), ModelParams(base="x"))
+    lora = load_section(LoraParams, "lora")  # params.yaml's adapter (LoraParams has no defaults)
+    model = attach_lora(qwen3_8b_random(dev, torch.bfloat16), lora, ModelParams(base="x"))
     model.eval()
     b, p, new = args.rows, args.prompt_len, args.new
     g = torch.Generator().manual_seed(0)

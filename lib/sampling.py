@@ -39,6 +39,16 @@ class Completion:
     token_ids: list[int]  # generated tokens, EOS included when it was produced
     finish_reason: str  # "eos" | "length"
     seed: int
+    # Σ_t log p(token_t | prompt, tokens_<t) under the model's own distribution (T = 1, no top-p),
+    # EOS included: the log π(y|x) that training scores, recorded while drawing.
+    logprob: float
+
+
+def _token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] per row in float64: (B, V), (B,) → (B,). Half precision is upcast
+    to float32 first; float32 / float64 logits are used as they are."""
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return z.log_softmax(-1).gather(-1, tokens[:, None])[:, 0].double()
 
 
 def left_pad(
@@ -201,7 +211,7 @@ def _check(prompts: Sequence, seeds: Sequence, temperature: float, top_p: float)
 @dataclass
 class _Prefill:
     cache: object  # KV cache of the U distinct prompts
-    logits: torch.Tensor  # (B, V) float32: every row's next-token logits
+    logits: torch.Tensor  # (B, V) model dtype: every row's next-token logits
     mask: torch.Tensor  # (B, P) attention mask of every row's left-padded prompt
     last_pos: torch.Tensor  # (B, 1) position id of every row's last prompt token
     expand: torch.Tensor | None  # (B,) the distinct prompt of each row; None: all distinct
@@ -230,7 +240,7 @@ def _prefill(
         **{cache_kw: None},
         **extra,
     )
-    logits, last = res.logits[:, -1, :].float(), positions[:, -1:]  # (U, V), (U, 1)
+    logits, last = res.logits[:, -1, :], positions[:, -1:]  # (U, V) model dtype, (U, 1)
     expand = None
     if len(uniq) < len(prompts):
         expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)
@@ -264,16 +274,21 @@ class _Rows:
         self.eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
         self.alive = torch.arange(batch, device=device)  # original row of each running row
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
+        self.logprob = torch.zeros(batch, dtype=torch.float64, device=device)  # by original row
 
     def step(self, logits: torch.Tensor, t: int) -> torch.Tensor:
-        """Step t's token of every running row from its logits (B_alive, V) -> (B_alive,)."""
+        """Step t's token of every running row from its logits (B_alive, V), model dtype ->
+        (B_alive,); adds the token's log-prob to its row's `logprob`."""
+        z = logits.float()  # the draw in float32 whatever the model dtype
         if self.temperature == 0:
-            nxt = logits.argmax(-1)
+            nxt = z.argmax(-1)
         else:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
+            probs = torch.softmax(z / self.temperature, dim=-1)
             nxt = draw(probs, self.uniforms[self.alive, t], self.top_p)
         nxt = torch.where(self.done, torch.full_like(nxt, self.pad), nxt)
         self.out[self.alive, t] = nxt
+        # From the model-dtype logits, as the loss scores them (half precision is upcast).
+        self.logprob[self.alive] += torch.where(self.done, 0.0, _token_logprob(logits, nxt))
         hit = torch.isin(nxt, self.eos) & ~self.done
         self.lengths[self.alive[hit]] = t + 1
         self.eos_hit[self.alive[hit]] = True
@@ -285,8 +300,9 @@ class _Rows:
 
     def completions(self) -> list[Completion]:
         lengths, eos, out = self.lengths.tolist(), self.eos_hit.tolist(), self.out.tolist()
+        logprob = self.logprob.tolist()
         return [
-            Completion(out[i][: lengths[i]], "eos" if eos[i] else "length", int(s))
+            Completion(out[i][: lengths[i]], "eos" if eos[i] else "length", int(s), logprob[i])
             for i, s in enumerate(self.seeds)
         ]
 
@@ -342,7 +358,7 @@ def sample(
             **{cache_kw: cache},
         )
         cache = getattr(res, cache_kw)
-        logits = res.logits[:, -1, :].float()  # (B_alive, V)
+        logits = res.logits[:, -1, :]  # (B_alive, V), model dtype
     return rows.completions()
 
 

@@ -234,7 +234,7 @@ class StaticDecoder:
             self.cache_pos.fill_(w + t)
             self.mask[:, 0, 0, w + t] = self._open
             # A copy: a CUDA graph reuses its output buffer on the next replay.
-            logits = self._run().to(torch.float32, copy=True)
+            logits = self._run().clone()  # model dtype: `_Rows.step` upcasts for the draw
         return rows.completions()
 
     @staticmethod

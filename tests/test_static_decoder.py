@@ -5,6 +5,8 @@ width, positions, cache slots, the 4D mask, the grouped-KV decode attention, EOS
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -113,3 +115,33 @@ def test_static_decoder_refuses_other_shapes(model):
         dec.sample(PROMPTS, [1, 2, 3, 4], eos_token_ids=[2], pad_token_id=0)
     with pytest.raises(ValueError, match="mode 'graph' needs a CUDA model"):
         StaticDecoder(model, rows=4, width=3, max_new_tokens=2, mode="graph")
+
+
+@pytest.mark.parametrize("decoder", ["sample", "static"])
+def test_completion_logprob_is_the_teacher_forced_logprob_of_its_tokens(gqa_model, decoder):
+    # Completion.logprob = Σ_t log softmax(logits_t)[y_t] at T = 1 without top-p (the log π(y|x)
+    # training scores), EOS included, padding after EOS excluded. Reference: one unpadded forward
+    # of prompt + tokens per row, from the float64 copy of the model.
+    seeds = [21, 22, 23, 24]
+    kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=0.7, top_p=0.9)
+    m = gqa_model
+    # EOS = tokens rows 0 and 3 draw early (the draws do not depend on EOS): rows end at
+    # different steps and then decode padding, which must not count.
+    probe = sample(m, PROMPTS, seeds, max_new_tokens=7, **kw)
+    kw["eos_token_ids"] = [probe[0].token_ids[2], probe[3].token_ids[1]]
+    if decoder == "sample":
+        got = sample(m, PROMPTS, seeds, max_new_tokens=7, **kw)
+    else:
+        got = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="eager").sample(
+            PROMPTS, seeds, **kw
+        )
+    assert any(c.finish_reason == "eos" and len(c.token_ids) < 7 for c in got)
+    ref64 = copy.deepcopy(m).double()
+    for prompt, c in zip(PROMPTS, got, strict=True):
+        assert len(c.token_ids) >= 1
+        ids = torch.tensor([prompt + c.token_ids])
+        with torch.no_grad():
+            lp = ref64(input_ids=ids).logits[0].log_softmax(-1)  # (P + T, V)
+        want = sum(float(lp[len(prompt) - 1 + t, y]) for t, y in enumerate(c.token_ids))
+        assert c.logprob < 0
+        assert abs(c.logprob - want) <= 1e-4 * max(1.0, abs(want))
