@@ -155,3 +155,36 @@ def test_push_pull_roundtrip_through_default_remote(repo):
     shutil.rmtree(root / ".dvc" / "cache")
     dvc(["pull"], root)
     assert hashlib.md5(target.read_bytes()).hexdigest() == before
+
+
+def _stages_importing(root, module: str) -> set[str]:
+    """From the import graph (scripts/deps.py, itself tested against `sys.modules` in test_deps)."""
+    from scripts import deps
+
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    found = set()
+    for name, stage in spec["stages"].items():
+        body = stage.get("do", stage)
+        files = {p.as_posix() for p in deps.import_closure(deps.stage_module(body["cmd"]), root)}
+        if module in files:
+            keys = stage.get("foreach")
+            found |= {f"{name}@{k}" for k in keys} if keys else {name}
+    return found
+
+
+@pytest.mark.parametrize(
+    "module", ["lib/packing.py", "lib/figures.py", "lib/judge/cache.py", "lib/io.py"]
+)
+def test_touching_a_module_marks_exactly_the_stages_that_import_it(repo, module):
+    root, _ = repo
+    expected = _stages_importing(root, module)
+    if module == "lib/packing.py":  # the issue's case: the trainers' packed forward pass
+        assert {"train_baseline", "train_gem", "train_polychromic"} <= expected
+    path = root / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# touched\n")
+    try:
+        status = json.loads(dvc(["status", "--json"], root))
+    finally:
+        path.write_bytes(original)
+    assert set(status) == expected

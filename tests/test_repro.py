@@ -86,7 +86,13 @@ def _run_stage(system: str, tmp_path: Path, cache: Path, name: str) -> bytes:
     from tests.pipeline_util import env
 
     out = tmp_path / name
-    cmd = [sys.executable, "-m", f"stages.train_{system}", "--train", str(tmp_path / "train.parquet")]
+    cmd = [
+        sys.executable,
+        "-m",
+        f"stages.train_{system}",
+        "--train",
+        str(tmp_path / "train.parquet"),
+    ]
     cmd += ["--out", str(out), "--params", str(tmp_path / "params.yaml"), "--no-progress"]
     r = subprocess.run(
         cmd,
