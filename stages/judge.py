@@ -13,6 +13,7 @@ from pathlib import Path
 from lib.config import ParamsError, load_section, read_params
 from lib.io import read_parquet, write_json, write_parquet
 from lib.judge import JudgeParams, make_backend, run_judge
+from lib.judge.run import check_complete
 from lib.models import ModelParams
 from lib.schemas import GENERATIONS, JUDGE_PASS, JUDGMENTS, SYSTEMS
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     judge = make_backend(params, model_params, args.cache_dir)
     comparisons, metrics, pass_df = run_judge(gens, params, seed, judge)
+    check_complete(metrics, params, args.cache_dir)  # before any output: DVC must not lock it
 
     write_parquet(comparisons, args.out, JUDGMENTS)
     if pass_df is not None:
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     u = metrics["usage"]
     print(
         f"judge [{metrics['backend']}: {metrics['judge_model']}]: {metrics['n_comparisons']} "
-        f"comparisons, {metrics['n_missing']} missing"
+        f"comparisons, {metrics['n_missing']} missing ({metrics['n_not_asked']} not asked)"
         + (f"; stopped early: {u['stopped']}" if u.get("stopped") else "")
     )
 
