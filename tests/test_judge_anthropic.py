@@ -8,6 +8,8 @@ retries, budget stops and "a rerun pays nothing" are asserted exactly. No networ
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -281,8 +283,6 @@ def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, ca
 def test_identical_concurrent_questions_make_exactly_one_call(api, tmp_path):
     """8 threads ask the same question while the first request is still in flight (the fake
     server stalls its answer): one HTTP request, all 8 get its answer, 7 waited for it."""
-    import threading
-
     judge, _ = _judge(api, tmp_path, timeout_s=5.0)
     release = threading.Event()
     api.answer = lambda body: (release.wait(5), "Verdict: B\nReason: in flight")[1]
@@ -294,12 +294,10 @@ def test_identical_concurrent_questions_make_exactly_one_call(api, tmp_path):
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    deadline = __import__("time").monotonic() + 5
-    while judge.usage.in_flight_waits + len(judge._in_flight) < 1 and (
-        __import__("time").monotonic() < deadline
-    ):
-        pass
-    __import__("time").sleep(0.3)  # every thread has reached the cache miss by now
+    deadline = time.monotonic() + 5
+    while not judge._in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first request is on the wire
+    time.sleep(0.3)  # the other threads reach the cache miss and wait on it
     release.set()
     for t in threads:
         t.join(10)
