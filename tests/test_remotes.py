@@ -82,7 +82,9 @@ class Env:
             cmd, cwd=cwd, env=self.vars, capture_output=True, text=True, timeout=timeout
         )
         if r.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(
+                f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
         return r.stdout + r.stderr
 
     def dvc(self, args: list[str], cwd: Path) -> str:
@@ -180,9 +182,9 @@ import hashlib, pathlib, yaml
 n = yaml.safe_load(open("params.yaml"))["n"]
 out = pathlib.Path("out"); (out / "blob").mkdir(parents=True, exist_ok=True)
 (out / "data.bin").write_bytes(hashlib.sha256(str(n).encode()).digest() * (4096 * n))
-for i in range(%d):
+for i in range(N_FILES):
     (out / "blob" / f"{i:03d}.bin").write_bytes(hashlib.sha256(f"{n}:{i}".encode()).digest() * 512)
-""" % N_FILES
+""".replace("N_FILES", str(N_FILES))
 
 
 def _digest(folder: Path) -> dict[str, str]:
