@@ -12,9 +12,8 @@ from pathlib import Path
 
 from lib.config import ParamsError, load_section, read_params
 from lib.io import read_parquet, write_json, write_parquet
-from lib.judge import JudgeParams, make_backend, run_judge
+from lib.judge import JudgeParams, make_backend, resolve_backend, run_judge
 from lib.judge.run import check_complete
-from lib.models import ModelParams
 from lib.schemas import GENERATIONS, JUDGE_PASS, JUDGMENTS, SYSTEMS
 
 
@@ -29,7 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_section(JudgeParams, "judge", args.params)
-    model_params = load_section(ModelParams, "model", args.params)
+    model_params = None
+    if resolve_backend(params) == "local":
+        # torch and transformers only for the local judge: the API judge starts in ~1 s
+        from lib.models import ModelParams
+
+        model_params = load_section(ModelParams, "model", args.params)
     seed = read_params(args.params).get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ParamsError(f"{args.params}: top-level 'seed' must be an integer, got {seed!r}")

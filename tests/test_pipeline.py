@@ -188,3 +188,49 @@ def test_touching_a_module_marks_exactly_the_stages_that_import_it(repo, module)
     finally:
         path.write_bytes(original)
     assert set(status) == expected
+
+
+def test_incomplete_judge_is_not_locked_and_the_rerun_pays_only_the_rest(repo):
+    """Issue 17 through `dvc repro`: the API budget runs out, the stage fails and DVC keeps
+    reporting judge as changed; the rerun with budget asks only what is not cached."""
+    import subprocess
+
+    from tests.fakes import CANARY, FakeAPI
+    from tests.pipeline_util import VENV_BIN, env
+
+    root, _ = repo
+    params_path = root / "params.yaml"
+    original = params_path.read_text()
+    api = FakeAPI()
+    try:
+
+        def repro_judge(max_calls: int) -> subprocess.CompletedProcess:
+            params = yaml.safe_load(original)
+            params["judge"].update(
+                backend="anthropic", base_url=api.url, max_calls=max_calls, max_retries=0
+            )
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+            return subprocess.run(
+                [str(VENV_BIN / "dvc"), "repro", "judge"],
+                cwd=root,
+                env=env({"ANTHROPIC_API_KEY": CANARY}),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+
+        first = repro_judge(max_calls=5)
+        assert first.returncode != 0
+        assert "left open (stopped: max_calls)" in first.stdout + first.stderr
+        assert len(api.requests) == 5
+        assert "judge" in json.loads(dvc(["status", "--json"], root))  # not locked as done
+        second = repro_judge(max_calls=1000)
+        assert second.returncode == 0, second.stderr[-3000:]
+        total = len(api.requests)
+        metrics = json.loads((root / "metrics/judge.json").read_text())
+        assert metrics["n_missing"] == 0 and metrics["usage"]["cache_hits"] == 5
+        assert metrics["usage"]["calls"] == total - 5  # the paid 5 were not asked again
+        assert "judge" not in json.loads(dvc(["status", "--json"], root))
+    finally:
+        api.close()
+        params_path.write_text(original)
