@@ -317,21 +317,25 @@ def test_concurrent_ask_keeps_question_order_and_dedups_repeats(api, tmp_path):
 
 
 def _stage_params(tmp_path, api, **judge):
-    params = {
-        "seed": 7,
-        "model": {"base": "tiny-random", "device": "cpu"},
-        "judge": {
-            "backend": "anthropic",
-            "model": "claude-test",
-            "base_url": api.url,
-            "timeout_s": 0.5,
-            "max_retries": 0,
-            "backoff_base_s": 0.001,
-            "backoff_max_s": 0.002,
-            "bootstrap": 20,
-            **judge,
-        },
-    }
+    """The repo's params.yaml with the judge pointed at the fake API (every other key as committed)."""
+    from pathlib import Path
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["seed"] = 7
+    params["model"].update(base="tiny-random", device="cpu")
+    params["judge"].update(
+        backend="anthropic",
+        model="claude-test",
+        base_url=api.url,
+        timeout_s=0.5,
+        max_retries=0,
+        backoff_base_s=0.001,
+        backoff_max_s=0.002,
+        bootstrap=20,
+        concurrency=1,
+        pass_checker=False,
+        **judge,
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
