@@ -273,6 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--load-in-4bit", action="store_true")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--data", default="data/split/train.parquet")
+    ap.add_argument(
+        "--reward-texts",
+        choices=("samples", "references"),
+        default="samples",
+        help="references: score each sample slot on its example's reference instead (random "
+        "weights write no programs, so on code this makes the sandbox run real programs at "
+        "their real cost; the samples, log π and the rest of the step are unchanged)",
+    )
     args = ap.parse_args(argv)
     from lib.config import from_dict, read_params
 
@@ -352,6 +360,19 @@ def main(argv: list[str] | None = None) -> None:
     peft_model = attach_lora(model, section(LoraParams, "lora"), mp)
     gem = section(GemParams, "gem")
     trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, gem) for s in SYSTEMS}
+    if args.reward_texts == "references":
+        reward = trainers["polychromic"].scorer.reward
+        inner = reward._fn
+
+        def on_references(metas, refs, texts, inner=inner):
+            return inner(
+                metas,
+                refs,
+                [[r[i % len(r)] for i in range(len(g))] for r, g in zip(refs, texts, strict=True)],
+            )
+
+        reward._fn = on_references
+        notes.append("reward scored on each example's references in place of the samples")
 
     times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
     parts: dict[str, list[float]] = {k: [] for k in ("sampling", "scoring", "fwd_bwd")}

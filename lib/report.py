@@ -2,7 +2,8 @@
 
 Rows are metrics, columns are systems. Each cell is the mean over prompts with its bootstrap CI;
 the best system per row is bold; † marks a Holm-corrected Wilcoxon p < alpha against polychromic.
-The judge row holds polychromic's win rate against the column's system (so polychromic shows —).
+The judge row holds polychromic's judge score (win + tie/2) against the column's system with the
+win/tie/loss counts (polychromic's own column shows —); a judge that decided no pair says so in words.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ ROWS: tuple[Row, ...] = (
     Row("pass_at_10", "Pass@10 ↑", r"Pass@10 $\uparrow$", True),
 )
 JUDGE_ROW = Row(
-    "judge_win_rate", "Judge win rate (Poly. vs column)", "Judge win rate (Poly.\\ vs column)", None
+    "judge_score",
+    "Judge score, W/T/L (Poly. vs column)",
+    "Judge score, W/T/L (Poly.\\ vs column)",
+    None,
 )
 
 
@@ -142,13 +146,18 @@ def _judge_cells(stats: dict[str, Any], alpha: float, dec: int, fmt: str) -> lis
             cells.append(Cell("—", dash=True))
             continue
         e = (judge or {}).get("opponents", {}).get(s)
-        if not e or e.get("win_rate") is None:
+        if not e or e.get("score") is None:
             cells.append(Cell(None))
             continue
+        missing = f", {e['missing']} missing" if e.get("missing") else ""
+        if not e["informative"]:
+            cells.append(Cell(f"uninformative: all {e['n']} ties{missing}"))
+            continue
         p = e.get("p_sign_holm")
+        wtl = f" ({e['win']}/{e['tie']}/{e['loss']}{missing})"
         cells.append(
             Cell(
-                _fmt(e["win_rate"], e["ci_low"], e["ci_high"], dec, fmt),
+                _fmt(e["score"], e["score_ci_low"], e["score_ci_high"], dec, fmt) + wtl,
                 dagger=p is not None and p < alpha,
             )
         )
@@ -186,7 +195,7 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
     ]
     judge = stats.get("judge")
     if judge is None:
-        notes.append("Judge win rate: n/a (no judge comparisons).")
+        notes.append("Judge score: n/a (no judge comparisons).")
     else:
         backends = ", ".join(judge["backend"])
         models = ", ".join(judge["judge_model"])
@@ -195,11 +204,14 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
             if "local" in judge["backend"]
             else ""
         )
+        n_missing = sum(e.get("missing", 0) for e in judge["opponents"].values())
         notes.append(
-            f"Judge win rate: share of pairwise comparisons Polychromic wins against the column "
-            f"system (each pair asked in both orders; a flip is a tie), judge backend "
-            f"**{backends}** ({models}); † Holm-corrected sign test (wins vs losses) "
-            f"p < {s['alpha']}." + local
+            f"Judge score: win + tie/2 of Polychromic against the column system (0.5 = no "
+            f"difference), with (wins/ties/losses); each pair asked in both orders, a flip is a tie; "
+            f"'uninformative' = the judge decided no pair. Judge backend **{backends}** "
+            f"({models}); † Holm-corrected sign test (wins vs losses) p < {s['alpha']}."
+            + (f" {n_missing} comparisons missing (judge.allow_missing)." if n_missing else "")
+            + local
         )
     return notes
 

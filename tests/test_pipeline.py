@@ -190,3 +190,83 @@ def test_code_domain_smoke_end_to_end(tmp_path):
         assert m["encoders"]["same"] is True
     table = (root / "metrics/table.md").read_text()
     assert "‡ Evaluation and training share one encoder (all-MiniLM-L6-v2)" in table
+def _stages_importing(root, module: str) -> set[str]:
+    """From the import graph (scripts/deps.py, itself tested against `sys.modules` in test_deps)."""
+    from scripts import deps
+
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    found = set()
+    for name, stage in spec["stages"].items():
+        body = stage.get("do", stage)
+        files = {p.as_posix() for p in deps.import_closure(deps.stage_module(body["cmd"]), root)}
+        if module in files:
+            keys = stage.get("foreach")
+            found |= {f"{name}@{k}" for k in keys} if keys else {name}
+    return found
+
+
+@pytest.mark.parametrize(
+    "module", ["lib/packing.py", "lib/figures.py", "lib/judge/cache.py", "lib/io.py"]
+)
+def test_touching_a_module_marks_exactly_the_stages_that_import_it(repo, module):
+    root, _ = repo
+    expected = _stages_importing(root, module)
+    if module == "lib/packing.py":  # the issue's case: the trainers' packed forward pass
+        assert {"train_baseline", "train_gem", "train_polychromic"} <= expected
+    path = root / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# touched\n")
+    try:
+        status = json.loads(dvc(["status", "--json"], root))
+    finally:
+        path.write_bytes(original)
+    assert set(status) == expected
+
+
+def test_incomplete_judge_is_not_locked_and_the_rerun_pays_only_the_rest(repo):
+    """Issue 17 through `dvc repro`: the API budget runs out, the stage fails and DVC keeps
+    reporting judge as changed; the rerun with budget asks only what is not cached."""
+    import subprocess
+
+    from tests.fakes import CANARY, FakeAPI
+    from tests.pipeline_util import VENV_BIN, env
+
+    root, _ = repo
+    params_path = root / "params.yaml"
+    original = params_path.read_text()
+    api = FakeAPI()
+    try:
+
+        def repro_judge(max_calls: int) -> subprocess.CompletedProcess:
+            params = yaml.safe_load(original)
+            params["judge"].update(
+                backend="anthropic", base_url=api.url, max_calls=max_calls, max_retries=0
+            )
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+            return subprocess.run(
+                [str(VENV_BIN / "dvc"), "repro", "judge"],
+                cwd=root,
+                env=env({"ANTHROPIC_API_KEY": CANARY}),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+
+        first = repro_judge(max_calls=5)
+        assert first.returncode != 0
+        assert "left open (stopped: max_calls)" in first.stdout + first.stderr
+        assert len(api.requests) == 5
+        assert "judge" in json.loads(dvc(["status", "--json"], root))  # not locked as done
+        second = repro_judge(max_calls=1000)
+        assert second.returncode == 0, second.stderr[-3000:]
+        total = len(api.requests)
+        metrics = json.loads((root / "metrics/judge.json").read_text())
+        assert metrics["n_missing"] == 0 and metrics["usage"]["calls"] == total - 5
+        # No question was paid twice, across the failed run and the rerun (tiny-random's samples
+        # repeat, so some questions are identical: those share one answer too).
+        bodies = {json.dumps(r, sort_keys=True) for r in api.requests}
+        assert len(bodies) == total
+        assert "judge" not in json.loads(dvc(["status", "--json"], root))
+    finally:
+        api.close()
+        params_path.write_text(original)

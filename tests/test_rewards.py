@@ -263,3 +263,44 @@ def test_reward_fn_call_and_submit_agree_and_submit_returns_at_once():
     assert torch.equal(reward(metas, [[], []], texts), scored.rewards)
     with pytest.raises(ValueError, match="2 metas, 1 reference lists"):
         reward(metas, [[]], texts)
+
+
+# The same problem in the HumanEval form the code domain writes (MBPP and HumanEval rows alike):
+# the model sees `prompt` and writes a body (or restates the function), and the evaluation runs
+# prompt + extract_code_body(sample) + test. The training reward must build that same program:
+# a body that the evaluation passes must not score 0 because it does not parse on its own.
+COUNT_UP_HE = {
+    **COUNT_UP,
+    "prompt": 'def count_up(n):\n    """[1, ..., n]"""\n',
+    "test": "def check(candidate):\n    assert candidate(3) == [1, 2, 3]\n    assert candidate(1) == [1]\n"
+    "    assert candidate(0) == []\n",
+}
+BODIES = {
+    "body": "    return list(range(1, n + 1))\n",  # passes all 3
+    "fenced_function": "```python\ndef count_up(n):\n    return list(range(1, n + 1))\n```",  # all 3
+    "off_by_one_body": "    return list(range(1, n))\n",  # passes n = 0 only: 1/3
+    "prose": "Count up from one to n and return the list.",  # 0
+}
+
+
+def test_code_reward_builds_the_evaluations_program_from_prompt_and_body():
+    from lib.checkers import code_passes
+    from lib.sandbox import SandboxLimits
+
+    names = list(BODIES)
+    rewards, _ = code_test_results([COUNT_UP_HE], [[BODIES[k] for k in names]], 2.0)
+    got = dict(zip(names, rewards[0].tolist(), strict=True))
+    assert got == pytest.approx(
+        {"body": 1.0, "fenced_function": 1.0, "off_by_one_body": 1 / 3, "prose": 0.0}
+    )
+    # Independent reference: the score stage's checker passes exactly the samples scoring 1.
+    passed = code_passes(
+        [(json.dumps(COUNT_UP_HE), _body(BODIES[k]), k) for k in names], SandboxLimits(), 2
+    )
+    assert [got[k] == 1.0 for k in names] == passed
+
+
+def _body(text: str) -> str:
+    from lib.prompts import extract_code_body
+
+    return extract_code_body(text, COUNT_UP_HE["entry_point"])

@@ -19,6 +19,7 @@ class JudgeParams:
     opponents: tuple[str, ...] = ("zero_shot", "few_shot", "baseline", "gem")
     samples_per_input: int = 1  # comparisons per (input, opponent), samples drawn from the seed
     max_response_chars: int = 2000  # each response is cut to this many characters in the prompt
+    concurrency: int = 1  # requests in flight at once; identical questions share one request
     max_calls: int = 2000  # HTTP requests this run may send (retries included; cache hits free)
     max_cost_usd: float = 10.0
     price_per_mtok_input: float = 3.0  # USD per million tokens, for `model`
@@ -36,3 +37,7 @@ class JudgeParams:
     pass_domains: tuple[str, ...] = ("social", "creative")
     bootstrap: int = 1000  # resamples of inputs for the 95% CIs
     local_batch_size: int = 8  # sequences per forward pass of the local judge
+    # Missing answers (API unreachable, budget spent) fail the stage after the cache is written, so
+    # `dvc repro` asks again and paid answers come from the cache; true accepts them (the table
+    # then says how many are missing).
+    allow_missing: bool = False

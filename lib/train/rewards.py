@@ -23,7 +23,6 @@ import ast
 import concurrent.futures as cf
 import functools
 import json
-import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 from lib.checkers import qa_pass
+from lib.prompts import FENCE, extract_code_body
 from lib.sandbox import SandboxLimits, run_batch
 
 REWARDS = ("code_tests", "qa_match", "human_similarity", "auto")
@@ -94,16 +94,21 @@ def _copy(groups: Texts) -> list[list[str]]:
 # code
 
 
-_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+def extract_program(text: str, meta: Mapping[str, Any] | None = None) -> str | None:
+    """The program a sample stands for, built the way the evaluation's checker builds it.
 
-
-def extract_program(text: str) -> str | None:
-    """The first fenced (```python / ```py / ```) block if any (unclosed: to the end), else the text.
-
+    With a HumanEval-form `meta["prompt"]` (signature and docstring; MBPP rows have one too), the
+    sample is a body or a whole function: `prompt + extract_code_body(text, entry_point)`, exactly
+    what `lib.checkers.code_passes` executes. Without one: the first fenced block, else the text.
     None when that is empty or not valid Python: prose and syntax errors score 0 without running.
     """
-    m = _FENCE.search(text)
-    src = m.group(1) if m else text
+    if meta and meta.get("prompt") and meta.get("entry_point"):
+        src = meta["prompt"] + extract_code_body(text, meta["entry_point"])
+        if not extract_code_body(text, meta["entry_point"]).strip():
+            return None
+    else:
+        m = FENCE.search(text)
+        src = m.group(1) if m else text
     if not src.strip():
         return None
     try:
@@ -240,7 +245,7 @@ def code_test_results(
         probes = [call_probes(t, entry) for t in tests]
         shape.append((len(group), len(tests)))
         for i, text in enumerate(group):
-            src = extract_program(text)
+            src = extract_program(text, meta)
             if src is None:
                 continue
             args = repr((src, meta.get("setup") or "", tests, probes, float(test_timeout_s)))
