@@ -267,7 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lambda", dest="lambda_", type=float, default=None, help="loss.lambda")
     ap.add_argument("--kl-coef", type=float, default=None, help="loss.kl_coef")
     ap.add_argument(
-        "--decode", default="auto", choices=["auto", "eager"], help="loss.decode (GPU: graphs)"
+        "--decode",
+        default="auto",
+        choices=["auto", "graph", "compile", "eager"],
+        help="loss.decode (GPU: graphs)",
     )
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--load-in-4bit", action="store_true")

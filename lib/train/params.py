@@ -52,7 +52,7 @@ class LossParams:
     top_p: float  # must be 1: log π scores the untruncated distribution
     # auto: on CUDA, decode the samples with a static KV cache and a CUDA-graphed step
     # (lib.sampling.StaticDecoder); eager: always the dynamic-cache sampler (the only path on CPU).
-    decode: Literal["auto", "eager"]
+    decode: Literal["auto", "graph", "compile", "eager"]
     grad_norm_every: int  # optimizer steps between per-term gradient norms; <= 0: never
 
     def __post_init__(self) -> None:
