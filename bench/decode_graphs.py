@@ -32,12 +32,11 @@ def main() -> None:
     args = ap.parse_args()
     from bench.train_step import qwen3_8b_random
     from lib.sampling import StaticDecoder, sample
-    from lib.train import LoraParams, attach_lora
+    from lib.train import attach_lora
 
     dev = torch.device("cuda")
-    model = attach_lora(
-        qwen3_8b_random(dev, torch.bfloat16), LoraParams(), params_for("model", base="x")
-    )
+    lora = params_for("lora")  # params.yaml's adapter
+    model = attach_lora(qwen3_8b_random(dev, torch.bfloat16), lora, params_for("model", base="x"))
     model.eval()
     b, p, new = args.rows, args.prompt_len, args.new
     g = torch.Generator().manual_seed(0)

@@ -1,7 +1,8 @@
-"""Sampling throughput: naive loop vs `num_return_sequences` vs the generate stage's batched path.
+"""Sampling throughput: naive loop vs `num_return_sequences` vs the generate stage's batched paths.
 
-    .venv/bin/python -m bench.generate [--model smollm2-135m-instruct|tiny-random|qwen3-8b-random]
+    .venv/bin/python -m bench.generate [--model smollm2-135m-instruct|tiny-random|qwen3-8b-random|DIR]
         [--device cpu|cuda] [--prompts 8] [--samples 10] [--max-new-tokens 32] [--batch-size 80]
+        [--methods naive,nrs,stage,graph] [--load-in-4bit] [--random-prompts]
 
 Same prompts, same sampling settings (temperature 0.7, top_p 0.9, no top-k), every row runs to
 exactly `--max-new-tokens` (HF: `min_new_tokens` = max; ours: no stop token), and tokens/s counts
@@ -9,11 +10,21 @@ the tokens actually generated:
 (a) naive: one `model.generate` call per sample (what lm-evaluation-harness `repeats` does);
 (b) nrs: one `model.generate(num_return_sequences=samples)` call per prompt;
 (c) stage: `lib.generate.plan` batches (length-sorted, `--batch-size` rows a call) through
-    `lib.sampling.sample` (per-row seeds, shared prefill of a prompt's samples, KV cache).
+    `lib.sampling.sample` (per-row seeds, shared prefill of a prompt's samples, KV cache): the
+    eager path, `generate.decode: eager` and the CPU's;
+(d) graph: the same batches through the stage's `BatchSampler` on CUDA (`generate.decode: auto`):
+    `lib.sampling.StaticDecoder`, static KV cache, one CUDA graph per decode step. Each timed
+    call builds its decoders afresh, so the one-off capture is inside the timing.
+    `graph_greedy` is (d) at temperature 0: the difference is the top-p sampler's share.
 (a) can be limited to the first `--naive-prompts` prompts (a rate is a rate). On a GPU the first
 large call pays one-off allocator growth: use `--repeats 2` (best of 2).
 `qwen3-8b-random`: Qwen3ForCausalLM from Qwen3-8B's config with random bf16 weights, random
-prompt token ids (no tokenizer needed); for GPU scale only.
+prompt token ids (no tokenizer needed); for GPU scale only. A checkpoint folder (e.g. from
+bench/make_random_model.py) with `--load-in-4bit` is the paper profile's NF4 model, loaded through
+`lib.models.load_model` as the stage loads it; `--random-prompts` gives it the same random prompts.
+On CUDA the table ends with each path's share of the limit: per decode step the weights' bytes at
+4.8 TB/s plus 2 FLOP per matmul weight and row at 790 TFLOP/s (the H200's measured copy and bf16
+rates, bench/README.md); and greedy graphed tokens are compared with the eager path's.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import pandas as pd
 import torch
 
 from lib.config import params_for
-from lib.generate import Prompt, plan
+from lib.generate import BatchSampler, Prompt, plan
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -64,24 +75,38 @@ def qwen3_8b_random(device: torch.device) -> torch.nn.Module:
     return model.eval()
 
 
+def random_prompts(n: int, vocab: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(0)
+    lengths = [24 + (37 * i) % 97 for i in range(n)]
+    return [torch.randint(0, min(vocab, 150000), (k,), generator=g).tolist() for k in lengths]
+
+
 def load(args: argparse.Namespace) -> tuple[torch.nn.Module, list[list[int]], int]:
     """(model, prompt token ids, pad id)."""
     device = torch.device(args.device)
     if args.model == "qwen3-8b-random":
-        model = qwen3_8b_random(device)
-        g = torch.Generator().manual_seed(0)
-        lengths = [24 + (37 * i) % 97 for i in range(args.prompts)]
-        prompts = [torch.randint(0, 150000, (n,), generator=g).tolist() for n in lengths]
-        return model, prompts, 151643
+        return qwen3_8b_random(device), random_prompts(args.prompts, 150000), 151643
     from lib.chat import chat_prompt_ids
     from lib.models import load_model
 
-    model, tok = load_model(params_for("model", base=args.model, device=args.device))
+    dtype = "bfloat16" if args.device.startswith("cuda") else "auto"
+    model, tok = load_model(
+        params_for(
+            "model",
+            base=args.model,
+            device=args.device,
+            load_in_4bit=args.load_in_4bit,
+            dtype=dtype,
+        )
+    )
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    if args.random_prompts:
+        return model, random_prompts(args.prompts, model.config.vocab_size), pad
     texts = [
         QUESTIONS[i % len(QUESTIONS)] + (f" ({i})" if i >= len(QUESTIONS) else "")
         for i in range(args.prompts)
     ]
-    return model, [chat_prompt_ids(tok, t) for t in texts], tok.pad_token_id
+    return model, [chat_prompt_ids(tok, t) for t in texts], pad
 
 
 def hf_kwargs(args: argparse.Namespace, pad: int) -> dict:
@@ -124,9 +149,7 @@ def run_nrs(model, prompts, args, pad) -> tuple[int, int]:
     return tokens, calls
 
 
-def run_stage(model, prompts, args, pad) -> tuple[int, int]:
-    from lib.sampling import sample
-
+def _stage_batches(prompts, args):
     test = pd.DataFrame(
         {"id": [f"p{i}" for i in range(len(prompts))], "domain": ["bench"] * len(prompts)}
     )
@@ -138,24 +161,144 @@ def run_stage(model, prompts, args, pad) -> tuple[int, int]:
         max_new_tokens={"bench": args.max_new_tokens},
         batch_size=args.batch_size,
     )
-    wrapped = [Prompt("", p, None) for p in prompts]
+    return plan(test, [Prompt("", p, None) for p in prompts], gp, seed=0)
+
+
+def _run_batches(sampler, prompts, args, pad, temperature=None) -> tuple[int, int]:
     tokens = calls = 0
-    for batch in plan(test, wrapped, gp, seed=0):
-        comps = sample(
-            model,
+    outs = []
+    for batch in _stage_batches(prompts, args):
+        comps = sampler(
             [prompts[j.row] for j in batch],
             [j.seed for j in batch],
-            max_new_tokens=args.max_new_tokens,
-            eos_token_ids=[
-                -1
-            ],  # no stop token: every row runs the full length, like min_new_tokens
+            args.max_new_tokens,
+            # no stop token: every row runs the full length, like min_new_tokens
+            eos_token_ids=[-1],
             pad_token_id=pad,
-            temperature=args.temperature,
+            temperature=args.temperature if temperature is None else temperature,
             top_p=args.top_p,
         )
         tokens += sum(len(c.token_ids) for c in comps)
         calls += 1
+        outs += [((j.row, j.seed), c.token_ids) for j, c in zip(batch, comps, strict=True)]
+    args.last_outputs = dict(outs)
     return tokens, calls
+
+
+def run_stage(model, prompts, args, pad, temperature=None) -> tuple[int, int]:
+    return _run_batches(BatchSampler(model, "eager"), prompts, args, pad, temperature)
+
+
+def run_graph(model, prompts, args, pad, temperature=None) -> tuple[int, int]:
+    return _run_batches(BatchSampler(model, "auto"), prompts, args, pad, temperature)
+
+
+def run_graph_greedy(model, prompts, args, pad) -> tuple[int, int]:
+    return run_graph(model, prompts, args, pad, temperature=0.0)
+
+
+_KEPT: dict[int, BatchSampler] = {}
+
+
+def run_graph_reused(model, prompts, args, pad) -> tuple[int, int]:
+    """(d) with its decoders kept across calls, as the stage keeps one for same-shaped batches:
+    best of 2 is then the steady state, no capture."""
+    sampler = _KEPT.setdefault(id(model), BatchSampler(model, "auto"))
+    return _run_batches(sampler, prompts, args, pad)
+
+
+def step_costs(model, prompts, args, pad) -> str:
+    """Where a graphed step's time goes: one graph replay of the model's decode step, and the
+    sampler's draw over the logits (flat random-weight distributions need the full-vocabulary
+    nucleus; a peaked one fits in the top 256), each the median of CUDA-event timings."""
+    from lib.sampling import draw
+
+    sampler = BatchSampler(model, "auto")
+    _run_batches(sampler, prompts, args, pad, temperature=0.0)
+    dec = sampler._decoder
+    rows = dec.rows
+
+    def ms(fn, n=10) -> float:
+        fn()
+        times = []
+        for _ in range(n):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        return sorted(times)[len(times) // 2]
+
+    logits = dec._run().float()
+    flat = torch.softmax(logits / args.temperature, -1)
+    g = torch.Generator(device=logits.device).manual_seed(0)
+    peaked = torch.softmax(6 * torch.randn(logits.shape, device=logits.device, generator=g), -1)
+    u = torch.rand(rows, device=logits.device, dtype=torch.float64, generator=g)
+    return (
+        f"per step at {rows} rows: graph replay {ms(dec._run):.2f} ms; top-p {args.top_p} draw: "
+        f"flat (these logits) {ms(lambda: draw(flat, u, args.top_p)):.2f} ms, peaked "
+        f"{ms(lambda: draw(peaked, u, args.top_p)):.2f} ms; greedy argmax "
+        f"{ms(lambda: logits.argmax(-1)):.2f} ms; softmax "
+        f"{ms(lambda: torch.softmax(logits / args.temperature, -1)):.2f} ms"
+    )
+
+
+def limit_tok_s(model: torch.nn.Module, rows: int) -> float:
+    """Tokens/s if a decode step of `rows` rows cost only its weight bytes at 4.8 TB/s plus its
+    matmul FLOPs at 790 TFLOP/s (the H200's measured rates)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    weight_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    cfg = base.config
+    # Matmul weights from the shapes (a 4-bit parameter's numel counts packed bytes; the input
+    # embedding is a lookup, not a matmul).
+    h, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    matmul = n * (h * (q + 2 * kv) + q * h + 3 * h * i) + h * cfg.vocab_size
+    step_s = weight_bytes / 4.8e12 + 2 * matmul * rows / 790e12
+    return rows / step_s
+
+
+def greedy_agreement(model, prompts, args, pad) -> str:
+    """Greedy tokens of the graphed path against the eager path's, and both against the argmax of
+    a teacher-forced eager forward over prompt + completion (32 rows)."""
+    sub = prompts[: max(1, 32 // args.samples)]
+    one = argparse.Namespace(**{**vars(args), "samples": min(args.samples, 32)})
+    run_stage(model, sub, one, pad, temperature=0.0)
+    eager = one.last_outputs
+    run_graph(model, sub, one, pad, temperature=0.0)
+    graph = one.last_outputs
+    # The eager path against itself in batches of 10 instead of 30: bf16 kernels of another
+    # batch size round differently, which is the floor for any two paths.
+    ten = argparse.Namespace(**{**vars(one), "batch_size": 10})
+    run_stage(model, sub, ten, pad, temperature=0.0)
+    total = sum(len(v) for v in eager.values())
+
+    def agree(x, y) -> int:
+        return sum(a == b for k in x for a, b in zip(x[k], y[k], strict=True))
+
+    same, floor = agree(eager, graph), agree(eager, ten.last_outputs)
+
+    dev = next(model.parameters()).device
+
+    def teacher(outs) -> float:
+        hits = n = 0
+        for (row, _), toks in outs.items():
+            ids = torch.tensor([sub[row] + toks], device=dev)
+            with torch.no_grad():
+                ref = model(input_ids=ids).logits[0, len(sub[row]) - 1 : -1].argmax(-1)
+            hits += int((ref == ids[0, len(sub[row]) :]).sum())
+            n += len(toks)
+        return hits / n
+
+    return (
+        f"greedy, {len(eager)} rows: graphed tokens equal to eager (batch 30) {same}/{total} "
+        f"({same / total:.3f}); eager in batches of 10 equal to eager in one of 30 {floor}/{total} "
+        f"({floor / total:.3f}); "
+        f"= argmax of an eager teacher-forced forward: eager {teacher(eager):.3f}, "
+        f"graphed {teacher(graph):.3f} (near-ties of random bf16 weights flip both)"
+    )
 
 
 def timed(fn: Callable, *a) -> tuple[int, int, float]:
@@ -183,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
         "--naive-prompts", type=int, default=None, help="limit (a) to the first N prompts"
     )
     ap.add_argument("--methods", default="naive,nrs,stage")
+    ap.add_argument("--load-in-4bit", action="store_true", help="NF4 (a checkpoint folder)")
+    ap.add_argument("--random-prompts", action="store_true", help="random ids, 24-117 tokens")
     ap.add_argument("--repeats", type=int, default=1, help="best of N timings per method")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.9)
@@ -191,7 +336,14 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(0)
     model, prompts, pad = load(args)
-    methods = {"naive": run_naive, "nrs": run_nrs, "stage": run_stage}
+    methods = {
+        "naive": run_naive,
+        "nrs": run_nrs,
+        "stage": run_stage,
+        "graph": run_graph,
+        "graph_greedy": run_graph_greedy,
+        "graph_reused": run_graph_reused,
+    }
     chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
     # Warm-up (allocator, kernels, lazy init) on one short prompt, outside the timings.
     warm = argparse.Namespace(
@@ -199,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     for m in chosen:
         methods[m](model, prompts[:1], warm, pad)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
 
     rows = []
     for m in chosen:
@@ -207,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
             key=lambda r: r[2],
         )
         rows.append((m, calls, tokens, secs, tokens / secs))
-    ref = next((r[4] for r in rows if r[0] == "nrs"), rows[0][4])
+    ref_name = "nrs" if any(r[0] == "nrs" for r in rows) else rows[0][0]
+    ref = next(r[4] for r in rows if r[0] == ref_name)
     dev = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
@@ -218,10 +373,26 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()} threads); {args.prompts} prompts x {args.samples} samples x "
         f"{args.max_new_tokens} new tokens, T={args.temperature}, top_p={args.top_p}, "
         f"stage batch {args.batch_size}; prompt tokens {min(map(len, prompts))}-{max(map(len, prompts))}"
+        f"{'; NF4' if args.load_in_4bit else ''}"
     )
-    print("| method | calls | tokens | seconds | tokens/s | vs nrs |\n|---|---|---|---|---|---|")
+    cuda = args.device.startswith("cuda")
+    limit = limit_tok_s(model, min(args.batch_size, args.prompts * args.samples)) if cuda else None
+    print(
+        f"| method | calls | tokens | seconds | tokens/s | vs {ref_name} |"
+        + (" of limit |" if cuda else "")
+        + "\n|---|---|---|---|---|---|"
+        + ("---|" if cuda else "")
+    )
     for m, calls, tokens, secs, tps in rows:
-        print(f"| {m} | {calls} | {tokens} | {secs:.2f} | {tps:.1f} | {tps / ref:.2f}x |")
+        share = f" {tps / limit:.1%} |" if limit else ""
+        print(f"| {m} | {calls} | {tokens} | {secs:.2f} | {tps:.1f} | {tps / ref:.2f}x |{share}")
+    if limit:
+        print(
+            f"limit at batch {min(args.batch_size, args.prompts * args.samples)}: {limit:,.0f} tok/s"
+        )
+    if cuda and {"stage", "graph"} <= set(chosen):
+        print(greedy_agreement(model, prompts, args, pad))
+        print(step_costs(model, prompts, args, pad))
 
 
 if __name__ == "__main__":

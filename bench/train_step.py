@@ -3,6 +3,14 @@
     python bench/train_step.py --model tiny-random --steps 3
     python bench/train_step.py --model smollm2-135m-instruct --steps 3
     python bench/train_step.py --model qwen3-8b-random --device cuda --steps 3
+    python bench/train_step.py --kl-coef 0 --lambda 0      # polychromic without its extra terms
+
+Every knob not given on the command line comes from params.yaml (`train`, `loss`, `gem`, `lora`
+sections), so by default the whole objective is on: λ term, task reward and credit, KL to the
+base model (`loss.kl_coef`). The table prints each system's seconds per step and its ratio to
+baseline side by side; polychromic's step is split into sampling, scoring (reward, distances and
+credit: the part not hidden behind the forward) and forward-backward, with their shares, and the
+reward's own wall time (on code: the sandbox runs) as a share of the step.
 
 One LoRA model is shared by the three trainers (each with its own optimizer); steps are interleaved
 (baseline, gem, polychromic, baseline, ...) so a load change on a shared machine hits all three
@@ -40,8 +48,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from lib.config import params_for  # noqa: E402
+from lib.schemas import TRAINED_SYSTEMS as SYSTEMS  # noqa: E402
 
-SYSTEMS = ("baseline", "gem", "polychromic")
 WORDS = [
     "i",
     "you",
@@ -141,7 +149,7 @@ def synthetic_pairs(n: int, seed: int = 0) -> pd.DataFrame:
 
     inputs = [text(int(torch.randint(8, 25, (1,), generator=g))) + "?" for _ in range(n)]
     refs = [text(int(torch.randint(8, 30, (1,), generator=g))) for _ in range(n)]
-    return pd.DataFrame({"input": inputs, "reference": refs})
+    return pd.DataFrame({"input": inputs, "reference": refs, "domain": "social", "meta": "{}"})
 
 
 def qwen3_8b_random(device: torch.device, dtype: torch.dtype):
@@ -229,11 +237,7 @@ class RssPeak:
 def main(argv: list[str] | None = None) -> None:
     from lib.models import load_model, resolve_device, resolve_dtype
     from lib.train import (
-        GemParams,
-        LoraParams,
-        LossParams,
         Trainer,
-        TrainParams,
         attach_lora,
         build_examples,
     )
@@ -254,14 +258,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--diversity", default="semantic", choices=["semantic", "lexical"])
+    ap.add_argument("--diversity", default=None, help="loss.diversity (default: params.yaml)")
+    ap.add_argument("--objective", default=None, help="loss.objective (default: params.yaml)")
+    ap.add_argument("--reward", default=None, help="loss.reward (default: params.yaml)")
+    ap.add_argument("--lambda", dest="lambda_", type=float, default=None, help="loss.lambda")
+    ap.add_argument("--kl-coef", type=float, default=None, help="loss.kl_coef")
     ap.add_argument(
-        "--decode", default="auto", choices=["auto", "eager"], help="loss.decode (GPU: graphs)"
+        "--decode",
+        default="auto",
+        choices=["auto", "graph", "compile", "eager"],
+        help="loss.decode (GPU: graphs)",
     )
+    ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--load-in-4bit", action="store_true")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--data", default="data/split/train.parquet")
+    ap.add_argument(
+        "--reward-texts",
+        choices=("samples", "references"),
+        default="samples",
+        help="references: score each sample slot on its example's reference instead (random "
+        "weights write no programs, so on code this makes the sandbox run real programs at "
+        "their real cost; the samples, log π and the rest of the step are unchanged)",
+    )
     args = ap.parse_args(argv)
+    from lib.config import read_params
+
+    yaml_params = read_params(args.params)
 
     device = resolve_device(args.device)
     if device.type == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ and argv is None:
@@ -302,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         df = synthetic_pairs(256)
         notes.append(f"data: {args.data} missing, synthetic chat-length pairs")
-    if args.diversity == "semantic":
+    if (args.diversity or yaml_params["loss"]["diversity"]) == "semantic":
         try:
             from lib.embed import minilm_path
 
@@ -313,21 +336,47 @@ def main(argv: list[str] | None = None) -> None:
             lib.embed.embed_tensor = random_minilm(device)
             notes.append(f"encoder: random-weight MiniLM-shaped stand-in ({type(e).__name__})")
 
-    tp = TrainParams(
-        batch_size=args.batch_size, max_length=args.max_length, warmup_steps=0, checkpoint_every=0
+    tp = params_for(
+        "train",
+        args.params,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        warmup_steps=0,
+        checkpoint_every=0,
     )
-    loss = LossParams(
-        num_samples=args.num_samples,
-        max_new_tokens=args.max_new_tokens,
-        diversity=args.diversity,
-        decode=args.decode,
-    )
+    given = {
+        "num_samples": args.num_samples,
+        "max_new_tokens": args.max_new_tokens,
+        "diversity": args.diversity,
+        "objective": args.objective,
+        "reward": args.reward,
+        "lambda_": args.lambda_,
+        "kl_coef": args.kl_coef,
+        "decode": args.decode,
+        "grad_norm_every": 0,  # a bench step measures the step, not the diagnostics
+    }
+    loss = params_for("loss", args.params, **{k: v for k, v in given.items() if v is not None})
     examples, _ = build_examples(df, tok, args.max_length, args.data)
-    peft_model = attach_lora(model, LoraParams(), mp)
-    trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, GemParams()) for s in SYSTEMS}
+    peft_model = attach_lora(model, params_for("lora", args.params), mp)
+    gem = params_for("gem", args.params)
+    trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, gem) for s in SYSTEMS}
+    if args.reward_texts == "references":
+        reward = trainers["polychromic"].scorer.reward
+        inner = reward._fn
+
+        def on_references(metas, refs, texts, inner=inner):
+            return inner(
+                metas,
+                refs,
+                [[r[i % len(r)] for i in range(len(g))] for r, g in zip(refs, texts, strict=True)],
+            )
+
+        reward._fn = on_references
+        notes.append("reward scored on each example's references in place of the samples")
 
     times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
     parts: dict[str, list[float]] = {k: [] for k in ("sampling", "scoring", "fwd_bwd")}
+    reward_wall: list[float] = []
     mem: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)
     total_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: model included
     reserved_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: what the allocator held
@@ -352,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
             if s == "polychromic":
                 for k in parts:
                     parts[k].append(m[f"time_{k}"])
+                reward_wall.append(m["time_reward"])
             print(f"round {r} {s:12s} {m['step_time']:.3f} s", flush=True)
 
     med = {s: statistics.median(v) for s, v in times.items()}
@@ -363,7 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         f"model {args.model} on {where}; batch {args.batch_size}, N={args.num_samples}, "
-        f"max_new_tokens {args.max_new_tokens}, diversity {args.diversity}, decode {args.decode}; "
+        f"max_new_tokens {args.max_new_tokens}, λ {loss.lambda_}, objective {loss.objective}, "
+        f"diversity {loss.diversity}, kl_coef {loss.kl_coef}, decode {args.decode}; "
         f"median of {args.steps} steps (after one untimed warm-up round, which pays any compile)"
     )
     for n in notes:
@@ -383,7 +434,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{k} {statistics.median(v):.3f} s ({statistics.median(v) / total:.0%})"
         for k, v in parts.items()
     )
-    print(f"polychromic step split: {split}")
+    print(f"polychromic step split: {split} (scoring: waited for reward + distances + credit)")
+    rw = statistics.median(reward_wall)
+    print(
+        f"reward ({trainers['polychromic'].scorer.reward.name}): {rw:.3f} s wall a step, "
+        f"{rw / med['polychromic']:.0%} of the polychromic step, overlapped with its forward"
+    )
+    print(
+        f"polychromic / baseline: {med['polychromic'] / med['baseline']:.2f}× per step; "
+        f"gem / baseline: {med['gem'] / med['baseline']:.2f}×"
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,10 @@ SECTIONS: dict[str, str] = {
     "model": "lib.models:ModelParams",
     "data": "lib.data:DataParams",
     "split": "lib.data:SplitParams",
-    "lora": "lib.train:LoraParams",
-    "train": "lib.train:TrainParams",
-    "loss": "lib.train:LossParams",
-    "gem": "lib.train:GemParams",
+    "lora": "lib.train.params:LoraParams",
+    "train": "lib.train.params:TrainParams",
+    "loss": "lib.train.params:LossParams",
+    "gem": "lib.train.params:GemParams",
     "generate": "lib.generate:GenerateParams",
     "prompts": "lib.prompts:PromptParams",
     "score": "lib.scoring:ScoreParams",
@@ -111,12 +111,6 @@ def param(
     return dataclasses.field(metadata={"range": Range(ge, gt, le, lt, pattern, doc)})
 
 
-def ranged(**bounds: Any) -> dict[str, Range]:
-    """Field metadata with a range, for a field that still has a default (lib/train, until
-    v2core's lib/train/params.py lands with `param(...)` fields)."""
-    return {"range": Range(**bounds)}
-
-
 def fail(file: str | Path | None, key: str, value: Any, accepted: str) -> ParamsError:
     prefix = f"{file}: " if file else ""
     return ParamsError(f"{prefix}{key} = {value!r}: {accepted}")
@@ -147,8 +141,13 @@ def _coerce(value: Any, tp: Any, key: str, file: Any) -> Any:
                 return _coerce(value, arg, key, file)
             except ParamsError:
                 pass
-        names = [getattr(a, "__name__", str(a)).replace("NoneType", "null") for a in args]
-        raise fail(file, key, value, f"expected one of {' | '.join(names)}")
+        names = [
+            " | ".join(map(repr, typing.get_args(a)))
+            if typing.get_origin(a) is typing.Literal
+            else getattr(a, "__name__", str(a)).replace("NoneType", "null")
+            for a in args
+        ]
+        raise fail(file, key, value, f"accepted: {' | '.join(names)}")
     if origin is typing.Literal:
         if value not in args:
             raise fail(file, key, value, f"accepted: {' | '.join(map(str, args))}")

@@ -47,7 +47,7 @@ METRIC_LABELS = {
     "distinct_1_li": "Distinct-1 (per token) ↑",
     "distinct_2_li": "Distinct-2 (per token) ↑",
     "semantic_diversity": "Semantic diversity ↑",
-    "semantic_diversity_eval": "Semantic diversity (eval encoder) ↑",
+    "semantic_diversity_train": "Semantic diversity (training encoder) ↑",
     "rouge_l": "ROUGE-L ↑",
     "bertscore_f1": "BERTScore F1 ↑",
     "mean_length": "Mean length (tokens)",
@@ -158,7 +158,8 @@ def judge_frame(judgments: pd.DataFrame) -> pd.DataFrame:
         counts = {k: int((r["outcome"] == k).sum()) for k in ("win", "tie", "loss", "missing")}
         n = counts["win"] + counts["tie"] + counts["loss"]
         rates = {f"{k}_rate": (counts[k] / n if n else math.nan) for k in ("win", "tie", "loss")}
-        rows.append({"opponent": opp, **counts, "n": n, **rates})
+        score = (counts["win"] + 0.5 * counts["tie"]) / n if n else math.nan  # 0.5 = no difference
+        rows.append({"opponent": opp, **counts, "n": n, **rates, "score": score})
     return pd.DataFrame(rows)
 
 
@@ -279,6 +280,13 @@ def metric_bars_figure(stats: Mapping[str, Any], metrics: Sequence[str]) -> plt.
     return fig
 
 
+def _judge_label(r: Any) -> str:
+    """`vs GEM: 0.62 (5/2/1)`: the score win + tie/2 and the counts; in words when no pair was decided."""
+    if r.win + r.loss == 0:
+        return f"vs {LABELS[r.opponent]}: uninformative (all {r.n} ties)"
+    return f"vs {LABELS[r.opponent]}: {(r.win + r.tie / 2) / r.n:.2f} ({r.win}/{r.tie}/{r.loss})"
+
+
 def judge_figure(judge: pd.DataFrame, backend: str) -> plt.Figure | None:
     """Stacked horizontal bars: polychromic's win / tie / loss rates against each opponent."""
     _style()
@@ -295,9 +303,7 @@ def judge_figure(judge: pd.DataFrame, backend: str) -> plt.Figure | None:
             if v >= 0.08:
                 ax.text(lft + v / 2, yi, f"{v:.0%}", ha="center", va="center", fontsize=7)
         left += vals
-    ax.set_yticks(
-        y, [f"vs {LABELS[o]} (n={n})" for o, n in zip(judge["opponent"], judge["n"], strict=True)]
-    )
+    ax.set_yticks(y, [_judge_label(r) for r in judge.itertuples()])
     ax.set_xlim(0, 1)
     ax.axvline(0.5, color="black", lw=0.6, ls=":")
     ax.set_xlabel("share of judged pairs (Polychromic's side)")

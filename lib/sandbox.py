@@ -17,7 +17,11 @@ Layers, each catching what the others might miss:
 - A pass needs exit status 0 *and* a per-run nonce (sent on stdin) printed after the program ran, so
   `os._exit(0)` or `sys.exit()` in a completion reads as a failure, not a pass.
 
-Runs are spread over a process pool (spawned workers are single-threaded, which `preexec_fn` needs).
+Two ways to run many programs: `run_many` spreads `run_program` over a pool of spawned worker
+processes (single-threaded, which `preexec_fn` needs); `submit` / `run_batch` start each child from
+a thread of this process instead, without `preexec_fn`: the runner then sets the same rlimits on
+itself before it reads the program (only the trusted bootstrap runs unlimited). No worker start-up,
+so a training step can run its code rewards every step, beside the GPU work.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +47,22 @@ _RUNNER = r"""
 import os, sys
 
 
+def _limit_self():
+    # argv: CPU seconds, address-space bytes, file-size bytes, nproc. Soft = hard, lowered only.
+    import resource
+
+    names = ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NPROC")
+    for name, value in zip(names, map(int, sys.argv[1:5])):
+        res = getattr(resource, name)
+        hard = resource.getrlimit(res)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(res, (value, value))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _main():
+    _limit_self()
     nonce = sys.stdin.readline().strip()
     tmp = os.path.realpath(os.getcwd())
     prefix = tmp + os.sep
@@ -157,6 +177,14 @@ class SandboxResult:
     status: str  # passed | failed | timeout | error
     returncode: int | None
     stderr_tail: str
+    stdout_tail: str = ""
+
+
+def _limit_args(limits: SandboxLimits) -> list[str]:
+    """The runner's argv: the limits it sets on itself (the same values as `_limit_child`)."""
+    mb = 1024 * 1024
+    cpu = int(limits.timeout_s) + 1
+    return [str(v) for v in (cpu, limits.memory_mb * mb, limits.file_size_mb * mb, limits.nproc)]
 
 
 def _limit_child(limits: SandboxLimits) -> None:
@@ -189,8 +217,14 @@ def _tail(path: Path) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
-def run_program(program: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `program` (Python source) in the sandbox; passed iff it ran to the end without error."""
+def run_program(
+    program: str, limits: SandboxLimits = SandboxLimits(), stdin: str = "", preexec: bool = True
+) -> SandboxResult:
+    """Run `program` (Python source) in the sandbox; passed iff it ran to the end without error.
+
+    `stdin` follows the nonce line on the child's stdin (the program may read it). `preexec=False`
+    leaves the limits to the runner alone, which is safe to call from a thread.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="polychromic-sandbox-"))
     try:
         (tmp / "program.py").write_text(program, encoding="utf-8")
@@ -206,19 +240,19 @@ def run_program(program: str, limits: SandboxLimits = SandboxLimits()) -> Sandbo
         out_path, err_path = tmp / ".stdout", tmp / ".stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "_runner.py"],
+                [sys.executable, "-I", "-B", "_runner.py", *_limit_args(limits)],
                 cwd=tmp,
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
-                preexec_fn=lambda: _limit_child(limits),
+                preexec_fn=(lambda: _limit_child(limits)) if preexec else None,
                 start_new_session=True,  # own process group: killpg reaches every descendant
                 close_fds=True,
             )
             timed_out = False
             try:
-                proc.communicate(input=(nonce + "\n").encode(), timeout=limits.timeout_s)
+                proc.communicate(input=(nonce + "\n" + stdin).encode(), timeout=limits.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _kill_group(proc.pid)
@@ -227,10 +261,10 @@ def run_program(program: str, limits: SandboxLimits = SandboxLimits()) -> Sandbo
                 _kill_group(proc.pid)  # stray descendants of a finished run
         stdout, stderr = _tail(out_path), _tail(err_path)
         if timed_out:
-            return SandboxResult(False, "timeout", None, stderr[-2000:])
+            return SandboxResult(False, "timeout", None, stderr[-2000:], stdout)
         passed = proc.returncode == 0 and stdout.rstrip("\n").rsplit("\n", 1)[-1] == nonce
         status = "passed" if passed else "failed"
-        return SandboxResult(passed, status, proc.returncode, stderr[-2000:])
+        return SandboxResult(passed, status, proc.returncode, stderr[-2000:], stdout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -248,6 +282,39 @@ def run_many(
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(programs)), mp_context=ctx) as pool:
         return list(pool.map(run_program, programs, [limits] * len(programs)))
+
+
+_THREADS: cf.ThreadPoolExecutor | None = None
+_THREADS_LOCK = threading.Lock()
+
+
+def _threads() -> cf.ThreadPoolExecutor:
+    # One lazily made pool per process: each thread only waits on its child, so the pool is sized
+    # by how many children may run at once, not by this process's cores.
+    global _THREADS
+    with _THREADS_LOCK:
+        if _THREADS is None:
+            _THREADS = cf.ThreadPoolExecutor(
+                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="sandbox"
+            )
+        return _THREADS
+
+
+def submit(
+    program: str, limits: SandboxLimits = SandboxLimits(), stdin: str = ""
+) -> cf.Future[SandboxResult]:
+    """Start `program` in the sandbox from a worker thread; the future holds its `SandboxResult`."""
+    return _threads().submit(run_program, program, limits, stdin, False)
+
+
+def run_batch(
+    programs: Sequence[str], limits: SandboxLimits = SandboxLimits(), stdins: Sequence[str] = ()
+) -> list[SandboxResult]:
+    """`submit` for every program (with its stdin, if given), results in input order."""
+    if stdins and len(stdins) != len(programs):
+        raise ValueError(f"{len(stdins)} stdins for {len(programs)} programs")
+    futures = [submit(p, limits, stdins[i] if stdins else "") for i, p in enumerate(programs)]
+    return [f.result() for f in futures]
 
 
 def humaneval_program(prompt: str, completion: str, test: str, entry_point: str) -> str:

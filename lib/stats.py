@@ -206,8 +206,10 @@ def judge_summary(
 ) -> dict[str, Any] | None:
     """Win / tie / loss rates of polychromic against each opponent, from JUDGMENTS rows.
 
-    Rows with outcome `missing` are counted but left out of the rates. The win rate's CI
-    bootstraps prompts (several judged sample pairs of one prompt are not independent); the
+    Rows with outcome `missing` are counted but left out of the rates. The headline is the score
+    win + tie/2 (0.5 = no difference); `informative` is false when no pair was decided (all ties,
+    e.g. every pair flipped with the order), so the table can say so instead of "0.500 ± 0.000".
+    The CIs bootstrap prompts (several judged sample pairs of one prompt are not independent); the
     sign test compares wins with losses (ties dropped), Holm-adjusted over the opponents.
     """
     if judgments is None:
@@ -226,9 +228,11 @@ def judge_summary(
             "n": int(len(valid)),
             "n_prompts": int(valid["id"].nunique()),
         }
+        entry["informative"] = counts["win"] + counts["loss"] > 0
         if len(valid) == 0:
             entry |= dict.fromkeys(
                 ["win_rate", "tie_rate", "loss_rate", "ci_low", "ci_high", "p_sign", "p_sign_holm"]
+                + ["score", "score_ci_low", "score_ci_high"]
             )
         else:
             n = len(valid)
@@ -240,6 +244,14 @@ def judge_summary(
                 p.alpha,
                 _rng(seed, "judge", opp),
             )
+            points = (valid["outcome"] == "win") + 0.5 * (valid["outcome"] == "tie")
+            s_lo, s_hi = ratio_bootstrap_ci(
+                points.groupby(valid["id"]).sum().to_numpy(float),
+                g.size().to_numpy(float),
+                p.bootstrap,
+                p.alpha,
+                _rng(seed, "judge-score", opp),
+            )
             decided = counts["win"] + counts["loss"]
             p_sign = float(sps.binomtest(counts["win"], decided, 0.5).pvalue) if decided else None
             entry |= {
@@ -248,6 +260,9 @@ def judge_summary(
                 "loss_rate": counts["loss"] / n,
                 "ci_low": lo,
                 "ci_high": hi,
+                "score": (counts["win"] + 0.5 * counts["tie"]) / n,
+                "score_ci_low": s_lo,
+                "score_ci_high": s_hi,
                 "p_sign": p_sign,
                 "p_sign_holm": None,
             }

@@ -13,8 +13,8 @@ from pathlib import Path
 from lib.cli import run
 from lib.config import load_section, load_seed
 from lib.io import read_parquet, write_json, write_parquet
-from lib.judge import JudgeParams, make_backend, run_judge
-from lib.models import ModelParams
+from lib.judge import JudgeParams, make_backend, resolve_backend, run_judge
+from lib.judge.run import check_complete
 from lib.schemas import GENERATIONS, JUDGE_PASS, JUDGMENTS, SYSTEMS
 
 
@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_section(JudgeParams, "judge", args.params)
-    model_params = load_section(ModelParams, "model", args.params)
+    model_params = None
+    if resolve_backend(params) == "local":
+        # torch and transformers only for the local judge: the API judge starts in ~1 s
+        from lib.models import ModelParams
+
+        model_params = load_section(ModelParams, "model", args.params)
     seed = load_seed(args.params)
     gens = {
         s: read_parquet(args.generations_dir / f"{s}.parquet", GENERATIONS)
@@ -38,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     judge = make_backend(params, model_params, args.cache_dir)
     comparisons, metrics, pass_df = run_judge(gens, params, seed, judge)
+    check_complete(metrics, params, args.cache_dir)  # before any output: DVC must not lock it
 
     write_parquet(comparisons, args.out, JUDGMENTS)
     if pass_df is not None:
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     u = metrics["usage"]
     print(
         f"judge [{metrics['backend']}: {metrics['judge_model']}]: {metrics['n_comparisons']} "
-        f"comparisons, {metrics['n_missing']} missing"
+        f"comparisons, {metrics['n_missing']} missing ({metrics['n_not_asked']} not asked)"
         + (f"; stopped early: {u['stopped']}" if u.get("stopped") else "")
     )
 

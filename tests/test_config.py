@@ -113,12 +113,7 @@ def test_every_missing_key_fails_naming_key_and_file(tmp_path, section, key):
         load_section(section_class(section), section, path)
 
 
-# lib/train's four classes still carry defaults until v2core's lib/train/params.py lands (it has
-# none); loading ignores them either way (every key is required, test above).
-TRAIN_SECTIONS = {"lora", "train", "loss", "gem"}
-
-
-@pytest.mark.parametrize("section", sorted(set(SECTIONS) - TRAIN_SECTIONS))
+@pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_no_section_dataclass_carries_a_default(section):
     cls = section_class(section)
     with_default = [
@@ -168,11 +163,19 @@ def test_deep_merge_keeps_untouched_keys():
     }
 
 
-@pytest.mark.parametrize("profile", [None, "configs/smoke.yaml", "configs/qwen3-8b-qlora.yaml"])
-def test_params_and_every_profile_validate(tmp_path, profile):
+@pytest.mark.parametrize(
+    "profiles",
+    [
+        (),
+        ("configs/smoke.yaml",),
+        ("configs/smoke.yaml", "configs/smoke-code.yaml"),  # applied in this order
+        ("configs/qwen3-8b-qlora.yaml",),
+    ],
+)
+def test_params_and_every_profile_validate(tmp_path, profiles):
     """A typo in params.yaml or a shipped profile fails here, not minutes into a dvc repro."""
     params = read_params(ROOT / "params.yaml")
-    if profile:
+    for profile in profiles:
         params = deep_merge(params, read_params(ROOT / profile))
     assert set(params) - {"seed", "eval_split", "launcher"} == set(SECTIONS)
     validate_all(_write(tmp_path, params))

@@ -18,7 +18,7 @@ from lib.config import deep_merge, params_for, read_params
 from lib.distributed import Dist
 from lib.models import load_model
 from lib.train import LossParams, Trainer, TrainParams, attach_lora, build_examples, sample_seed
-from tests.test_train import LORA, _df
+from tests.test_train import LORA, _df, replace, section
 
 ROOT = Path(__file__).resolve().parents[1]
 MP = params_for("model", base="tiny-random", device="cpu")
@@ -37,12 +37,22 @@ class FakeRanks(Dist):
 def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds(tiny_model):
     _, tok = tiny_model
     examples, _ = build_examples(_df(8), tok, 48)
-    tp = TrainParams(max_steps=2, batch_size=2, warmup_steps=0, max_length=48, checkpoint_every=0)
-    loss = LossParams(lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3)
+    tp = section(
+        TrainParams,
+        "train",
+        max_steps=2,
+        batch_size=2,
+        warmup_steps=0,
+        max_length=48,
+        checkpoint_every=0,
+    )
+    loss = section(
+        LossParams, "loss", lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3
+    )
 
     def batches(dist: Dist, batch_size: int) -> list[list[int]]:
         model = attach_lora(load_model(MP, tok)[0], LORA, MP)
-        params = TrainParams(**{**tp.__dict__, "batch_size": batch_size})
+        params = replace(tp, batch_size=batch_size)
         tr = Trainer("polychromic", model, tok, examples, params, 3, loss, dist=dist)
         tr.step()
         tr.step()
@@ -59,11 +69,36 @@ def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds
         assert len(set(seeds)) == len(seeds)
 
 
-def _params(tmp: Path, batch_size: int) -> Path:
+def test_epochs_mode_counts_steps_in_global_batches(tiny_model):
+    # max_steps <= 0: `epochs` passes over the data, each optimizer step consuming
+    # batch_size × grad_accum × world examples. 8 examples, 2 epochs.
+    _, tok = tiny_model
+    examples, _ = build_examples(_df(8), tok, 48)
+    model = attach_lora(load_model(MP, tok)[0], LORA, MP)
+
+    def total(world: int, batch_size: int, grad_accum: int) -> int:
+        tp = section(
+            TrainParams,
+            "train",
+            max_steps=0,
+            epochs=2,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+        )
+        dist = FakeRanks(0, world) if world > 1 else Dist()
+        return Trainer("baseline", model, tok, examples, tp, 3, dist=dist).total_steps
+
+    assert total(1, 2, 1) == 8  # 2 × ⌈8 / 2⌉
+    assert total(2, 2, 1) == 4  # 2 × ⌈8 / 4⌉: two ranks halve the steps (it was 8: 2 epochs each)
+    assert total(2, 2, 2) == 2  # 2 × ⌈8 / 8⌉
+    assert total(2, 3, 1) == 4  # 2 × ⌈8 / 6⌉: the last global batch wraps into the next epoch
+
+
+def _params(tmp: Path, batch_size: int, **train) -> Path:
     p = deep_merge(read_params(ROOT / "params.yaml"), read_params(ROOT / "configs/smoke.yaml"))
     p["lora"]["dropout"] = 0.0  # dropout masks are per process: equality needs it off
-    p["train"].update(batch_size=batch_size, max_steps=3, checkpoint_every=0)
-    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic")
+    p["train"].update({"batch_size": batch_size, "max_steps": 3, "checkpoint_every": 0, **train})
+    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic", grad_norm_every=1)
     path = tmp / f"params-{batch_size}.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path
@@ -132,8 +167,30 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
     }
     assert list(curves["two"]["step"]) == [1, 2, 3], "one writer: one row per step"
     assert curves["two"]["loss"].tolist() == pytest.approx(curves["one"]["loss"].tolist(), rel=1e-5)
-    lam = pd.read_csv(tmp_path / "two/live/plots/metrics/train/lambda_term.tsv", sep="\t")
-    assert (lam["lambda_term"].abs() > 0).any(), "the λ term must be live in this comparison"
+    lam = pd.read_csv(tmp_path / "two/live/plots/metrics/train/grad_norm_diversity.tsv", sep="\t")
+    assert (lam["grad_norm_diversity"] > 0).any(), "the λ term must be live in this comparison"
+
+
+@pytest.mark.e2e
+def test_two_processes_epochs_mode_trains_the_same_number_of_steps(tmp_path):
+    # One epoch over 16 pairs: 1 process at batch 4 and 2 processes at batch 2 both take 4 steps
+    # (before, each rank counted its own batch and 2 processes trained 2 epochs: 8 steps).
+    if not torch.distributed.is_available() or shutil.which("torchrun") is None:
+        pytest.skip("torch.distributed / torchrun not available")
+    _df(16).to_parquet(tmp_path / "train.parquet")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    one = _train(
+        [sys.executable], tmp_path, "one", _params(tmp_path, 4, max_steps=0, epochs=1), env
+    )
+    two = _train(
+        ["torchrun", "--standalone", "--nproc_per_node", "2"],
+        tmp_path,
+        "two",
+        _params(tmp_path, 2, max_steps=0, epochs=1),
+        env,
+    )
+    assert "4 steps on 16 pairs, 1 process(es)" in one
+    assert "4 steps on 16 pairs, 2 process(es)" in two
 
 
 @pytest.mark.e2e

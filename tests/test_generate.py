@@ -302,3 +302,91 @@ def test_stage_rejects_a_system_adapter_mismatch(stage_files):
         _run(stage_files, "polychromic")
     with pytest.raises(SystemExit, match="needs --adapter none"):
         _run(stage_files, "zero_shot", str(stage_files))
+
+
+# -- batching: auto batch size, the sampler a batch goes through ------------------------------
+
+
+def test_plan_sizes_auto_batches_per_budget_from_the_longest_prompt():
+    from lib.generate import Prompt, plan
+
+    test = make_split("social", 3, "t")
+    test.loc[2, "domain"] = "qa"
+    prompts = [Prompt("", [1] * n, None) for n in (5, 9, 7)]
+    p = params_for(
+        "generate", num_samples=5, max_new_tokens={"social": 6, "qa": 4}, batch_size="auto"
+    )
+    asked = []
+
+    def fit(width, budget):
+        asked.append((width, budget))
+        return 3 if budget == 6 else 10
+
+    batches = plan(test, prompts, p, 0, fit)
+    # Budget 4 (qa): row 2's 5 samples in one batch (room for 10); budget 6 (social): rows 1
+    # (9 tokens, longest first) and 0, 10 samples in batches of 3.
+    assert asked == [(7, 4), (9, 6)]
+    assert [len(b) for b in batches] == [5, 3, 3, 3, 1]
+    assert [j.row for j in batches[1]] == [1, 1, 1] and [j.row for j in batches[-1]] == [0]
+    with pytest.raises(ValueError, match="auto needs the device's free memory"):
+        plan(test, prompts, p, 0)
+
+
+def test_auto_batch_size_samples_what_a_fixed_size_samples(tiny_model, monkeypatch):
+    # The stage's wiring: `auto` sizes batches from free memory (here: room for 7 rows of KV cache
+    # and sampler buffers), and on the CPU the eager sampler's samples do not depend on it.
+    import psutil
+
+    from lib.generate import BatchSampler
+    from lib.static_decoder import StaticDecoder
+
+    model, tok = tiny_model
+    per_row = StaticDecoder.bytes_per_row(model.config, 64, 6)
+    fake = type("Mem", (), {"available": int(7.5 * per_row / 0.9)})()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
+    assert BatchSampler(model, "auto").rows_that_fit(64, 6) == 7
+    test = make_split("social", 3, "test")
+    fixed = generate(
+        model, tok, "zero_shot", test, None, SMALL, params_for("prompts"), 42, progress=False
+    )
+    auto = params_for("generate", num_samples=10, max_new_tokens={"social": 6}, batch_size="auto")
+    calls = []
+    real = BatchSampler.__call__
+    monkeypatch.setattr(
+        BatchSampler,
+        "__call__",
+        lambda self, pr, *a, **k: calls.append(len(pr)) or real(self, pr, *a, **k),
+    )
+    got = generate(
+        model, tok, "zero_shot", test, None, auto, params_for("prompts"), 42, progress=False
+    )
+    pd.testing.assert_frame_equal(fixed, got)
+    assert max(calls) <= 7 and sum(calls) == 30 and len(calls) > 1
+
+
+def test_batch_size_param_takes_an_integer_or_auto(tmp_path):
+    from lib.config import ParamsError, load_section
+    from lib.generate import GenerateParams
+
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        yaml.safe_dump(merged_params({"generate": {"batch_size": "auto", "decode": "eager"}}))
+    )
+    p = load_section(GenerateParams, "generate", path)
+    assert p.batch_size == "auto" and p.decode == "eager"
+    path.write_text(yaml.safe_dump(merged_params({"generate": {"batch_size": "big"}})))
+    with pytest.raises(
+        ParamsError, match=r"generate\.batch_size = 'big': accepted: int \| 'auto'$"
+    ):
+        load_section(GenerateParams, "generate", path)
+    path.write_text(yaml.safe_dump(merged_params({"generate": {"decode": "graph"}})))
+    with pytest.raises(ParamsError, match=r"generate\.decode = 'graph': accepted: auto \| eager$"):
+        load_section(GenerateParams, "generate", path)
+
+
+def test_cpu_batches_go_through_the_eager_sampler(tiny_model):
+    from lib.generate import BatchSampler
+
+    model, _ = tiny_model
+    assert not BatchSampler(model, "auto").graphed  # CUDA graphs only on CUDA
+    assert not BatchSampler(model, "eager").graphed

@@ -22,6 +22,7 @@ from lib.judge.compare import (
 )
 from lib.judge.pass_checker import pass_at_k_row, pass_table
 from lib.judge.prompts import PAIR_CHOICES, PASS_CHOICES, Answer, parse_answer
+from lib.schemas import SYSTEMS
 from tests.fakes import generations_frame
 
 
@@ -213,3 +214,43 @@ def test_retry_after_parsing_and_backoff():
     delays = [backoff_delay(i, 1.0, 8.0, rng, None) for i in range(6)]
     assert all(0.0 <= d <= min(8.0, 2.0**i) for i, d in enumerate(delays))
     assert backoff_delay(0, 1.0, 8.0, random.Random(0), 30.0) == 30.0  # retry-after is a floor
+
+
+def _judgments(outcomes: dict[str, list[str]]) -> pd.DataFrame:
+    rows = [
+        {"id": f"q{i}", "opponent": opp, "outcome": o, "backend": "local", "judge_model": "m"}
+        for opp, outs in outcomes.items()
+        for i, o in enumerate(outs)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_table_and_figure_show_score_counts_and_say_when_uninformative():
+    from lib import figures, report
+    from lib.config import params_for
+    from lib.stats import judge_summary
+
+    # gem: every pair flipped with the order -> 6 ties, nothing decided: no information, even
+    # though its score is exactly 0.5 with a zero-width CI. baseline: 3 wins, 1 tie, 1 loss and one
+    # missing -> (3 + 0.5) / 5 = 0.7.
+    j = _judgments(
+        {
+            "gem": ["tie"] * 6,
+            "baseline": ["win", "win", "win", "tie", "loss", "missing"],
+        }
+    )
+    summary = judge_summary(
+        j, params_for("stats", bootstrap=200, alpha=0.05, ci_format="halfwidth", decimals=3), 0
+    )
+    assert summary["opponents"]["gem"]["score"] == 0.5
+    assert summary["opponents"]["baseline"]["score"] == pytest.approx(0.7)
+    cells = dict(
+        zip(SYSTEMS, report._judge_cells({"judge": summary}, 0.05, 3, "halfwidth"), strict=True)
+    )
+    assert cells["gem"].text == "uninformative: all 6 ties"
+    assert cells["baseline"].text.startswith("0.700 ±")
+    assert cells["baseline"].text.endswith("(3/1/1, 1 missing)")
+    assert cells["zero_shot"].text is None  # never judged: n/a, not 0
+    labels = {r.opponent: figures._judge_label(r) for r in figures.judge_frame(j).itertuples()}
+    assert labels["gem"] == "vs GEM: uninformative (all 6 ties)"
+    assert labels["baseline"] == "vs Baseline LoRA: 0.70 (3/1/1)"

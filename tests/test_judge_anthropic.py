@@ -8,6 +8,8 @@ retries, budget stops and "a rerun pays nothing" are asserted exactly. No networ
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -37,6 +39,7 @@ def _params(api: FakeAPI, **kw) -> JudgeParams:
         "max_retries": 3,
         "backoff_base_s": 0.01,
         "backoff_max_s": 0.02,
+        "concurrency": 1,  # the fake server's scripted replies go to questions in order
     }
     base.update(kw)
     return params_for("judge", **base)
@@ -274,3 +277,119 @@ def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, ca
     assert (out_dir / "judge" / "comparisons.parquet").read_bytes() == first
     rerun = json.loads((out_dir / "metrics" / "judge.json").read_text())
     assert rerun["usage"]["calls"] == 0 and rerun["opponents"] == metrics["opponents"]
+
+
+# --- one request per cache key; an incomplete run is never a success -----------------------
+
+
+def test_identical_concurrent_questions_make_exactly_one_call(api, tmp_path):
+    """8 threads ask the same question while the first request is still in flight (the fake
+    server stalls its answer): one HTTP request, all 8 get its answer, 7 waited for it."""
+    judge, _ = _judge(api, tmp_path, timeout_s=5.0)
+    release = threading.Event()
+    api.answer = lambda body: (release.wait(5), "Verdict: B\nReason: in flight")[1]
+    results: list = [None] * 8
+
+    def ask(i):
+        results[i] = judge.ask(_qs(1))[0]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while not judge._in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first request is on the wire
+    time.sleep(0.3)  # the other threads reach the cache miss and wait on it
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len(api.requests) == 1
+    assert [(a.verdict, a.reason) for a in results] == [("B", "in flight")] * 8
+    assert judge.usage.in_flight_waits + judge.usage.cache_hits == 7
+
+
+def test_concurrent_ask_keeps_question_order_and_dedups_repeats(api, tmp_path):
+    judge, _ = _judge(api, tmp_path, concurrency=4)
+    api.answer = lambda body: (
+        f"Verdict: {'A' if body['messages'][0]['content'][-1] in '02' else 'B'}"
+    )
+    qs = _qs(4) + _qs(4)  # every question twice
+    assert [a.verdict for a in judge.ask(qs)] == ["A", "B", "A", "B"] * 2
+    assert len(api.requests) == 4
+
+
+def _stage_params(tmp_path, api, **judge):
+    """The repo's params.yaml with the judge pointed at the fake API (every other key as committed)."""
+    from pathlib import Path
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["seed"] = 7
+    params["model"].update(base="tiny-random", device="cpu")
+    params["judge"].update(
+        backend="anthropic",
+        model="claude-test",
+        base_url=api.url,
+        timeout_s=0.5,
+        max_retries=0,
+        backoff_base_s=0.001,
+        backoff_max_s=0.002,
+        bootstrap=20,
+        concurrency=1,
+        pass_checker=False,
+        **judge,
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_stage_fails_on_missing_answers_and_the_rerun_pays_only_the_rest(api, tmp_path):
+    """Issue 17: the budget runs out after 5 of 16 questions (2 ids × 4 opponents × 2 orders). The
+    stage must fail without writing outputs (DVC would lock them), keep the 5 paid answers, and a
+    rerun with budget asks exactly the 11 others."""
+    import stages.judge
+    from lib.judge.anthropic_backend import JudgeIncomplete
+
+    gen_dir = tmp_path / "gens"
+    write_generations(gen_dir)
+    _stage_params(tmp_path, api, max_calls=5)
+    out = tmp_path / "out"
+    argv = judge_argv(
+        gen_dir,
+        out / "comparisons.parquet",
+        out / "judge.json",
+        out / "pass.parquet",
+        tmp_path / "cache",
+        tmp_path / "params.yaml",
+    )
+    with pytest.raises(JudgeIncomplete, match=r"6 judgments left open \(stopped: max_calls\)"):
+        stages.judge.main(argv)
+    assert len(api.requests) == 5 and not out.exists()
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 5
+
+    _stage_params(tmp_path, api, max_calls=100)
+    stages.judge.main(argv)
+    assert len(api.requests) == 16
+    metrics = json.loads((out / "judge.json").read_text())
+    assert metrics["n_missing"] == 0 and metrics["usage"]["cache_hits"] == 5
+
+
+def test_stage_allow_missing_writes_and_counts_them(api, tmp_path):
+    import stages.judge
+
+    gen_dir = tmp_path / "gens"
+    write_generations(gen_dir)
+    _stage_params(tmp_path, api, max_calls=5, allow_missing=True)
+    out = tmp_path / "out"
+    stages.judge.main(
+        judge_argv(
+            gen_dir,
+            out / "comparisons.parquet",
+            out / "judge.json",
+            out / "pass.parquet",
+            tmp_path / "cache",
+            tmp_path / "params.yaml",
+        )
+    )
+    metrics = json.loads((out / "judge.json").read_text())
+    # 5 answers fill 2 comparisons (both orders) and half of a third: 8 − 2 = 6 missing.
+    assert metrics["n_missing"] == 6 and metrics["n_not_asked"] == 6
+    assert metrics["usage"]["stopped"] == "max_calls"

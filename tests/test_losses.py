@@ -1,8 +1,10 @@
-"""lib.losses: exact values on hand-built cases (credit, set scores, GEM, log-probs)."""
+"""lib.train.losses: exact values on hand-built cases (GEM, log-probs, distances, λ term).
+
+The credit and set-score tests live in tests/test_credit.py, beside lib/train/credit.py.
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -10,99 +12,6 @@ import torch
 
 from lib.chat import IGNORE_INDEX
 from lib.train import losses
-
-
-def _dist(n: int, pairs: dict[tuple[int, int], float]) -> torch.Tensor:
-    d = torch.zeros(1, n, n, dtype=torch.float64)
-    for (i, j), v in pairs.items():
-        d[0, i, j] = d[0, j, i] = v
-    return d
-
-
-def _brute_d(d: torch.Tensor, keep: list[int]) -> float:
-    pairs = list(itertools.combinations(keep, 2))
-    return sum(float(d[0, i, j]) for i, j in pairs) / len(pairs) if pairs else 0.0
-
-
-# -- leave-one-out credit ---------------------------------------------------------------------
-
-
-def test_loo_credit_exact_values_n3():
-    d = _dist(3, {(0, 1): 0.2, (0, 2): 0.4, (1, 2): 0.6})
-    # d̄ = [0.3, 0.4, 0.5]; b = D(Y₋ᵢ) = [0.6, 0.4, 0.2]; credit = (2/3)(d̄ − b)
-    assert losses.leave_one_out_diversity(d)[0].tolist() == pytest.approx([0.6, 0.4, 0.2])
-    assert losses.loo_credit(d)[0].tolist() == pytest.approx([-0.2, 0.0, 0.2])
-    assert float(losses.set_diversity(d)[0]) == pytest.approx(0.4)
-
-
-def test_loo_credit_is_marginal_set_advantage_and_sums_to_zero():
-    g = torch.Generator().manual_seed(0)
-    for n in (3, 4, 6):
-        a = torch.rand(n, n, generator=g, dtype=torch.float64)
-        d = ((a + a.T) / 2 * (1 - torch.eye(n, dtype=torch.float64)))[None]
-        credit = losses.loo_credit(d)[0]
-        full = _brute_d(d, list(range(n)))
-        for i in range(n):
-            others = [j for j in range(n) if j != i]
-            assert float(credit[i]) == pytest.approx(full - _brute_d(d, others), abs=1e-12)
-        assert float(credit.sum()) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_loo_credit_n2_convention_and_no_nan():
-    d = _dist(2, {(0, 1): 0.7})
-    assert losses.leave_one_out_diversity(d)[0].tolist() == [0.0, 0.0]
-    assert losses.loo_credit(d)[0].tolist() == pytest.approx([0.7, 0.7])
-    assert losses.loo_credit(_dist(2, {}))[0].tolist() == [0.0, 0.0]
-
-
-@pytest.mark.parametrize("n", [2, 3, 4, 5])
-def test_identical_samples_give_zero_credit(n):
-    d = torch.zeros(2, n, n)
-    credit = losses.loo_credit(d)
-    assert not torch.isnan(credit).any()
-    assert torch.equal(credit, torch.zeros(2, n))
-    q = torch.full((2, n), 0.8)
-    assert torch.equal(losses.marginal_credit(q, d), torch.zeros(2, n))
-
-
-def test_credit_rejects_single_sample():
-    with pytest.raises(ValueError, match="at least 2"):
-        losses.loo_credit(torch.zeros(1, 1, 1))
-
-
-# -- multiplicative set objective -------------------------------------------------------------
-
-
-def test_marginal_credit_exact_values():
-    d = _dist(3, {(0, 1): 0.2, (0, 2): 0.4, (1, 2): 0.6})
-    q = torch.tensor([[1.0, 0.5, 0.0]], dtype=torch.float64)
-    # f(Y) = 0.5 · 0.4 = 0.2; f(Y₋₀) = 0.25·0.6, f(Y₋₁) = 0.5·0.4, f(Y₋₂) = 0.75·0.2
-    assert float(losses.set_score(q, d)[0]) == pytest.approx(0.2)
-    assert losses.marginal_credit(q, d)[0].tolist() == pytest.approx([0.05, 0.0, 0.05])
-
-
-def test_marginal_credit_not_cancelled_when_qualities_differ():
-    # Equal distances: diversity gives no signal, quality does. A shared set score minus the group
-    # mean would be zero here; the marginal credit is not.
-    d = _dist(3, {(0, 1): 0.5, (0, 2): 0.5, (1, 2): 0.5})
-    q = torch.tensor([[0.9, 0.5, 0.1]], dtype=torch.float64)
-    credit = losses.marginal_credit(q, d)[0]
-    assert credit.tolist() == pytest.approx([0.1, 0.0, -0.1])
-    shared = losses.set_score(q, d).expand(3)
-    assert torch.allclose(shared - shared.mean(), torch.zeros(3, dtype=torch.float64))  # the trap
-
-
-def test_marginal_credit_n2():
-    d = _dist(2, {(0, 1): 0.5})
-    q = torch.tensor([[0.8, 0.4]], dtype=torch.float64)
-    assert losses.marginal_credit(q, d)[0].tolist() == pytest.approx([0.3, 0.3])
-
-
-def test_quality_scores_clip_to_unit_interval():
-    s = torch.tensor([[[1.0, 0.0], [-1.0, 0.0], [0.6, 0.8]]])  # (1, 3, 2)
-    ref = torch.tensor([[1.0, 0.0]])
-    assert losses.quality_scores(s, ref)[0].tolist() == pytest.approx([1.0, 0.0, 0.6])
-
 
 # -- distances --------------------------------------------------------------------------------
 
@@ -137,16 +46,6 @@ def test_sequence_logprob_uniform():
 def test_ce_loss_rejects_unlabelled_batch():
     with pytest.raises(ValueError):
         losses.ce_loss(torch.zeros(1, 3, 4), torch.full((1, 3), IGNORE_INDEX))
-
-
-def test_diversity_term_gradient_is_minus_credit_over_batch():
-    logp = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]], requires_grad=True)
-    credit = torch.tensor([[0.5, -0.5], [0.2, 0.0]], requires_grad=True)
-    term = losses.diversity_term(credit, logp)
-    assert float(term.detach()) == pytest.approx(-(0.5 * -1 + -0.5 * -2 + 0.2 * -3) / 2)
-    term.backward()
-    assert torch.allclose(logp.grad, torch.tensor([[-0.25, 0.25], [-0.1, 0.0]]))
-    assert credit.grad is None  # stop-gradient on the credit
 
 
 # -- GEM --------------------------------------------------------------------------------------
@@ -191,3 +90,57 @@ def test_gem_logsigmoid_variant_hand_value():
     assert float(losses.gem_loss(logits, labels, beta=1.0, h="logsigmoid")) == pytest.approx(want)
     with pytest.raises(ValueError):
         losses.gem_loss(logits, labels, h="cubic")
+
+
+# -- the trainer's sample terms: per-token λ term, k2 KL ----------------------------------------
+
+
+def test_policy_term_is_per_sample_token():
+    # Two examples, two samples each, of 1, 3, 2, 2 tokens: Σ|y| = 8.
+    logp = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]], requires_grad=True)
+    credit = torch.tensor([[0.5, -0.5], [0.2, 0.0]], requires_grad=True)
+    term = losses.policy_term(credit, logp, torch.tensor(8))
+    # −(0.5·−1 + −0.5·−2 + 0.2·−3 + 0·−4) / 8 = −(−0.5 + 1 − 0.6) / 8 = 0.1 / 8
+    assert float(term.detach()) == pytest.approx(0.0125)
+    term.backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.0625, 0.0625], [-0.025, 0.0]]))
+    assert credit.grad is None  # stop-gradient on the credit
+    # Twice the tokens at the same log-prob per token and the same credit: the same term (the
+    # old per-example sum doubled, so λ's strength grew with the sample length).
+    assert float(losses.policy_term(credit, 2 * logp.detach(), torch.tensor(16))) == pytest.approx(
+        0.0125
+    )
+    with pytest.raises(ValueError, match="no sample token"):
+        losses.policy_term(credit, logp, torch.tensor(0))
+
+
+def test_kl_k2_value_and_gradient():
+    logp = torch.tensor([-1.0, -2.0, -0.5, -3.0], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([-1.5, -2.0, -0.25, -1.0], dtype=torch.float64)
+    kl = losses.kl_k2(logp, ref)
+    # ½·mean(Δ²), Δ = [0.5, 0, −0.25, −2]: ½·(0.25 + 0 + 0.0625 + 4)/4 = 0.5390625
+    assert float(kl) == pytest.approx(0.5390625, abs=1e-15)
+    kl.backward()
+    # ∂/∂logp_t = Δ_t / S: the REINFORCE weight (log π − log π_ref) of ∇KL, per token
+    assert logp.grad.tolist() == pytest.approx([0.125, 0.0, -0.0625, -0.5])
+    zero = losses.kl_k2(ref.clone().requires_grad_(True), ref)
+    assert float(zero) == 0.0  # π = π_ref (LoRA B = 0): value 0 ...
+    zero.backward()  # ... and gradient 0
+
+
+def test_kl_k2_gradient_is_unbiased_kl_gradient_on_policy():
+    # One state, a 3-token vocabulary, π = softmax(z): E_{y~π}[∇_z k2(y)] = ∇_z KL(π‖π_ref), by
+    # enumerating y (exact expectation), against autograd of the closed-form KL.
+    z = torch.tensor([0.3, -0.2, 0.9], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([0.1, 0.5, 0.4], dtype=torch.float64).log()
+    logp = z.log_softmax(-1)
+    expected = sum(
+        logp.exp()[y].detach()
+        * torch.autograd.grad(losses.kl_k2(logp[y : y + 1], ref[y : y + 1]), z, retain_graph=True)[
+            0
+        ]
+        for y in range(3)
+    )
+    kl = (logp.exp() * (logp - ref)).sum()
+    (exact,) = torch.autograd.grad(kl, z)
+    assert torch.allclose(expected, exact, atol=1e-12)

@@ -144,3 +144,24 @@ def test_bad_limits_raise():
         SandboxLimits(timeout_s=0)
     with pytest.raises(ValueError):
         run_many(["pass"], workers=0)
+
+
+def test_threaded_children_set_their_own_limits():
+    # run_batch starts children from threads without preexec_fn: the runner lowers its own
+    # rlimits before it reads the program, to the values preexec_fn would set.
+    from lib.sandbox import run_batch
+
+    probe = (
+        "import resource, sys\n"
+        "print([resource.getrlimit(getattr(resource, n)) for n in "
+        "('RLIMIT_CPU', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_CORE')])\n"
+        "print(sys.stdin.read().strip())\n"
+    )
+    bomb = "x = bytearray(10 * 1024**3)\n"
+    limits = SandboxLimits(timeout_s=2.0, memory_mb=512, file_size_mb=16)
+    res = run_batch([probe, bomb], limits, ["extra input\n", ""])
+    mb = 1024 * 1024
+    want = [(3, 3), (512 * mb, 512 * mb), (16 * mb, 16 * mb), (0, 0)]  # CPU = int(2.0) + 1
+    assert res[0].passed and res[0].stdout_tail.split("\n")[0] == str(want)
+    assert res[0].stdout_tail.split("\n")[1] == "extra input"  # stdin after the nonce line
+    assert res[1].status == "failed" and "MemoryError" in res[1].stderr_tail

@@ -15,11 +15,7 @@ from lib.chat import IGNORE_INDEX, chat_prompt_ids, training_example
 from lib.config import merged_params, params_for
 from lib.models import load_model
 from lib.train import (
-    GemParams,
-    LoraParams,
-    LossParams,
     Trainer,
-    TrainParams,
     attach_lora,
     build_examples,
     collate,
@@ -27,15 +23,27 @@ from lib.train import (
     train,
 )
 
+
+def replace(p, **overrides):
+    return type(p)(**{**p.__dict__, **overrides})
+
+
 MP = params_for("model", base="tiny-random", device="cpu")
-LORA = LoraParams()
-FAST = TrainParams(
-    max_steps=3, batch_size=3, warmup_steps=1, max_length=48, checkpoint_every=0, lr=1e-2
+LORA = params_for("lora")
+GEM = params_for("gem")
+FAST = params_for(
+    "train",
+    max_steps=3,
+    batch_size=3,
+    warmup_steps=1,
+    max_length=48,
+    checkpoint_every=0,
+    lr=1e-2,
 )
-LEX = LossParams(lambda_=0.5, num_samples=3, diversity="lexical", max_new_tokens=6)
+LEX = params_for("loss", lambda_=0.5, num_samples=3, diversity="lexical", max_new_tokens=6)
 # tiny-random's samples are random tokens: their word bigrams never overlap, every lexical distance
 # is 1 and every credit 0. MiniLM distances vary, so tests that need a non-zero term use them.
-SEM = LossParams(lambda_=0.5, num_samples=3, diversity="semantic", max_new_tokens=6)
+SEM = replace(LEX, diversity="semantic")
 
 INPUTS = [
     "What did you do this weekend?",
@@ -105,7 +113,7 @@ def _run(tmp_path, name, system, tok, *, lora=LORA, tp=FAST, loss=LEX, **kw):
 
 def _lora_model(tok, dropout=0.0):
     base, _ = load_model(MP, tok)
-    return attach_lora(base, LoraParams(dropout=dropout), MP)
+    return attach_lora(base, replace(LORA, dropout=dropout), MP)
 
 
 # -- prompt formatting ------------------------------------------------------------------------
@@ -161,15 +169,17 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
     examples, _ = build_examples(_df(2), tok, 48)
     tr = Trainer("polychromic", model, tok, examples, FAST, 0, LEX)
-    completions = tr.draw_samples(examples)
+    completions = tr.draw(examples).token_ids
     assert all(len(c) > 0 for group in completions for c in group)
     credit = torch.tensor([[0.3, -0.1, 0.5], [0.2, 0.0, -0.4]], dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    term = losses.diversity_term(credit, tr.sample_logprobs(examples, completions))
+    n_tok = sum(len(c) for g in completions for c in g)
+    logp = tr.packed_pass(examples, completions, kl=False).logp
+    term = losses.policy_term(credit, logp, torch.tensor(n_tok))
     batched = torch.autograd.grad(term, params)
 
-    def independent() -> torch.Tensor:  # −(1/B)·Σ credit·log π, one unpadded sample at a time
+    def independent() -> torch.Tensor:  # −Σ credit·log π / Σ|y|, one unpadded sample at a time
         total = torch.zeros((), dtype=torch.float64)
         for b, ex in enumerate(examples):
             for i, c in enumerate(completions[b]):
@@ -177,7 +187,7 @@ def test_lambda_term_gradient_matches_independent_computation(tiny_model):
                 lp = model(input_ids=ids).logits[0].log_softmax(-1)
                 n = len(ex.prompt_ids)
                 total = total - credit[b, i] * sum(lp[n - 1 + t, y] for t, y in enumerate(c))
-        return total / len(examples)
+        return total / n_tok
 
     expr = independent()
     assert float(term.detach()) == pytest.approx(float(expr.detach()), rel=1e-9)
@@ -219,13 +229,15 @@ def test_packed_ce_and_logprobs_match_separate_unpadded_passes(tiny_model, check
     examples, _ = build_examples(_df(3), tok, 48)
     assert len({len(e.prompt_ids) for e in examples}) > 1, "prompts of one length test no padding"
     tr = Trainer("polychromic", model, tok, examples, FAST, 0, LEX)
-    completions = tr.draw_samples(examples)
+    completions = tr.draw(examples).token_ids
     credit = torch.randn((3, LEX.num_samples), generator=g, dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()  # dropout 0 in _lora_model: train mode is deterministic
 
-    ce, logp = tr.ce_and_sample_logprobs(examples, completions)
-    packed = ce + 0.7 * losses.diversity_term(credit, logp)
+    out = tr.packed_pass(examples, completions, kl=False)
+    ce, logp = out.ce, out.logp
+    n_tok = torch.tensor(sum(len(c) for g in completions for c in g))
+    packed = ce + 0.7 * losses.policy_term(credit, logp, n_tok)
     grad_packed = torch.autograd.grad(packed, params)
 
     inputs = collate(examples, tok.pad_token_id, torch.device("cpu"))
@@ -237,7 +249,7 @@ def test_packed_ce_and_logprobs_match_separate_unpadded_passes(tiny_model, check
             lp = model(input_ids=torch.tensor([ex.prompt_ids + c])).logits[0].log_softmax(-1)
             n = len(ex.prompt_ids)
             logp_sep[b, i] = sum(lp[n - 1 + t, y] for t, y in enumerate(c))
-    separate = ce_sep + 0.7 * losses.diversity_term(credit, logp_sep)
+    separate = ce_sep + 0.7 * losses.policy_term(credit, logp_sep, n_tok)
     grad_separate = torch.autograd.grad(separate, params)
 
     assert float(ce) == pytest.approx(float(ce_sep), rel=1e-9)
@@ -254,9 +266,8 @@ def test_sampling_and_scoring_do_not_move_training_rng(tiny_model):
     before = torch.get_rng_state()
     with torch.random.fork_rng(devices=[]):
         pass
-    completions = tr.draw_samples(examples)
-    texts = [tok.batch_decode(g, skip_special_tokens=True) for g in completions]
-    tr.scorer(texts, [e.reference for e in examples])
+    draw = tr.draw(examples)
+    tr.scorer.submit(examples, draw).result()
     assert torch.equal(
         before, torch.get_rng_state()
     )  # sample() itself draws only from its generators
@@ -266,7 +277,7 @@ def test_sampling_and_scoring_do_not_move_training_rng(tiny_model):
 @pytest.mark.parametrize("dropout", [0.0, 0.05])
 def test_polychromic_lambda0_is_baseline_bit_for_bit(tiny_model, tmp_path, dropout):
     _, tok = tiny_model
-    lora = LoraParams(dropout=dropout)
+    lora = replace(LORA, dropout=dropout)
     base = _run(tmp_path, "b", "baseline", tok, lora=lora)
     poly0 = _run(
         tmp_path,
@@ -274,12 +285,16 @@ def test_polychromic_lambda0_is_baseline_bit_for_bit(tiny_model, tmp_path, dropo
         "polychromic",
         tok,
         lora=lora,
-        loss=LossParams(**{**SEM.__dict__, "lambda_": 0.0}),
+        loss=replace(SEM, lambda_=0.0, kl_coef=0.0),
     )
     assert _same(base, poly0)
-    if dropout == 0.0:  # no dropout RNG: any difference comes from the λ term's gradient alone
-        poly = _run(tmp_path, "p", "polychromic", tok, lora=lora, loss=SEM)
-        assert not _same(base, poly)
+    weights = "adapter_model.safetensors"
+    assert (tmp_path / "b" / weights).read_bytes() == (tmp_path / "p0" / weights).read_bytes()
+    if dropout == 0.0:  # no dropout RNG: any difference comes from the extra terms' gradients
+        poly = _run(tmp_path, "p", "polychromic", tok, lora=lora, loss=replace(SEM, kl_coef=0.0))
+        assert not _same(base, poly)  # the λ term alone moves the adapter
+        kl_only = _run(tmp_path, "k", "polychromic", tok, lora=lora, loss=replace(SEM, lambda_=0.0))
+        assert not _same(base, kl_only)  # and so does the KL alone (0 only at step 1)
 
 
 def test_lambda_positive_keeps_data_order(tiny_model):
@@ -292,22 +307,19 @@ def test_lambda_positive_keeps_data_order(tiny_model):
             m = tr.step()
         orders.append(tr.seen_batches)
         if system == "polychromic":
-            assert m["lambda_term"] != 0.0 and 0.0 <= m["diversity"] <= 1.0
+            assert m["loss"] != m["ce"] and 0.0 <= m["diversity"] <= 1.0
     assert orders[0] == orders[1]
     assert len({i for b in orders[0] for i in b}) == 8  # an epoch visits every example
 
 
-def test_semantic_scorer_identical_samples_zero_credit():
+def test_semantic_distances_of_identical_samples_are_zero():
     from lib.train import Scorer
 
-    sc = Scorer(LossParams(diversity="semantic", objective="multiplicative"), torch.device("cpu"))
-    credit, div = sc(
-        [["a cat", "a cat", "a cat"], ["the sea", "a tax form", "jazz"]], ["a cat", "x"]
-    )
-    assert torch.allclose(credit[0], torch.zeros(3), atol=1e-6) and float(div[0]) == pytest.approx(
-        0, abs=1e-6
-    )
-    assert float(div[1]) > 0.3 and not torch.isnan(credit).any()
+    sc = Scorer(replace(SEM, objective="multiplicative"), torch.device("cpu"), "social")
+    d = sc.distances([["a cat", "a cat", "a cat"], ["the sea", "a tax form", "jazz"]])
+    assert torch.allclose(d[0], torch.zeros(3, 3), atol=1e-6)
+    off = d[1][~torch.eye(3, dtype=torch.bool)]
+    assert bool((off > 0.3).all()) and torch.equal(d[1], d[1].T)
 
 
 # -- every trainer trains the adapter only ----------------------------------------------------
@@ -319,7 +331,7 @@ def test_trainer_changes_adapter_not_base(tiny_model, system):
     model = _lora_model(tok, dropout=0.05)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     examples, _ = build_examples(_df(), tok, 48)
-    tr = Trainer(system, model, tok, examples, FAST, 0, LEX, GemParams(beta=0.7))
+    tr = Trainer(system, model, tok, examples, FAST, 0, LEX, GEM)
     for _ in range(2):
         m = tr.step()
     assert m["loss"] == m["loss"]  # not NaN
@@ -338,8 +350,8 @@ class Crash(RuntimeError):
 
 def test_killed_run_resumes_to_the_same_adapter(tiny_model, tmp_path):
     _, tok = tiny_model
-    tp = TrainParams(**{**FAST.__dict__, "max_steps": 5, "checkpoint_every": 2})
-    lora = LoraParams(dropout=0.1)
+    tp = replace(FAST, max_steps=5, checkpoint_every=2)
+    lora = replace(LORA, dropout=0.1)
     straight = _run(tmp_path, "straight", "polychromic", tok, lora=lora, tp=tp, loss=SEM)
 
     ckpt = tmp_path / ".ckpt" / "polychromic"
@@ -381,7 +393,7 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_model, tmp_path):
     with pytest.raises(Crash):
         _run(tmp_path, "x", "polychromic", tok, lora=lora, tp=tp, ckpt_dir=ckpt, after_step=crash)
     seen = []
-    other = LossParams(**{**LEX.__dict__, "lambda_": 0.2})
+    other = replace(LEX, lambda_=0.2)
     _run(
         tmp_path,
         "x",
@@ -418,7 +430,13 @@ def _params(tmp_path, **train_overrides):
             "log_every": 1,
             **train_overrides,
         },
-        "loss": {"lambda": 0.3, "num_samples": 2, "diversity": "lexical", "max_new_tokens": 4},
+        "loss": {
+            "lambda": 0.3,
+            "num_samples": 2,
+            "diversity": "lexical",
+            "max_new_tokens": 4,
+            "grad_norm_every": 2,
+        },
         "gem": {"beta": 0.7},
     }
     path = tmp_path / "params.yaml"
@@ -455,7 +473,21 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
     assert not list(out.glob("model*.safetensors"))
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["data"]["skipped_null_reference"] == 1
-    assert set(metrics["train"]) == {"loss", "ce", "lambda_term", "diversity", "step_time"}
+    assert set(metrics["train"]) == {
+        "loss",
+        "ce",
+        "kl",
+        "diversity",
+        "reward",
+        "grad_norm",
+        "grad_norm_ce",
+        "grad_norm_diversity",
+        "grad_norm_kl",
+        "onpolicy_gap",
+        "step_time",
+    }
+    norms = (live / "plots" / "metrics" / "train" / "grad_norm_kl.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in norms] == ["step", "2"]  # measured on step 2 only
     rows = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["step", "loss"] and len(rows) == 3
     assert not (tmp_path / "models" / ".ckpt" / "polychromic").exists()
@@ -466,8 +498,8 @@ def test_load_in_4bit_cpu_one_step(tiny_model):
     _, tok = tiny_model
     mp = params_for("model", base="tiny-random", device="cpu", load_in_4bit=True)
     base, _ = load_model(mp, tok)
-    model = attach_lora(base, LoraParams(), mp)
+    model = attach_lora(base, LORA, mp)
     examples, _ = build_examples(_df(2), tok, 32)
-    tr = Trainer("baseline", model, tok, examples, TrainParams(max_steps=1, batch_size=2), 0)
+    tr = Trainer("baseline", model, tok, examples, replace(FAST, max_steps=1, batch_size=2), 0)
     m = tr.step()
     assert m["ce"] == m["ce"] and m["ce"] > 0

@@ -4,6 +4,9 @@ The SDK's own retries are off (`max_retries=0`) so that backoff, `retry-after` h
 budget (every HTTP attempt counts) are ours and testable with an injected `sleep`. The API key is
 read from the environment at construction, handed to the SDK and never stored, logged or written:
 errors we raise name the status code and the error type, never headers.
+
+One request per cache key: a question whose answer is already being fetched (by another thread of
+`ask`, or a caller's own thread) waits for that answer instead of paying for it again.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,10 @@ class JudgeError(RuntimeError):
     """A judge failure that retrying cannot fix (bad request, authentication, no key)."""
 
 
+class JudgeIncomplete(JudgeError):
+    """Answers are missing because the run stopped early (API unreachable, budget spent)."""
+
+
 class BudgetExhausted(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -49,6 +58,7 @@ class Usage:
     calls: int = 0  # HTTP attempts sent
     answers: int = 0  # answers received and cached
     cache_hits: int = 0
+    in_flight_waits: int = 0  # answers shared with an identical question already being asked
     retries: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -112,8 +122,14 @@ class AnthropicJudge:
         self.rng = rng or random.Random(0)
         self.usage = Usage()
         self._client = client
+        self._lock = threading.Lock()  # guards usage, the budget and _in_flight
+        self._in_flight: dict[str, Future] = {}
 
     def _get_client(self) -> Any:
+        with self._lock:
+            return self._make_client()
+
+    def _make_client(self) -> Any:
         if self._client is None:
             key = os.environ.get(KEY_ENV)
             if not key:
@@ -166,8 +182,9 @@ class AnthropicJudge:
         client = self._get_client()
         last = "unknown"
         for retry in range(self.params.max_retries + 1):
-            self._check_budget(q)
-            self.usage.calls += 1
+            with self._lock:
+                self._check_budget(q)
+                self.usage.calls += 1
             retry_after = None
             try:
                 extra = (
@@ -201,10 +218,12 @@ class AnthropicJudge:
                 last = "connection"
             except ValueError:  # a 200 whose body is not JSON
                 last = "malformed_body"
-            self._count_error(last)
+            with self._lock:
+                self._count_error(last)
             if retry == self.params.max_retries:
                 break
-            self.usage.retries += 1
+            with self._lock:
+                self.usage.retries += 1
             self.sleep(
                 backoff_delay(
                     retry,
@@ -220,12 +239,14 @@ class AnthropicJudge:
         usage = getattr(msg, "usage", None)
         in_tok = int(getattr(usage, "input_tokens", 0) or 0)
         out_tok = int(getattr(usage, "output_tokens", 0) or 0)
-        self.usage.answers += 1
-        self.usage.input_tokens += in_tok
-        self.usage.output_tokens += out_tok
-        self.usage.cost_usd += (
-            in_tok * self.params.price_per_mtok_input + out_tok * self.params.price_per_mtok_output
-        ) / 1e6
+        with self._lock:
+            self.usage.answers += 1
+            self.usage.input_tokens += in_tok
+            self.usage.output_tokens += out_tok
+            self.usage.cost_usd += (
+                in_tok * self.params.price_per_mtok_input
+                + out_tok * self.params.price_per_mtok_output
+            ) / 1e6
         return {
             "text": text,
             "input_tokens": in_tok,
@@ -234,37 +255,85 @@ class AnthropicJudge:
             "stop_reason": getattr(msg, "stop_reason", None),
         }
 
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        hit = self.cache.get(key)
+        if hit is not None:
+            with self._lock:
+                self.usage.cache_hits += 1
+        return hit
+
     def _answer(self, q: Question, attempt: int) -> dict[str, Any] | None:
         """The cached or fresh answer, or None once the run has stopped (budget, API down)."""
         key = cache_key(self._payload(q, attempt))
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.usage.cache_hits += 1
+        if (hit := self._cached(key)) is not None:
             return hit
+        with self._lock:
+            pending = self._in_flight.get(key)
+            if pending is None:
+                mine: Future = Future()
+                self._in_flight[key] = mine
+        if pending is not None:  # the same question is being asked right now: share its answer
+            got = pending.result()
+            with self._lock:
+                self.usage.in_flight_waits += 1
+            return got
+        try:
+            # The owner of the previous request for this key may have finished (cached, then left
+            # _in_flight) between our cache miss and our registration: look once more.
+            got = self._cached(key)
+            if got is None:
+                got = self._fetch(q, key)
+            mine.set_result(got)
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                del self._in_flight[key]
+        return got
+
+    def _fetch(self, q: Question, key: str) -> dict[str, Any] | None:
         if self.usage.stopped is not None:
             return None  # stopped: only answers already paid for are used
         try:
             got = self._call(q)
         except (BudgetExhausted, ApiUnavailable) as e:
-            self.usage.stopped = e.reason if isinstance(e, BudgetExhausted) else "api_unavailable"
+            with self._lock:
+                if self.usage.stopped is None:
+                    self.usage.stopped = (
+                        e.reason if isinstance(e, BudgetExhausted) else "api_unavailable"
+                    )
             return None
         self.cache.put(key, got)
         return got
 
+    def _ask_one(self, q: Question) -> Answer:
+        answer = Answer(MISSING, None)
+        for attempt in (0, 1):  # a malformed answer is asked once more, then unparseable
+            got = self._answer(q, attempt)
+            if got is None:
+                # Stopped before re-asking: the question stays open (missing), not judged.
+                return Answer(MISSING, None)
+            answer = parse_answer(got["text"], q.choices)
+            if answer.verdict != UNPARSEABLE:
+                break
+        return answer
+
     def ask(self, questions: list[Question], desc: str = "judge") -> list[Answer]:
-        out: list[Answer] = []
-        for q in tqdm(questions, desc=f"{desc} (anthropic {self.model})", leave=False):
-            answer = Answer(MISSING, None)
-            for attempt in (0, 1):  # a malformed answer is asked once more, then unparseable
-                got = self._answer(q, attempt)
-                if got is None:
-                    # Stopped before re-asking: the question stays open (missing), not judged.
-                    answer = Answer(MISSING, None)
-                    break
-                answer = parse_answer(got["text"], q.choices)
-                if answer.verdict != UNPARSEABLE:
-                    break
-            out.append(answer)
+        """Answers in the order of `questions`; `judge.concurrency` requests at a time."""
+        bar = tqdm(total=len(questions), desc=f"{desc} (anthropic {self.model})", leave=False)
+        if self.params.concurrency <= 1:
+            out = []
+            for q in questions:
+                out.append(self._ask_one(q))
+                bar.update(1)
+        else:
+            with ThreadPoolExecutor(self.params.concurrency) as pool:
+                futures = [pool.submit(self._ask_one, q) for q in questions]
+                for f in futures:
+                    f.add_done_callback(lambda _: bar.update(1))
+                out = [f.result() for f in futures]
+        bar.close()
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -275,6 +344,7 @@ class AnthropicJudge:
             "calls": u.calls,
             "answers": u.answers,
             "cache_hits": u.cache_hits,
+            "in_flight_waits": u.in_flight_waits,
             "retries": u.retries,
             "input_tokens": u.input_tokens,
             "output_tokens": u.output_tokens,

@@ -20,6 +20,7 @@ class JudgeParams:
     opponents: tuple[str, ...] = param()
     samples_per_input: int = param(ge=1)  # comparisons per (input, opponent)
     max_response_chars: int = param(ge=1)
+    concurrency: int = param(ge=1)  # requests in flight at once; identical questions share one
     max_calls: int = param(ge=0)  # HTTP requests this run may send (retries included)
     max_cost_usd: float = param(ge=0)
     price_per_mtok_input: float = param(ge=0)
@@ -37,6 +38,10 @@ class JudgeParams:
     pass_domains: tuple[str, ...] = param()
     bootstrap: int = param(ge=1)
     local_batch_size: int = param(ge=1)
+    # Missing answers (API unreachable, budget spent) fail the stage after the cache is written, so
+    # `dvc repro` asks again and paid answers come from the cache; true accepts them (the table
+    # then says how many are missing).
+    allow_missing: bool = param()
 
     def __post_init__(self) -> None:
         from lib.schemas import SYSTEMS

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib.judge.anthropic_backend import KEY_ENV, AnthropicJudge
+from lib.judge.anthropic_backend import KEY_ENV, AnthropicJudge, JudgeIncomplete
 from lib.judge.compare import (
     SYSTEM,
     build_pairs,
@@ -18,6 +18,7 @@ from lib.judge.compare import (
 )
 from lib.judge.params import JudgeParams
 from lib.judge.pass_checker import pass_questions, pass_table
+from lib.judge.prompts import MISSING
 
 
 def resolve_backend(params: JudgeParams, env: dict[str, str] | None = None) -> str:
@@ -52,13 +53,14 @@ def run_judge(
     info = judge.describe()
     comparisons = judgments_frame(pairs, answers, info["backend"], info["judge_model"])
 
-    pass_df = None
+    pass_df, pass_not_asked = None, 0
     if params.pass_checker:
         all_gens = pd.concat([gens[s] for s in sorted(gens)], ignore_index=True)
         rows, questions = pass_questions(
             all_gens, params.rubric, params.max_response_chars, params.pass_domains
         )
         verdicts = [a.verdict for a in judge.ask(questions, desc="pass@k")]
+        pass_not_asked = sum(v == MISSING for v in verdicts)
         pass_df = pass_table(rows, verdicts, info["backend"])
         info = judge.describe()  # usage now includes the pass checker's calls
 
@@ -77,6 +79,8 @@ def run_judge(
         "opponents": win_rate_metrics(comparisons, params.bootstrap, seed),
         "n_comparisons": int(len(comparisons)),
         "n_missing": int((comparisons["outcome"] == "missing").sum()),
+        "n_not_asked": _not_asked(comparisons) + pass_not_asked,
+        "allow_missing": params.allow_missing,
         "usage": info,
     }
     if pass_df is not None:
@@ -91,6 +95,26 @@ def run_judge(
             },
         }
     return comparisons, metrics, pass_df
+
+
+def _not_asked(comparisons: pd.DataFrame) -> int:
+    """Comparisons left open because the run stopped before asking (not unparseable answers)."""
+    open_ = comparisons["verdict_first"].eq(MISSING) | comparisons["verdict_second"].eq(MISSING)
+    return int(open_.sum())
+
+
+def check_complete(metrics: dict[str, Any], params: JudgeParams, cache_dir: Any) -> None:
+    """Refuse to hand DVC an incomplete result as done (issue 17): the stage fails, `dvc repro`
+    asks again, and the answers paid so far come from the cache. `judge.allow_missing` accepts it."""
+    stopped = metrics["usage"].get("stopped")
+    n = metrics["n_not_asked"]
+    if stopped and n and not params.allow_missing:
+        raise JudgeIncomplete(
+            f"judge: {n} judgments left open (stopped: {stopped}); "
+            f"the {metrics['usage'].get('answers', 0)} answers received are cached in {cache_dir}. "
+            "Rerun `dvc repro` to ask the rest (cached answers are free), raise judge.max_calls / "
+            "judge.max_cost_usd, or set judge.allow_missing: true to accept the missing ones"
+        )
 
 
 def _nanmean(s: pd.Series) -> float:

@@ -1,0 +1,167 @@
+"""A whole training run: model and LoRA setup, the step loop, checkpoints, curves, the adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.distributed import init_dist
+from lib.io import atomic_path
+from lib.models import ModelParams, load_model
+from lib.seeds import rng_seed
+from lib.train.checkpoint import (
+    load_checkpoint,
+    load_trainer_state,
+    params_hash,
+    save_checkpoint,
+    sort_config_sets,
+)
+from lib.train.examples import build_examples
+from lib.train.logging import TrainLog
+from lib.train.params import GemParams, LoraParams, LossParams, TrainParams
+from lib.train.trainer import Trainer
+
+
+def attach_lora(model: Any, lora: LoraParams, model_params: ModelParams) -> Any:
+    """Wrap `model` with a fresh LoRA adapter (QLoRA prep when 4-bit), in train mode."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if model_params.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=model_params.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif model_params.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    peft_model.train()
+    return peft_model
+
+
+def train(
+    system: str,
+    df: pd.DataFrame,
+    *,
+    seed: int,
+    model_params: ModelParams,
+    lora: LoraParams,
+    train_params: TrainParams,
+    loss: LossParams | None = None,
+    gem: GemParams | None = None,
+    out_dir: str | Path,
+    live_dir: str | Path | None = None,
+    ckpt_dir: str | Path | None = None,
+    train_file: str | Path | None = None,
+    after_step: Callable[[Trainer], None] | None = None,
+    progress: bool = True,
+    tokenizer: Any | None = None,
+) -> dict[str, Any]:
+    """Train one system's LoRA adapter on `df` (schema EXAMPLES) and save only the adapter to `out_dir`."""
+    from tqdm.auto import tqdm
+
+    from lib.models import resolve_device
+
+    sections: dict[str, Any] = {"seed": seed, "model": model_params, "lora": lora}
+    sections["train"] = train_params
+    if system == "polychromic":
+        sections["loss"] = loss
+    if system == "gem":
+        sections["gem"] = gem
+    run_hash = params_hash(system, sections, train_file)
+
+    dist = init_dist(cpu=resolve_device(model_params.device).type == "cpu")
+    torch.manual_seed(seed)  # the same on every rank: every rank starts from the same LoRA init
+    random.seed(seed)
+    np.random.seed(seed)
+    base, tokenizer = load_model(model_params, tokenizer)
+    examples, report = build_examples(
+        df, tokenizer, train_params.max_length, str(train_file or "train")
+    )
+    model = attach_lora(base, lora, model_params)
+    if dist.world > 1:
+        torch.manual_seed(rng_seed(seed, "train-dropout", dist.rank))  # distinct masks per rank
+    trainer = Trainer(system, model, tokenizer, examples, train_params, seed, loss, gem, dist=dist)
+
+    ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
+    state = load_checkpoint(ckpt, run_hash) if ckpt is not None else None
+    if state is not None:
+        load_trainer_state(trainer, state)
+        if dist.world > 1:  # the checkpoint holds rank 0's RNG streams
+            torch.manual_seed(rng_seed(seed, "train-dropout", dist.rank, trainer.step_idx))
+        if dist.main:
+            print(
+                f"polychromic: resuming {system} from step {trainer.step_idx} ({ckpt})", flush=True
+            )
+    log = TrainLog(
+        live_dir if dist.main else None, report, state.get("log") if state is not None else None
+    )
+
+    bar = tqdm(
+        total=trainer.total_steps,
+        initial=trainer.step_idx,
+        desc=f"train {system}",
+        disable=not progress or not dist.main,
+    )
+    while trainer.step_idx < trainer.total_steps:
+        m = trainer.step()
+        log.add(m)
+        post = {
+            "loss": f"{m['loss']:.3f}",
+            "ce": f"{m['ce']:.3f}",
+            "s/step": f"{m['step_time']:.2f}",
+        }
+        if "diversity" in m:
+            post["div"] = f"{m['diversity']:.3f}"
+        if "gpu_peak_gib" in m:
+            post["GPU GiB"] = f"{m['gpu_peak_gib']:.1f}"
+        bar.set_postfix(post)
+        bar.update(1)
+        last = trainer.step_idx == trainer.total_steps
+        if trainer.step_idx % max(1, train_params.log_every) == 0 or last:
+            log.row(trainer.step_idx)
+        every = train_params.checkpoint_every
+        if (
+            ckpt is not None
+            and dist.main
+            and every > 0
+            and not last
+            and trainer.step_idx % every == 0
+        ):
+            save_checkpoint(trainer, ckpt, run_hash, log.state())
+        if after_step is not None:
+            after_step(trainer)
+    bar.close()
+
+    if dist.main:
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            model.save_pretrained(tmp)  # PEFT writes the adapter only
+            sort_config_sets(tmp / "adapter_config.json")
+        log.end()
+        if ckpt is not None and ckpt.exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+    dist.barrier()  # no rank exits (and no launcher reports success) before the adapter exists
+    return {
+        "steps": trainer.step_idx,
+        "data": dataclasses.asdict(report),
+        "hash": run_hash,
+        "rank": dist.rank,
+        "world": dist.world,
+    }

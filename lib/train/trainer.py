@@ -1,0 +1,345 @@
+"""One optimizer step: draw → reward → credit → objective → backward (`Trainer.step`).
+
+RNG isolation. The data order has its own generator (seed, epoch); LoRA init and dropout use the
+global torch RNG. Samples come from `lib.sampling.sample`, one generator per sample seeded from
+(seed, step, example, i) (`examples.sample_seed`), inside `torch.random.fork_rng`: sampling and
+scoring never move the training RNG.
+
+On-policy. Samples are drawn with every dropout off (eval mode), at temperature 1 and top-p 1
+(`LossParams` refuses anything else), and the packed pass that computes log π runs with every
+dropout module off too: log π in the loss is the distribution the samples came from (the
+sampler's recorded log-probs agree to float rounding; tested, and logged as `onpolicy_gap`). The
+polychromic step's CE therefore sees no LoRA dropout either; baseline and gem keep it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lib.distributed import Dist
+from lib.packing import TreePack, tree_pack
+from lib.sampling import StaticDecoder, eos_ids, sample
+from lib.train import losses
+from lib.train.examples import DataOrder, Example, collate, sample_seed
+from lib.train.objective import Shares, make_objective
+from lib.train.params import GemParams, LossParams, TrainParams
+from lib.train.scorer import Scorer, domain_of
+
+
+@dataclass(frozen=True)
+class Draw:
+    """N samples per example of one micro-batch, (B, N) everywhere."""
+
+    seeds: list[list[int]]
+    token_ids: list[list[list[int]]]
+    texts: list[list[str]]
+    logprob: torch.Tensor  # (B, N) float64: log π(y|x) recorded by the sampler
+
+
+@dataclass(frozen=True)
+class Packed:
+    """What the polychromic objective needs from one packed forward."""
+
+    ce: torch.Tensor  # mean CE over reference tokens
+    logp: torch.Tensor  # (B, N) log π(y_i|x), with grad
+    n_tokens: torch.Tensor  # Σ|y_i|: sample tokens in the micro-batch
+    kl: torch.Tensor | None  # k2 mean over sample tokens, with grad (None when kl_coef = 0)
+
+
+@contextlib.contextmanager
+def dropout_off(model: torch.nn.Module) -> Iterator[None]:
+    """Every nn.Dropout (LoRA's included) in eval mode, the rest of the model as it was (so
+    gradient checkpointing, active only in train mode, stays on)."""
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in drops:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in drops:
+            m.train()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+class Trainer:
+    """Holds the LoRA model, optimizer and data; `step()` runs one optimizer step."""
+
+    def __init__(
+        self,
+        system: str,
+        model: Any,  # a PeftModel in train mode
+        tokenizer: Any,
+        examples: list[Example],
+        train: TrainParams,
+        seed: int,
+        loss: LossParams | None = None,
+        gem: GemParams | None = None,
+        *,
+        dist: Dist | None = None,
+    ):
+        self.system, self.model, self.tokenizer, self.examples = system, model, tokenizer, examples
+        self.train, self.seed, self.loss, self.gem = train, seed, loss, gem
+        self.dist = dist or Dist()  # data-parallel rank (lib/distributed.py)
+        self.objective = make_objective(system, loss, gem)
+        self.step_idx = 0  # optimizer steps done
+        self.cursor = 0  # examples consumed (over all ranks)
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id
+        self.eos = eos_ids(tokenizer, model)
+        self.order = DataOrder(len(examples), seed)
+        self.total_steps = train.max_steps
+        if self.total_steps <= 0:  # epochs over the data, counted in global batches
+            per_step = train.batch_size * train.grad_accum * self.dist.world
+            self.total_steps = train.epochs * math.ceil(len(examples) / per_step)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameter (LoRA not attached?)")
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=train.lr, weight_decay=train.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(train.warmup_steps, self.total_steps)
+        )
+        self.scorer = (
+            Scorer(loss, self.device, domain_of(examples)) if self.objective.samples else None
+        )
+        self._decoder: StaticDecoder | None = None
+        self.seen_batches: list[list[int]] = []  # example indices per micro-batch (tests read it)
+        self.last_draw: Draw | None = None  # the last micro-batch's samples (tests read it)
+
+    # -- the pieces of a step -----------------------------------------------------------------
+
+    def _micro_batch(self) -> list[Example]:
+        # One global micro-batch in the single-process order; this rank takes its slice.
+        per, rank = self.train.batch_size, self.dist.rank
+        idx = self.order.take(self.cursor, per * self.dist.world)
+        self.cursor += len(idx)
+        batch = [self.examples[i] for i in idx[rank * per : (rank + 1) * per]]
+        self.seen_batches.append([e.index for e in batch])
+        return batch
+
+    def _shares(self, batch: Sequence[Example], draw: Draw | None) -> Shares:
+        """Each term is a per-token mean on this rank; weighted by the rank's share of the global
+        tokens, the all-reduced mean gradient is the global per-token mean's."""
+        if self.dist.world == 1:
+            return Shares()
+        ref = sum(len(e.target_ids) for e in batch)
+        smp = sum(len(c) for g in draw.token_ids for c in g) if draw is not None else 0
+        w = self.dist.world
+        return Shares(ref * w / self.dist.sum(ref), smp * w / self.dist.sum(smp) if draw else 1.0)
+
+    def draw(self, batch: Sequence[Example]) -> Draw:
+        """N samples per example (dropout off, T = 1, top-p = 1), without touching the training RNG."""
+        assert self.loss is not None
+        n = self.loss.num_samples
+        prompts = [e.prompt_ids for e in batch for _ in range(n)]
+        seeds = [sample_seed(self.seed, self.step_idx, e.index, i) for e in batch for i in range(n)]
+        was_training = self.model.training
+        self.model.eval()
+        draw = dict(eos_token_ids=self.eos, pad_token_id=self.pad_id, temperature=1.0, top_p=1.0)
+        try:
+            decoder = self._static_decoder(len(prompts))
+            if decoder is not None:
+                comps = decoder.sample(prompts, seeds, **draw)
+            else:
+                comps = sample(
+                    self.model, prompts, seeds, max_new_tokens=self.loss.max_new_tokens, **draw
+                )
+        finally:
+            self.model.train(was_training)
+
+        def rows(xs: list[Any]) -> list[list[Any]]:
+            return [xs[b * n : (b + 1) * n] for b in range(len(batch))]
+
+        ids = rows([c.token_ids for c in comps])
+        return Draw(
+            seeds=rows(seeds),
+            token_ids=ids,
+            texts=[self.tokenizer.batch_decode(g, skip_special_tokens=True) for g in ids],
+            logprob=torch.tensor([c.logprob for c in comps], dtype=torch.float64).view(-1, n),
+        )
+
+    def _static_decoder(self, rows: int) -> StaticDecoder | None:
+        """The run's one StaticDecoder (built and captured on first use), or None for eager.
+
+        auto = compile: torch.compile's reduce-overhead step (~2 min to build once per run); on the
+        8B bench it samples faster than graph, the eager step captured as one CUDA graph (0.41 vs
+        0.49 s a step, bench/README.md), which builds in about one step.
+        """
+        if self.loss is None or self.loss.decode == "eager" or self.device.type != "cuda":
+            return None
+        if self._decoder is None:
+            width = max(len(e.prompt_ids) for e in self.examples)  # fixed: one capture per run
+            mode = "graph" if self.loss.decode == "graph" else "compile"
+            self._decoder = StaticDecoder(
+                self.model, rows, width, self.loss.max_new_tokens, mode=mode
+            )
+        return self._decoder if self._decoder.rows == rows else None
+
+    def padded_logits(self, batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, T, V), labels (B, T)) of a right-padded reference batch, dropout as set."""
+        inputs = collate(batch, self.pad_id, self.device)
+        labels = inputs.pop("labels")
+        return self.model(**inputs, use_cache=False).logits, labels
+
+    def _packed_logprobs(self, pack: TreePack) -> torch.Tensor:
+        """log p of every target of `pack` (K,), one forward; the LM head only where predicted."""
+        base = self.model.get_base_model()  # LoRA layers are injected in place: still trained
+        dtype = self.model.get_input_embeddings().weight.dtype
+        hidden = base.get_decoder()(
+            input_ids=pack.input_ids,
+            attention_mask=pack.additive_mask(dtype),
+            position_ids=pack.position_ids,
+            use_cache=False,
+        ).last_hidden_state  # (R, W, H)
+        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[pack.keep])  # (K, V)
+        cap = getattr(base.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        return -torch.nn.functional.cross_entropy(z, pack.targets, reduction="none")  # (K,)
+
+    def packed_pass(
+        self, batch: Sequence[Example], completions: list[list[list[int]]], kl: bool
+    ) -> Packed:
+        """CE on the references, log π of the samples and (kl) their k2 to the base model.
+
+        Each prompt appears once, followed by its reference and its N samples as sibling branches
+        (`lib.packing`): B·P + B·R + B·N·L tokens with no padding. Dropout off (on-policy). The
+        base model's log-probs come from the same pack with the adapter disabled, without grad:
+        at LoRA B = 0 they are the same bits, so the KL is exactly 0 at initialisation.
+        """
+        n = len(completions[0])
+        groups = [(e.prompt_ids, [e.target_ids, *completions[b]]) for b, e in enumerate(batch)]
+        pack = tree_pack(groups, self.device, self.pad_id)
+        with dropout_off(self.model):
+            tok = self._packed_logprobs(pack)  # (K,)
+            ref_tok = None
+            if kl:
+                with torch.no_grad(), self.model.disable_adapter():
+                    ref_tok = self._packed_logprobs(pack)
+        is_ref = pack.owner % (n + 1) == 0  # continuation 0 of every group is the reference
+        sums = torch.zeros(pack.n_continuations, dtype=tok.dtype, device=tok.device)
+        sums = sums.index_add(0, pack.owner, tok).view(len(batch), n + 1)
+        smp = ~is_ref
+        return Packed(
+            ce=-tok[is_ref].mean(),  # mean over reference tokens, as `losses.ce_loss`
+            logp=sums[:, 1:],
+            n_tokens=smp.sum(),
+            kl=losses.kl_k2(tok[smp], ref_tok[smp]) if ref_tok is not None else None,
+        )
+
+    def _backward(self, terms: dict[str, torch.Tensor], norms: dict[str, list] | None) -> None:
+        """Accumulate ∇Σ terms / grad_accum into .grad; with `norms`, each term's own gradient too
+        (one backward per term instead of one in all, on the steps that measure them)."""
+        scale = 1.0 / self.train.grad_accum
+        if norms is None:
+            (sum(terms.values()) * scale).backward()
+            return
+        names = list(terms)
+        for k, name in enumerate(names):
+            grads = torch.autograd.grad(
+                terms[name] * scale, self.params, retain_graph=k < len(names) - 1, allow_unused=True
+            )
+            flat = []
+            for p, g in zip(self.params, grads, strict=True):
+                g = torch.zeros_like(p) if g is None else g
+                p.grad = g.clone() if p.grad is None else p.grad + g
+                flat.append(g.detach().reshape(-1).double())
+            flat_t = torch.cat(flat)
+            acc = norms.setdefault(name, [])
+            acc.append(flat_t)
+
+    # -- one optimizer step ------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        # reward: the reward's own wall time (overlapping the forward); scoring: time the step
+        # waited for reward + distances + credit after its forward (the part not hidden).
+        timing = dict.fromkeys(("sampling", "reward", "scoring", "fwd_bwd"), 0.0)
+        logs: dict[str, float] = {}
+        every = self.loss.grad_norm_every if self.loss is not None else 0
+        norms: dict[str, list] | None = (
+            {} if every > 0 and (self.step_idx + 1) % every == 0 else None
+        )
+
+        def add(k: str, v: float) -> None:
+            logs[k] = logs.get(k, 0.0) + v / self.train.grad_accum
+
+        self.model.train()
+        for _ in range(self.train.grad_accum):
+            batch = self._micro_batch()
+            draw = pending = credit = None
+            if self.objective.samples:
+                t = time.perf_counter()
+                with torch.random.fork_rng(
+                    devices=[self.device] if self.device.type == "cuda" else []
+                ):
+                    draw = self.last_draw = self.draw(batch)  # 1. draw
+                    _sync(self.device)
+                    timing["sampling"] += time.perf_counter() - t
+                    pending = self.scorer.submit(batch, draw)  # 2. reward (may run meanwhile)
+            t = time.perf_counter()
+            out = self.objective.forward(self, batch, draw)  # the forward pass(es)
+            timing["fwd_bwd"] += time.perf_counter() - t
+            if pending is not None:
+                t = time.perf_counter()
+                with torch.random.fork_rng(devices=[]):
+                    credit = pending.result()  # 3. credit
+                timing["scoring"] += time.perf_counter() - t
+                timing["reward"] += credit.reward_seconds
+                add("diversity", float(credit.diversity.mean()))
+                add("reward", float(credit.reward.mean()))
+            t = time.perf_counter()
+            terms = self.objective.terms(out, credit, self._shares(batch, draw))  # 4. objective
+            self._backward(terms.losses, norms)  # 5. backward
+            _sync(self.device)
+            timing["fwd_bwd"] += time.perf_counter() - t
+            add("loss", float(sum(terms.losses.values()).detach()))
+            for k, v in terms.logs.items():
+                add(k, v)
+            if draw is not None and hasattr(out, "logp"):
+                gap = float((draw.logprob - out.logp.detach().double().cpu()).abs().max())
+                logs["onpolicy_gap"] = max(logs.get("onpolicy_gap", 0.0), gap)
+        t = time.perf_counter()
+        self.dist.mean_grads(self.params)
+        if norms is not None:
+            for name, flats in norms.items():
+                logs[f"grad_norm_{name}"] = float(torch.stack(flats).sum(0).norm())
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.params, self.train.max_grad_norm if self.train.max_grad_norm > 0 else math.inf
+        )
+        logs["grad_norm"] = float(grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        _sync(self.device)
+        timing["fwd_bwd"] += time.perf_counter() - t
+        self.step_idx += 1
+        if self.dist.world > 1:  # logged values: the mean over ranks
+            logs = {k: self.dist.sum(v) / self.dist.world for k, v in logs.items()}
+        logs["step_time"] = time.perf_counter() - t0
+        if self.device.type == "cuda":  # what has to fit the GPU, model included
+            logs["gpu_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        logs.update({f"time_{k}": v for k, v in timing.items()})
+        return logs

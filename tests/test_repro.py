@@ -1,0 +1,123 @@
+"""Same inputs, same bytes: a trainer's adapter does not depend on what the process did before.
+
+Issue 21: the first `train_baseline` on a new machine (empty $POLYCHROMIC_CACHE) trained a different
+adapter from every later run (CE first differed at step 2). Root cause: `lib.train.train` seeds the
+global torch RNG, then loads the model, then attaches LoRA (whose A matrices and dropout masks draw
+from that stream). On a cold cache the load converts the SmolLM2 GGUF, and the conversion builds a
+randomly initialised model with `from_config` before copying the real weights in: that init consumed
+the stream, so LoRA started from other A matrices. Step 1's CE is the same (B = 0), step 2's differs.
+Fix: `lib.models.load_model` (and the conversion) run under `rng_neutral`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from lib.config import params_for
+from lib.models import load_model, tiny_random_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rng_states() -> tuple[torch.Tensor, object, object]:
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()[1].tobytes()
+
+
+def test_load_model_leaves_the_callers_rng_untouched(tmp_path, monkeypatch, tiny_model):
+    """A local checkpoint without its lm_head: transformers initialises the missing head at load time,
+    from the global torch RNG, the same way the GGUF conversion's `from_config` did (the SmolLM2 path
+    itself is tested in the slow test below). Without `rng_neutral` the caller's stream moves."""
+    _, tok = tiny_model
+    model = tiny_random_model(tok)
+    model.config.tie_word_embeddings = False
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head")}
+    folder = tmp_path / "headless"
+    model.save_pretrained(folder, state_dict=state)
+    monkeypatch.setenv("POLYCHROMIC_CACHE", str(tmp_path / "cache"))
+
+    torch.manual_seed(11)
+    before = _rng_states()
+    loaded, _ = load_model(params_for("model", base=str(folder), device="cpu"), tok)
+    after = _rng_states()
+    assert not torch.equal(loaded.lm_head.weight, model.lm_head.weight)  # the head was initialised
+    assert torch.equal(before[0], after[0]), "load_model moved the global torch RNG"
+    assert before[1:] == after[1:], "load_model moved Python's or NumPy's RNG"
+
+
+def _train_df() -> pd.DataFrame:
+    inputs = ["Do you like hiking?", "Cats or dogs?", "Where did you grow up?", "Any plans?"]
+    refs = ["Yes, I love the mountains.", "Dogs, always.", "By the sea.", "A road trip."]
+    return pd.DataFrame(
+        {
+            "id": [f"t{i}" for i in range(4)],
+            "domain": "social",
+            "input": inputs,
+            "reference": refs,
+            "group": [f"g{i}" for i in range(4)],
+            "meta": "{}",
+            "split": "train",
+            "references": [[r] for r in refs],
+        }
+    )
+
+
+def _stage_params(tmp_path: Path) -> Path:
+    """params.yaml with the run made short; everything else as committed (dropout stays on)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"].update(base="smollm2-135m-instruct", device="cpu")
+    p["train"].update(max_steps=3, batch_size=2, max_length=48, checkpoint_every=0)
+    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="lexical")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
+
+
+def _run_stage(system: str, tmp_path: Path, cache: Path, name: str) -> bytes:
+    from tests.pipeline_util import env
+
+    out = tmp_path / name
+    cmd = [
+        sys.executable,
+        "-m",
+        f"stages.train_{system}",
+        "--train",
+        str(tmp_path / "train.parquet"),
+    ]
+    cmd += ["--out", str(out), "--params", str(tmp_path / "params.yaml"), "--no-progress"]
+    r = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=env({"POLYCHROMIC_CACHE": str(cache)}),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return (out / "adapter_model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", ["baseline", "gem", "polychromic"])
+def test_cold_and_warm_model_cache_train_the_same_adapter(system, tmp_path):
+    """One process converts the GGUF (empty cache), the next reuses the conversion: same bytes."""
+    from lib.io import write_parquet
+    from lib.schemas import EXAMPLES
+
+    write_parquet(_train_df(), tmp_path / "train.parquet", EXAMPLES)
+    _stage_params(tmp_path)
+    cache = tmp_path / "cache"
+    cold = _run_stage(system, tmp_path, cache, "cold")
+    assert list(cache.glob("smollm2-135m-instruct-*/model.safetensors"))
+    warm = _run_stage(system, tmp_path, cache, "warm")
+    assert cold == warm, f"{system}: the cold-cache run trained a different adapter"
