@@ -4,8 +4,9 @@
   the end).
 - qa: the SQuAD-normalised reference appears in the normalised sample as a whole-token span, or
   the SQuAD token F1 reaches `qa_f1_threshold`; any reference may satisfy it.
-- social: MiniLM cosine of the sample to the first reference ≥ τ, τ calibrated on val so that a
-  human reply passes `social_human_pass_rate` of the time (see `social_tau`).
+- social: cosine (evaluation encoder, `score.eval_encoder`, not the one training scored against) of
+  the sample to the first reference ≥ τ, τ calibrated on val with the same encoder so that a human
+  reply passes `social_human_pass_rate` of the time (see `social_tau`).
 - creative: no checker without the judge → Pass@k is NaN.
 """
 
@@ -25,9 +26,16 @@ from lib.sandbox import SandboxLimits, humaneval_program, run_many
 CHECKER_NAMES = {
     "code": "humaneval-tests-in-sandbox",
     "qa": "squad-normalised-containment-or-token-f1",
-    "social": "minilm-cosine-to-reference-ge-tau",
+    "social": "{encoder}-cosine-to-reference-ge-tau",
     "creative": None,  # not applicable without the judge
 }
+
+
+def checker_name(domain: str, encoder_model: str) -> str | None:
+    """The checker's recorded name; the social one names the encoder it measures with."""
+    name = CHECKER_NAMES[domain]
+    return None if name is None else name.format(encoder=encoder_model)
+
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -49,6 +49,15 @@ class BadRow:
     reason: str
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """A well-formed row the adapter leaves out on purpose (e.g. an MBPP reference that fails its
+    own tests): counted in `dropped_by_reason`, not in the malformed-row budget."""
+
+    source: str
+    reason: str
+
+
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file and line."""
 
@@ -200,7 +209,7 @@ def stable_id(domain: str, *parts: str | None) -> str:
 
 
 def prepare_pairs(
-    raws: Iterable[RawPair | BadRow],
+    raws: Iterable[RawPair | BadRow | Dropped],
     p: DataParams,
     seed: int,
     *,
@@ -222,6 +231,9 @@ def prepare_pairs(
         total += 1
         if isinstance(raw, BadRow):
             bad.append(raw)
+            continue
+        if isinstance(raw, Dropped):
+            dropped[raw.reason] += 1
             continue
         checked = validate(raw, reference_required=reference_required)
         if isinstance(checked, BadRow):
@@ -287,6 +299,8 @@ def prepare_pairs(
         "dropped_by_reason": dict(sorted(dropped.items())),
         "dropped_by_cap": capped,
         "groups": int(df["group"].nunique()),
+        # rows an adapter pins to a split (code: by source); split_pairs keeps them there
+        "rows_by_fixed_split": dict(sorted(Counter(fixed_splits(df)).items())),
         # distinct inputs merged into another input's group by near-duplicate matching
         "near_duplicate_inputs_grouped": int(
             df["input"].map(dedup_key).nunique() - df["group"].nunique()
@@ -309,6 +323,21 @@ class SplitParams:
 
 
 SPLITS = ("train", "val", "test")
+
+
+def fixed_splits(pairs: pd.DataFrame) -> list[str]:
+    """Each row's `meta["split"]` where an adapter fixed it (all rows or none), else []."""
+    fixed = [json.loads(m).get("split") for m in pairs["meta"]]
+    if all(f is None for f in fixed):
+        return []
+    bad = [(i, f) for i, f in enumerate(fixed) if f not in SPLITS]
+    if bad:
+        i, f = bad[0]
+        raise ValueError(
+            f"row {i} (id {pairs['id'].iloc[i]}): meta split {f!r} is not one of {SPLITS} "
+            "(an adapter fixes the split of every row or of none)"
+        )
+    return fixed
 
 
 def assign_groups(groups: pd.Series, p: SplitParams, seed: int) -> dict[str, str]:
@@ -338,18 +367,27 @@ def split_pairs(pairs: pd.DataFrame, p: SplitParams, seed: int) -> dict[str, pd.
 
     Caps: train keeps a seeded random sample of pairs; val/test keep inputs with two or more
     references first, then a seeded random sample of the rest.
+
+    Rows whose adapter fixed the split (`meta["split"]`, code: MBPP train/val, HumanEval test)
+    stay in it, one row per id (the fractions do not apply); caps still do.
     """
-    assignment = assign_groups(pairs["group"], p, seed)
+    fixed = fixed_splits(pairs)
+    if fixed:
+        where = pd.Series(fixed, index=pairs.index)
+        key = "id"  # a benchmark problem is its own row, even beside a near-duplicate input
+    else:
+        where = pairs["group"].map(assign_groups(pairs["group"], p, seed))
+        key = "group"
     rng = np.random.default_rng(seed + 1)
     out: dict[str, pd.DataFrame] = {}
     for name in SPLITS:
-        part = pairs[pairs["group"].map(assignment) == name].sort_values("id", kind="stable")
+        part = pairs[where == name].sort_values("id", kind="stable")
         if name == "train":
             part = part.assign(references=[[r] if r is not None else [] for r in part["reference"]])
             cap = p.max_train
         else:
             rows = []
-            for _, g in part.groupby("group", sort=True):
+            for _, g in part.groupby(key, sort=True):
                 refs = list(dict.fromkeys(r for r in g["reference"] if r is not None))
                 first = g.iloc[0].to_dict()
                 first["reference"] = refs[0] if refs else None

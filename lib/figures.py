@@ -46,7 +46,7 @@ METRIC_LABELS = {
     "distinct_1_li": "Distinct-1 (per token) ↑",
     "distinct_2_li": "Distinct-2 (per token) ↑",
     "semantic_diversity": "Semantic diversity ↑",
-    "semantic_diversity_eval": "Semantic diversity (eval encoder) ↑",
+    "semantic_diversity_train": "Semantic diversity (training encoder) ↑",
     "rouge_l": "ROUGE-L ↑",
     "bertscore_f1": "BERTScore F1 ↑",
     "mean_length": "Mean length (tokens)",

@@ -10,7 +10,6 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -250,25 +249,26 @@ def rouge_l(candidate: str, references: Sequence[str]) -> float:
 
 # --- BERTScore ----------------------------------------------------------------------------------
 
-BERTSCORE_MODEL = "all-MiniLM-L6-v2"
-
 
 def bertscore_f1(
     candidates: Sequence[str],
     references: Sequence[Sequence[str]],
-    num_layers: int = 6,
-    model_path: str | Path | None = None,
+    num_layers: int,
+    encoder: str = "minilm",
     batch_size: int = 64,
 ) -> tuple[np.ndarray, str]:
-    """BERTScore F1 per candidate (max over its references) with the local MiniLM, and the hash.
+    """BERTScore F1 per candidate (max over its references) with a local encoder, and the hash.
 
-    bert_score takes a local folder as `model_type` (AutoModel/AutoTokenizer.from_pretrained on the
-    path, no download) as long as `num_layers` is given (otherwise it looks the name up in its
-    table) and `lang`/rescaling are not used. The hash names the model by BERTSCORE_MODEL instead
-    of the machine-specific path so metrics stay comparable across checkouts.
+    `encoder` is a `lib.embed` name (`minilm`, `mpnet`) or a local folder. bert_score takes a local
+    folder as `model_type` (AutoModel/AutoTokenizer.from_pretrained on the path, no download) as
+    long as `num_layers` is given (otherwise it looks the name up in its table) and
+    `lang`/rescaling are not used. The hash names the published model (`lib.embed.model_name`)
+    instead of the machine-specific path so metrics stay comparable across checkouts.
     """
     import bert_score
     from bert_score.utils import get_hash
+
+    from lib.embed import encoder_path, model_name
 
     cands = list(candidates)
     refs = [list(r) for r in references]
@@ -279,10 +279,7 @@ def bertscore_f1(
     for i, r in enumerate(refs):
         if not r:
             raise ValueError(f"bertscore_f1: candidate {i} has no reference")
-    if model_path is None:
-        from lib.embed import minilm_path
-
-        model_path = minilm_path()
+    model_path = encoder_path(encoder)
     # Empty text: bert_score encodes "" through a tokenizer method transformers 5 removed. Its own
     # convention is kept: an empty candidate matches no reference token (F1 = 0, as ROUGE-L);
     # empty references are dropped, and a candidate left with none has no score (NaN = missing).
@@ -304,12 +301,5 @@ def bertscore_f1(
             verbose=False,
         )
         out[todo] = f1.numpy().astype(np.float64)
-    model_name = BERTSCORE_MODEL if _is_minilm(model_path) else str(model_path)
-    digest = get_hash(model_name, num_layers, False, False, False, False)
+    digest = get_hash(model_name(encoder), num_layers, False, False, False, False)
     return out, digest
-
-
-def _is_minilm(path: str | Path) -> bool:
-    from lib.embed import minilm_path
-
-    return Path(path).resolve() == minilm_path().resolve()

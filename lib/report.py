@@ -53,12 +53,48 @@ class Cell:
     dash: bool = False  # the row does not apply to this column
 
 
-def _semantic_metric(stats: dict[str, Any]) -> str:
-    # DESIGN §4: report the encoder that was not trained against when it is available.
-    ev = stats["summary"].get("semantic_diversity_eval", {})
-    if any(v.get("mean") is not None for v in ev.values()):
-        return "semantic_diversity_eval"
-    return "semantic_diversity"
+def instruments(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The encoders every score@<system> measured with (its metrics JSON), which must agree.
+
+    A table that mixed instruments across its columns would compare nothing, so a difference fails.
+    """
+    seen = {}
+    for system, m in summaries.items():
+        if "encoders" not in m:
+            raise ValueError(
+                f"score metrics of {system} name no encoders (scored before they were recorded)"
+            )
+        bs = m.get("bertscore") or {}
+        seen[system] = {
+            "train": m["encoders"]["train"]["model"],
+            "eval": m["encoders"]["eval"]["model"],
+            "same": bool(m["encoders"]["same"]),
+            "bertscore_layer": bs.get("layer"),
+            "bertscore_hash": bs.get("hash"),
+        }
+    first = next(iter(seen.values()))
+    if any(x != first for x in seen.values()):
+        raise ValueError(f"the systems were scored with different instruments: {seen}")
+    return first
+
+
+def _encoder_notes(stats: dict[str, Any]) -> list[str]:
+    enc = stats["settings"].get("encoders")
+    if enc is None:
+        return ["Encoders: not recorded (the stats stage was not given the score metrics)."]
+    layer = f" (layer {enc['bertscore_layer']})" if enc.get("bertscore_layer") else ""
+    notes = [
+        f"Semantic diversity (mean pairwise 1 − cos), BERTScore F1{layer} and the social Pass@k "
+        f"checker use the evaluation encoder {enc['eval']}; training scored its samples with "
+        f"{enc['train']}."
+    ]
+    if enc["same"]:
+        notes.append(
+            f"‡ Evaluation and training share one encoder ({enc['eval']}): these metrics measure "
+            "with the instrument the polychromic objective optimised, so a gain in them may be that "
+            "encoder's blind spot rather than a real difference."
+        )
+    return notes
 
 
 def _fmt(mean: float, lo: float, hi: float, decimals: int, ci_format: str) -> str:
@@ -122,11 +158,9 @@ def _judge_cells(stats: dict[str, Any], alpha: float, dec: int, fmt: str) -> lis
 def build_rows(stats: dict[str, Any], decimals: int = 3, ci_format: str = "halfwidth"):
     """[(Row, [Cell per system])] in table order."""
     alpha = stats["settings"]["alpha"]
-    sem = _semantic_metric(stats)
     out = []
     for row in ROWS:
-        metric = sem if row.metric == "semantic_diversity" else row.metric
-        cells = _metric_cells(stats, metric, row.higher_is_better, alpha, decimals, ci_format)
+        cells = _metric_cells(stats, row.metric, row.higher_is_better, alpha, decimals, ci_format)
         out.append((row, cells))
     out.append((JUDGE_ROW, _judge_cells(stats, alpha, decimals, ci_format)))
     return out
@@ -147,13 +181,8 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
         f"CI ({s['bootstrap']} resamples, seed {s['seed']}). Bold: best per row.",
         f"† Holm-corrected (family of {s['holm_family_size']} comparisons) Wilcoxon signed-rank "
         f"p < {s['alpha']} against Polychromic, paired by prompt.",
-        "Distinct-2: distinct / total bigrams per prompt (not Li et al.'s per-token ratio). "
-        + (
-            "Semantic diversity: evaluation encoder (not the one trained against)."
-            if _semantic_metric(stats) == "semantic_diversity_eval"
-            else "Semantic diversity: MiniLM, the encoder the polychromic objective trained "
-            "against (no separate evaluation encoder set)."
-        ),
+        "Distinct-2: distinct / total bigrams per prompt (not Li et al.'s per-token ratio).",
+        *_encoder_notes(stats),
     ]
     judge = stats.get("judge")
     if judge is None:

@@ -140,10 +140,10 @@ SCORE_METRICS = (
     "distinct_2",
     "distinct_1_li",  # ↑, Li et al. (2016): distinct n-grams / tokens
     "distinct_2_li",
-    "semantic_diversity",  # ↑, mean pairwise 1 − cos, training encoder (MiniLM)
-    "semantic_diversity_eval",  # ↑, same with the evaluation encoder (NaN when none is set)
+    "semantic_diversity",  # ↑, mean pairwise 1 − cos, evaluation encoder (score.eval_encoder)
+    "semantic_diversity_train",  # ↑, same with the encoder training scored against (MiniLM)
     "rouge_l",  # mean over samples of ROUGE-L F vs the reference (max over references)
-    "bertscore_f1",  # mean over samples, local MiniLM layer 6
+    "bertscore_f1",  # mean over samples, evaluation encoder at layer score.bertscore_layer
     "mean_length",  # mean whitespace tokens per sample
     *PASS_AT_K,
 )

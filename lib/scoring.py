@@ -2,13 +2,18 @@
 
 One row per test id (schema SCORES). Embeddings are computed once per distinct text, batched;
 BERTScore runs once over all (sample, references) pairs; code samples run in parallel sandboxes.
+
+Instruments (DESIGN.md §4): semantic diversity, BERTScore and the social checker use the
+evaluation encoder `score.eval_encoder`, not the one training scored samples with
+(`lib.embed.TRAIN_ENCODER`, MiniLM); `semantic_diversity_train` keeps the training encoder's view
+beside it, so a gain that only the training encoder sees shows up as a gap between the two.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,9 +34,10 @@ class ScoreParams:
     code_workers: int = 2
     qa_f1_threshold: float = 0.5
     social_human_pass_rate: float = 0.5
-    eval_encoder: str | None = None  # second sentence-transformers encoder (id or local path)
-    bertscore_layer: int = 6
     embed_batch_size: int = 64
+    # No defaults: params.yaml's `score:` section is the one place they are set.
+    eval_encoder: str = field(kw_only=True)  # lib.embed name (mpnet, minilm) or a local folder
+    bertscore_layer: int = field(kw_only=True)  # layer of eval_encoder BERTScore reads
 
 
 EmbedFn = Callable[[list[str]], np.ndarray]
@@ -68,21 +74,25 @@ def score_generations(
     where: str = "generations",
     val_where: str = "val",
     embed_fn: EmbedFn | None = None,
-    eval_embed_fn: EmbedFn | None = None,
+    train_embed_fn: EmbedFn | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score every test id of `gens`; returns (SCORES rows, metrics JSON object)."""
-    from lib.embed import embed
+    """Score every test id of `gens`; returns (SCORES rows, metrics JSON object).
 
+    `embed_fn` (default: `score.eval_encoder`) measures; `train_embed_fn` (default: the training
+    encoder) only feeds `semantic_diversity_train`.
+    """
+    from lib.embed import TRAIN_ENCODER, embed, encoder_path, model_name, same_encoder
+
+    encoder_path(params.eval_encoder)  # an unknown name fails before any work
     if embed_fn is None:
 
         def embed_fn(texts: list[str]) -> np.ndarray:
-            return embed(texts, batch_size=params.embed_batch_size)
+            return embed(texts, name=params.eval_encoder, batch_size=params.embed_batch_size)
 
-    if eval_embed_fn is None and params.eval_encoder is not None:
-        name = params.eval_encoder
+    if train_embed_fn is None:
 
-        def eval_embed_fn(texts: list[str]) -> np.ndarray:
-            return embed(texts, name=name, batch_size=params.embed_batch_size)
+        def train_embed_fn(texts: list[str]) -> np.ndarray:
+            return embed(texts, name=TRAIN_ENCODER, batch_size=params.embed_batch_size)
 
     if gens.empty:
         raise ValueError(f"{where}: no generations to score")
@@ -114,7 +124,7 @@ def score_generations(
 
     outputs = gens["output"].tolist()
     emb = _unique_embed(outputs, embed_fn)
-    eval_emb = _unique_embed(outputs, eval_embed_fn) if eval_embed_fn is not None else None
+    train_emb = _unique_embed(outputs, train_embed_fn)
 
     # Pass/fail per generation row (by row_), None where no checker applies.
     passed: dict[int, bool] = {}
@@ -160,6 +170,7 @@ def score_generations(
             [r.output for r in bs_rows],
             [_references(r) for r in bs_rows],
             num_layers=params.bertscore_layer,
+            encoder=params.eval_encoder,
             batch_size=params.embed_batch_size,
         )
         bert = {r.row_: float(v) for r, v in zip(bs_rows, f1, strict=True)}
@@ -179,10 +190,8 @@ def score_generations(
         row["semantic_diversity"] = (
             metrics.semantic_diversity(np.stack([emb[t] for t in texts])) if n >= 2 else NAN
         )
-        row["semantic_diversity_eval"] = (
-            metrics.semantic_diversity(np.stack([eval_emb[t] for t in texts]))
-            if eval_emb is not None and n >= 2
-            else NAN
+        row["semantic_diversity_train"] = (
+            metrics.semantic_diversity(np.stack([train_emb[t] for t in texts])) if n >= 2 else NAN
         )
         row["rouge_l"] = float(np.mean([metrics.rouge_l(t, refs) for t in texts])) if refs else NAN
         row["bertscore_f1"] = float(np.mean([bert[r] for r in g["row_"]])) if refs else NAN
@@ -198,6 +207,7 @@ def score_generations(
                 row[col] = metrics.pass_at_k(n, c, k) if k <= n else NAN
         rows.append(row)
 
+    eval_model = model_name(params.eval_encoder)
     scores = pd.DataFrame(rows)
     scores["n_pass"] = scores["n_pass"].astype("Int64")
     summary = summarise(scores, system)
@@ -206,15 +216,20 @@ def score_generations(
             "social_tau": tau,
             "social_tau_n_pairs": n_tau,
             "social_human_pass_rate": params.social_human_pass_rate if tau is not None else None,
-            "checker": {d: checkers.CHECKER_NAMES[d] for d in domains},
+            "checker": {d: checkers.checker_name(d, eval_model) for d in domains},
             "qa_f1_threshold": params.qa_f1_threshold if "qa" in domains else None,
             "code_timeout_s": params.code_timeout_s if "code" in domains else None,
             "bertscore": {
-                "model": metrics.BERTSCORE_MODEL if bs_hash else None,
+                "model": eval_model if bs_hash else None,
                 "layer": params.bertscore_layer if bs_hash else None,
                 "hash": bs_hash,
             },
-            "eval_encoder": params.eval_encoder,
+            # Both instruments, named: the paper table's footnote reads them from here.
+            "encoders": {
+                "train": {"name": TRAIN_ENCODER, "model": model_name(TRAIN_ENCODER)},
+                "eval": {"name": params.eval_encoder, "model": eval_model},
+                "same": same_encoder(TRAIN_ENCODER, params.eval_encoder),
+            },
             "domains": domains,
         }
     )

@@ -4,18 +4,20 @@ python -m stages.stats --scores-dir data/scores --judge data/judge/comparisons.p
     --out metrics/stats.json --table-md metrics/table.md --table-tex metrics/table.tex
 
 The judge file is optional (a missing one leaves the judge row n/a); a missing score file is an error.
+`--score-metrics-dir` (metrics/<system>.json of the score stages) names the encoders in the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from lib.config import load_section, read_params
 from lib.io import read_parquet, write_json, write_text
-from lib.report import to_latex, to_markdown
+from lib.report import instruments, to_latex, to_markdown
 from lib.schemas import JUDGMENTS, SCORES, SYSTEMS
 from lib.stats import StatsParams, compute_stats
 
@@ -44,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table-tex", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument(
+        "--score-metrics-dir",
+        type=Path,
+        default=None,
+        help="directory of the score stages' <system>.json (the encoders they measured with)",
+    )
+    ap.add_argument(
         "--split", choices=["test", "val"], default="test", help="split the scores come from"
     )
     args = ap.parse_args(argv)
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
 
     stats = compute_stats(scores, p, seed, judgments)
     stats["settings"]["split"] = args.split  # labels the table: val numbers are for tuning only
+    if args.score_metrics_dir is not None:
+        stats["settings"]["encoders"] = instruments(
+            {s: json.loads((args.score_metrics_dir / f"{s}.json").read_text()) for s in SYSTEMS}
+        )
     write_json(stats, args.out)
     write_text(to_markdown(stats, p.decimals, p.ci_format), args.table_md)
     write_text(to_latex(stats, p.decimals, p.ci_format), args.table_tex)

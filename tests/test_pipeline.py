@@ -155,3 +155,38 @@ def test_push_pull_roundtrip_through_default_remote(repo):
     shutil.rmtree(root / ".dvc" / "cache")
     dvc(["pull"], root)
     assert hashlib.md5(target.read_bytes()).hexdigest() == before
+
+
+def test_code_domain_smoke_end_to_end(tmp_path):
+    """MBPP trains, MBPP val ids validate, HumanEval tests: `dvc repro` on configs/smoke-code.yaml.
+
+    Bugs caught: a HumanEval problem reaching train/val through the real stages, code samples
+    not executed against HumanEval's tests, a table that hides a shared training/eval encoder.
+    """
+    import sys
+
+    from tests.pipeline_util import run
+
+    root = scratch_repo(tmp_path)
+    run([sys.executable, "scripts/use_params.py", "configs/smoke-code.yaml"], root)
+    dvc(["repro"], root)
+    data = json.loads((root / "metrics/data.json").read_text())
+    assert data["domain"] == "code"
+    assert data["rows_by_fixed_split"] == {"test": 164, "train": 22, "val": 3}
+    assert data["dropped_by_reason"] == {"over_max_pairs": 974 - 25}
+    parts = {n: pd.read_parquet(root / f"data/split/{n}.parquet") for n in ("train", "val", "test")}
+    source = {n: {json.loads(m)["source"] for m in p["meta"]} for n, p in parts.items()}
+    assert source == {"train": {"mbpp"}, "val": {"mbpp"}, "test": {"humaneval"}}
+    assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (16, 3, 3)
+    test_ids = set(parts["test"]["id"])
+    for system in SYSTEMS:
+        gens = pd.read_parquet(root / f"data/generations/{system}.parquet")
+        assert set(gens["id"]) == test_ids
+        m = json.loads((root / f"metrics/{system}.json").read_text())
+        assert m["domains"] == ["code"] and m["checker"] == {"code": "humaneval-tests-in-sandbox"}
+        assert m["n_prompts_with"]["pass_at_1"] == 3  # executed: a number, never missing
+        # the smoke measures with MiniLM (cheap), so the instruments coincide, and say so
+        assert m["encoders"]["eval"]["model"] == m["encoders"]["train"]["model"]
+        assert m["encoders"]["same"] is True
+    table = (root / "metrics/table.md").read_text()
+    assert "‡ Evaluation and training share one encoder (all-MiniLM-L6-v2)" in table

@@ -1,8 +1,13 @@
-"""Stage score: a hand-made generations file in, per-prompt scores and metrics JSON out."""
+"""Stage score: a hand-made generations file in, per-prompt scores and metrics JSON out.
+
+The stage runs with the repository's own params.yaml `score:` section, so these tests check the
+defaults users get: evaluation on the held-out encoder (all-mpnet-base-v2), not MiniLM.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +16,8 @@ import pytest
 import yaml
 
 from lib import checkers, metrics
-from lib.embed import embed
+from lib.config import read_params
+from lib.embed import MINILM, embed, encoder_path, minilm_path
 from lib.io import write_parquet
 from lib.schemas import EXAMPLES, GENERATIONS, SCORE_METRICS, SCORES
 from stages import score
@@ -101,17 +107,7 @@ def _val() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("score")
-    params = {
-        "score": {
-            "code_timeout_s": 2,
-            "code_memory_mb": 512,
-            "code_workers": 2,
-            "qa_f1_threshold": 0.5,
-            "social_human_pass_rate": 0.5,
-            "eval_encoder": None,
-            "bertscore_layer": 6,
-        }
-    }
+    params = {"score": read_params()["score"]}  # the repository's defaults
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     write_parquet(_gens(), tmp / "gens.parquet", GENERATIONS)
     write_parquet(_val(), tmp / "val.parquet", EXAMPLES)
@@ -160,11 +156,16 @@ def test_pass_at_k_per_domain(scored):
 def test_social_checker_uses_calibrated_tau(scored):
     df, m = scored[0].to_pandas().set_index("id"), scored[1]
     val = _val()
-    tau, n_pairs = checkers.social_tau(val["references"].tolist(), 0.5, embed, "val")
+    ev = read_params()["score"]["eval_encoder"]
+
+    def emb(texts):
+        return embed(texts, name=ev)
+
+    tau, n_pairs = checkers.social_tau(val["references"].tolist(), 0.5, emb, "val")
     assert m["social_tau"] == pytest.approx(tau, abs=1e-6)
     assert m["social_tau_n_pairs"] == n_pairs == 6
     outs = _gens().query("id == 's1'")["output"].tolist()
-    e, r = embed(outs), embed([SOCIAL_REFS[0]])[0]
+    e, r = emb(outs), emb([SOCIAL_REFS[0]])[0]
     want = int(((e @ r) >= tau).sum())
     assert df.loc["s1", "n_pass"] == want
     assert 1 <= want <= 9  # the identical reply passes, unrelated trains do not
@@ -179,6 +180,9 @@ def test_diversity_and_quality_values(scored):
         assert df.loc[id_, "distinct_2"] == pytest.approx(metrics.distinct_n(texts, 2))
         assert df.loc[id_, "distinct_1_li"] == pytest.approx(metrics.distinct_n_li(texts, 1))
         assert df.loc[id_, "semantic_diversity"] == pytest.approx(
+            metrics.semantic_diversity(embed(texts, name="mpnet")), abs=1e-5
+        )
+        assert df.loc[id_, "semantic_diversity_train"] == pytest.approx(
             metrics.semantic_diversity(embed(texts)), abs=1e-5
         )
         assert df.loc[id_, "mean_length"] == pytest.approx(np.mean([len(t.split()) for t in texts]))
@@ -186,8 +190,7 @@ def test_diversity_and_quality_values(scored):
     assert df.loc["q1", "rouge_l"] == pytest.approx(
         np.mean([metrics.rouge_l(t, ["Paris"]) for t in q1])
     )
-    # the eval encoder is not set → missing; creative has no reference → missing
-    assert df["semantic_diversity_eval"].isna().all()
+    # creative has no reference → missing
     assert np.isnan(df.loc["w1", "rouge_l"]) and np.isnan(df.loc["w1", "bertscore_f1"])
     assert 0 < df.loc["s1", "bertscore_f1"] <= 1
 
@@ -201,9 +204,7 @@ def test_metrics_json(scored):
         np.mean([0.3, 0.0, 0.4, df.set_index("id").loc["s1", "pass_at_1"]])
     )
     assert m["n_prompts_with"]["pass_at_1"] == 4
-    assert m["mean"]["semantic_diversity_eval"] is None
-    assert m["bertscore"]["model"] == "all-MiniLM-L6-v2" and m["bertscore"]["layer"] == 6
-    assert m["bertscore"]["hash"].startswith("all-MiniLM-L6-v2_L6_no-idf")
+    assert m["n_prompts_with"]["semantic_diversity_train"] == 5
     assert m["checker"]["creative"] is None and m["checker"]["code"] == "humaneval-tests-in-sandbox"
 
 
@@ -212,13 +213,141 @@ def test_wrong_system_and_missing_val_refs_fail(tmp_path):
 
     gens = _gens()
     with pytest.raises(ValueError, match="expected 'gem'"):
-        score_generations(gens, _val(), ScoreParams(), "gem")
+        score_generations(
+            gens, _val(), ScoreParams(eval_encoder="minilm", bertscore_layer=6), "gem"
+        )
     lonely = _val().assign(references=[["a"], ["b"], ["c"]])
     with pytest.raises(ValueError, match="my/val.parquet"):
         score_generations(
             gens[gens["domain"] == "social"],
             lonely,
-            ScoreParams(),
+            ScoreParams(eval_encoder="minilm", bertscore_layer=6),
             "baseline",
             val_where="my/val.parquet",
         )
+
+
+# --- instruments: evaluation never measures with the encoder training scored against ----------------
+
+
+@pytest.fixture(scope="module")
+def independent_eval_encoder():
+    """sentence-transformers on the default eval encoder's folder, outside lib.embed."""
+    from sentence_transformers import SentenceTransformer
+
+    name = read_params()["score"]["eval_encoder"]
+    folder = encoder_path(name)
+    assert Path(folder).resolve() != minilm_path().resolve()  # a held-out encoder by default
+    model = SentenceTransformer(folder, device="cpu")
+
+    def enc(texts):
+        return model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+
+    return name, folder, enc
+
+
+def test_default_eval_encoder_drives_diversity_and_social_checker(scored, independent_eval_encoder):
+    """Bug caught: scoring (or the social checker's τ / cosine) still measuring with MiniLM."""
+    df, m = scored[0].to_pandas().set_index("id"), scored[1]
+    _, _, enc = independent_eval_encoder
+    # semantic diversity = mean pairwise 1 − cos under the eval encoder, by hand
+    texts = _gens().query("id == 's1'")["output"].tolist()
+    e = enc(texts).astype(np.float64)
+    iu = np.triu_indices(len(texts), k=1)
+    want = float(np.mean(1 - (e @ e.T)[iu]))
+    assert df.loc["s1", "semantic_diversity"] == pytest.approx(want, abs=1e-5)
+    train = float(np.mean(1 - (embed(texts) @ embed(texts).T)[iu]))  # MiniLM
+    assert df.loc["s1", "semantic_diversity_train"] == pytest.approx(train, abs=1e-5)
+    assert abs(want - train) > 1e-3  # the two encoders really differ here
+    # τ: the ⌈0.5·6⌉ = 3rd largest of the six val similarities cos(reply_j, reply_0), eval encoder
+    sims = []
+    for refs in _val()["references"]:
+        if len(refs) >= 2:
+            r = enc(refs).astype(np.float64)
+            sims.extend(r[1:] @ r[0])
+    tau = sorted(sims, reverse=True)[2]
+    assert m["social_tau"] == pytest.approx(tau, abs=1e-5)
+    tau_minilm, _ = checkers.social_tau(_val()["references"].tolist(), 0.5, embed)
+    assert abs(tau - tau_minilm) > 1e-3  # so a MiniLM τ would fail the line above
+    passes = int(((enc(texts) @ enc([SOCIAL_REFS[0]])[0]) >= tau).sum())
+    assert df.loc["s1", "n_pass"] == passes
+
+
+def test_default_bertscore_uses_eval_encoder_and_metrics_name_both(
+    scored, independent_eval_encoder
+):
+    """Bug caught: BERTScore on MiniLM, or a metrics JSON that does not say what measured."""
+    import bert_score
+
+    df, m = scored[0].to_pandas().set_index("id"), scored[1]
+    name, folder, _ = independent_eval_encoder
+    layer = read_params()["score"]["bertscore_layer"]
+    assert name == "mpnet" and layer == 8
+    s1 = _gens().query("id == 's1'")["output"].tolist()
+    _, _, f1 = bert_score.score(
+        s1, [SOCIAL_REFS] * len(s1), model_type=folder, num_layers=layer, lang=None
+    )
+    assert df.loc["s1", "bertscore_f1"] == pytest.approx(float(f1.mean()), abs=1e-4)
+    assert m["bertscore"]["model"] == "all-mpnet-base-v2" and m["bertscore"]["layer"] == 8
+    assert m["bertscore"]["hash"].startswith("all-mpnet-base-v2_L8_no-idf_version=")
+    assert m["encoders"] == {
+        "train": {"name": "minilm", "model": "all-MiniLM-L6-v2"},
+        "eval": {"name": "mpnet", "model": "all-mpnet-base-v2"},
+        "same": False,
+    }
+    assert m["checker"]["social"] == "all-mpnet-base-v2-cosine-to-reference-ge-tau"
+
+
+def test_minilm_as_eval_encoder_is_flagged_as_same(tmp_path):
+    from lib.scoring import ScoreParams, score_generations
+
+    gens = _gens().query("domain == 'creative'")
+    p = ScoreParams(eval_encoder=MINILM, bertscore_layer=6)
+    _, m = score_generations(gens, _val(), p, "baseline")
+    assert m["encoders"]["same"] is True and m["encoders"]["eval"]["model"] == "all-MiniLM-L6-v2"
+    # the same folder under its path is the same encoder too
+    _, m2 = score_generations(
+        gens, _val(), ScoreParams(eval_encoder=str(minilm_path()), bertscore_layer=6), "baseline"
+    )
+    assert m2["encoders"]["same"] is True
+    with pytest.raises(ValueError, match="not a packaged encoder"):
+        score_generations(
+            gens,
+            _val(),
+            ScoreParams(eval_encoder="BAAI/bge-small-en-v1.5", bertscore_layer=6),
+            "baseline",
+        )
+
+
+def _summary(train: str, eval_: str, same: bool, layer: int = 8) -> dict:
+    return {
+        "encoders": {
+            "train": {"name": "minilm", "model": train},
+            "eval": {"name": "x", "model": eval_},
+            "same": same,
+        },
+        "bertscore": {"model": eval_, "layer": layer, "hash": f"{eval_}_L{layer}"},
+    }
+
+
+def test_table_names_both_encoders_and_footnotes_a_shared_one():
+    from lib.report import instruments, to_latex, to_markdown
+    from lib.schemas import SYSTEMS
+    from lib.stats import StatsParams, compute_stats
+    from tests.score_tables import score_table
+
+    st = compute_stats({s: score_table(s) for s in SYSTEMS}, StatsParams(bootstrap=50), 0)
+    held_out = {s: _summary("all-MiniLM-L6-v2", "all-mpnet-base-v2", False) for s in SYSTEMS}
+    st["settings"]["encoders"] = instruments(held_out)
+    md = to_markdown(st)
+    assert "evaluation encoder all-mpnet-base-v2" in md and "with all-MiniLM-L6-v2" in md
+    assert "BERTScore F1 (layer 8)" in md and "share one encoder" not in md
+    shared = {s: _summary("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", True, 6) for s in SYSTEMS}
+    st["settings"]["encoders"] = instruments(shared)
+    md, tex = to_markdown(st), to_latex(st)
+    assert "‡ Evaluation and training share one encoder (all-MiniLM-L6-v2)" in md
+    assert "share one encoder" in tex
+    # a table mixing instruments across its columns is refused
+    mixed = dict(held_out, gem=_summary("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", True, 6))
+    with pytest.raises(ValueError, match="different instruments"):
+        instruments(mixed)

@@ -122,9 +122,9 @@ def test_missing_metric_stays_missing():
     c = st["comparisons"]["gem"]["pass_at_1"]
     assert c["n_pairs"] == 0 and c["n_dropped"] == 8
     assert c["diff"] is None and c["p_wilcoxon"] is None and c["p_holm"] is None
-    # semantic_diversity_eval is all-NaN for every system: null everywhere, never 0.
-    assert all(v["mean"] is None for v in st["summary"]["semantic_diversity_eval"].values())
-    assert "null" in json.dumps(st["summary"]["semantic_diversity_eval"])
+    # semantic_diversity_train is all-NaN for every system: null everywhere, never 0.
+    assert all(v["mean"] is None for v in st["summary"]["semantic_diversity_train"].values())
+    assert "null" in json.dumps(st["summary"]["semantic_diversity_train"])
 
 
 def test_holm_is_over_the_whole_family():
@@ -240,7 +240,7 @@ def test_stage_stats_end_to_end(tmp_path):
     )  # fmt: skip
     st = json.loads((out / "stats.json").read_text())
     assert st["settings"]["bootstrap"] == 300 and st["settings"]["seed"] == 7
-    assert st["summary"]["semantic_diversity_eval"]["gem"]["mean"] is None
+    assert st["summary"]["semantic_diversity_train"]["gem"]["mean"] is None
     assert set(st["comparisons"]) == {"zero_shot", "few_shot", "baseline", "gem"}
     assert st["judge"]["opponents"]["gem"]["n"] == 4
     assert "| Pass@10 ↑ |" in (out / "table.md").read_text()

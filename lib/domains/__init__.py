@@ -19,7 +19,7 @@ ADAPTERS: dict[str, Adapter] = {
 
 # Domains whose rows carry no reference (diversity and judge only).
 NO_REFERENCE = frozenset({"creative"})
-# Benchmarks kept whole and verbatim (no length filter, dedup or cap).
+# Benchmarks kept whole and verbatim (no length filter, dedup or cap; code's adapter caps MBPP itself).
 CURATED = frozenset({"code"})
 
 
