@@ -76,8 +76,17 @@ class Scorer:
         texts = draw.texts
         t0 = time.perf_counter()
         done: dict[str, float] = {}
+        judged = texts
+        if self.reward.name == "code_tests":
+            # Code rows are in HumanEval form: the sample continues `meta["prompt"]` (signature and
+            # docstring), and the program that runs is prompt + sample, as in the evaluation's
+            # checker (`humaneval_program`). A sample that is a whole fenced program still runs alone.
+            judged = [
+                [str(e.meta.get("prompt") or "") + t for t in group]
+                for e, group in zip(batch, texts, strict=True)
+            ]
         future = self.reward.submit(
-            [e.meta for e in batch], [list(e.references) for e in batch], texts
+            [e.meta for e in batch], [list(e.references) for e in batch], judged
         )
         future.add_done_callback(lambda _: done.setdefault("t", time.perf_counter()))
 
