@@ -200,7 +200,9 @@ def test_accelerate_launch_single_process_equals_plain_python(tmp_path):
         pytest.skip("accelerate CLI not installed")
     _df(8).to_parquet(tmp_path / "train.parquet")
     params = _params(tmp_path, 4)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # `accelerate launch` sets OMP_NUM_THREADS (1 when unset) and CPU float reductions depend on the
+    # thread count (the MiniLM reward, e.g.): pin it for both, so only the launcher differs.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
     launchers = {
         "python": [sys.executable],
         "accelerate": [

@@ -242,32 +242,55 @@ def test_ce_ignores_prompt_tokens_in_the_independent_reference(tiny_model):
     )
 
 
+PROMPT = 'def add(a, b):\n    """Return a + b."""\n'
+BODY = "    return a + b\n"
+
+
 def _code_df(n: int = 2):
+    """MBPP-style rows in HumanEval form (lib/domains/code.py): input = meta prompt, reference = body."""
     import json
 
     import pandas as pd
 
     meta = {
         "source": "mbpp",
-        "task_id": 1,
+        "task_id": "MBPP/0",
         "entry_point": "add",
         "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
         "setup": "",
-        "prompt": "",
+        "prompt": PROMPT,
         "test": "",
     }
     return pd.DataFrame(
         {
             "id": [f"c{i}" for i in range(n)],
             "domain": "code",
-            "input": [f"Write a function add(a, b) returning a + b. ({i})" for i in range(n)],
-            "reference": ["def add(a, b):\n    return a + b"] * n,
+            "input": [PROMPT] * n,
+            "reference": [BODY] * n,
             "group": [f"g{i}" for i in range(n)],
             "meta": json.dumps(meta),
             "split": "train",
-            "references": [["def add(a, b):\n    return a + b"]] * n,
+            "references": [[BODY]] * n,
         }
     )
+
+
+def test_code_reward_runs_prompt_plus_sample_like_the_evaluation(tiny_model):
+    # The sample continues the HumanEval-form prompt: the reference body passes every test, a body
+    # that is wrong on one test passes half, prose and a broken body pass none.
+    from lib.train import Draw
+
+    _, tok = tiny_model
+    examples, _ = build_examples(_code_df(1), tok, 64)
+    loss = replace(LOSS, diversity="functional", objective="additive", num_samples=4)
+    tr = Trainer("polychromic", _model(tok), tok, examples, TP, SEED, loss, GEM)
+    texts = [[BODY, "    return a + b if a else 1\n", "Add the two numbers.", "    return (a +\n"]]
+    draw = Draw([[0] * 4], [[[1]] * 4], texts, torch.zeros(1, 4, dtype=torch.float64))
+    credit = tr.scorer.submit(examples, draw).result()
+    # the second body: add(1, 2) = 3 passes, add(0, 0) = 1 fails
+    assert credit.reward.tolist() == [[1.0, 0.5, 0.0, 0.0]]
+    # ... behaviours: the reference, the wrong body, and two non-programs (one class)
+    assert float(credit.diversity[0]) == pytest.approx(5 / 6)
 
 
 def test_code_reward_runs_in_the_background_of_the_packed_forward(tiny_model):

@@ -1,8 +1,8 @@
 """Scoring a draw: task reward, distances and per-sample credit for N samples per example.
 
-`Scorer.submit(batch, draw)` hands the task reward to a worker thread at once
-(`RewardFn.submit`: on code, one sandbox child per sample) and returns a `Pending`; the trainer
-runs the packed forward before asking for `.result()`, so the reward's execution overlaps it.
+`Scorer.submit(batch, draw)` hands the code reward to a worker thread at once (`RewardFn.submit`:
+one sandbox child per sample) and returns a `Pending`; the trainer runs the packed forward before
+asking for `.result()`, so the execution overlaps it. In-process rewards run at `.result()`.
 `.result()` then computes the distances (`loss.diversity`), waits for the reward and combines
 them into the credit of `loss.objective` (`lib.train.credit.objective_credit`).
 """
@@ -76,16 +76,34 @@ class Scorer:
         texts = draw.texts
         t0 = time.perf_counter()
         done: dict[str, float] = {}
-        future = self.reward.submit(
-            [e.meta for e in batch], [list(e.references) for e in batch], texts
-        )
-        future.add_done_callback(lambda _: done.setdefault("t", time.perf_counter()))
+        judged = texts
+        if self.reward.name == "code_tests":
+            # Code rows are in HumanEval form: the sample continues `meta["prompt"]` (signature and
+            # docstring), and the program that runs is prompt + sample, as in the evaluation's
+            # checker (`humaneval_program`). A sample that is a whole fenced program still runs alone.
+            judged = [
+                [str(e.meta.get("prompt") or "") + t for t in group]
+                for e, group in zip(batch, texts, strict=True)
+            ]
+        args = ([e.meta for e in batch], [list(e.references) for e in batch], judged)
+        future = None
+        if self.reward.name == "code_tests":  # sandbox children: runs during the forward
+            future = self.reward.submit(*args)
+            future.add_done_callback(lambda _: done.setdefault("t", time.perf_counter()))
+        # In-process rewards (the encoder of human_similarity) run on this thread at `result()`:
+        # on a worker thread they would share the CPU thread pool with the forward, whose float
+        # reductions then split differently and the same params stop giving the same bytes.
 
         def finish() -> SetCredit:
             dist = None
             if self.loss.diversity != "functional":
                 dist = self.distances(texts)  # on this thread, while the reward may still run
-            scored = future.result()
+            if future is not None:
+                scored = future.result()
+            else:
+                t = time.perf_counter()
+                scored = self.reward.score(*args)
+                done["t"] = t0 + (time.perf_counter() - t)
             rewards = scored.rewards.to(self.device)
             if self.loss.diversity == "functional":
                 assert scored.behaviours is not None

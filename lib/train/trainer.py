@@ -249,9 +249,12 @@ class Trainer:
             kl=losses.kl_k2(tok[smp], ref_tok[smp]) if ref_tok is not None else None,
         )
 
-    def _backward(self, terms: dict[str, torch.Tensor], norms: dict[str, list] | None) -> None:
-        """Accumulate ∇Σ terms / grad_accum into .grad; with `norms`, each term's own gradient too
-        (one backward per term instead of one in all, on the steps that measure them)."""
+    def _backward(
+        self, terms: dict[str, torch.Tensor], norms: dict[str, torch.Tensor] | None
+    ) -> None:
+        """Accumulate ∇Σ terms / grad_accum into .grad; with `norms`, also each term's own flat
+        gradient (summed over micro-batches): one backward per term instead of one in all, on the
+        steps that measure them."""
         scale = 1.0 / self.train.grad_accum
         if norms is None:
             (sum(terms.values()) * scale).backward()
@@ -261,14 +264,14 @@ class Trainer:
             grads = torch.autograd.grad(
                 terms[name] * scale, self.params, retain_graph=k < len(names) - 1, allow_unused=True
             )
-            flat = []
+            grads = [
+                torch.zeros_like(p) if g is None else g
+                for p, g in zip(self.params, grads, strict=True)
+            ]
             for p, g in zip(self.params, grads, strict=True):
-                g = torch.zeros_like(p) if g is None else g
                 p.grad = g.clone() if p.grad is None else p.grad + g
-                flat.append(g.detach().reshape(-1).double())
-            flat_t = torch.cat(flat)
-            acc = norms.setdefault(name, [])
-            acc.append(flat_t)
+            flat = torch.cat([g.detach().reshape(-1).float() for g in grads])
+            norms[name] = norms[name] + flat if name in norms else flat
 
     # -- one optimizer step ------------------------------------------------------------------
 
@@ -279,7 +282,7 @@ class Trainer:
         timing = dict.fromkeys(("sampling", "reward", "scoring", "fwd_bwd"), 0.0)
         logs: dict[str, float] = {}
         every = self.loss.grad_norm_every if self.loss is not None else 0
-        norms: dict[str, list] | None = (
+        norms: dict[str, torch.Tensor] | None = (
             {} if every > 0 and (self.step_idx + 1) % every == 0 else None
         )
 
@@ -324,8 +327,8 @@ class Trainer:
         t = time.perf_counter()
         self.dist.mean_grads(self.params)
         if norms is not None:
-            for name, flats in norms.items():
-                logs[f"grad_norm_{name}"] = float(torch.stack(flats).sum(0).norm())
+            for name, flat in norms.items():  # this rank's own gradient of each term
+                logs[f"grad_norm_{name}"] = float(flat.norm())
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.params, self.train.max_grad_norm if self.train.max_grad_norm > 0 else math.inf
         )
