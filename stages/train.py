@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
         f"{system}: {result['steps']} steps on {d['used']} pairs, {result['world']} process(es) "
         f"({d['skipped_null_reference']} skipped: null reference; {d['truncated']} truncated) -> {args.out}"
     )
+    gpu = f", GPU peak {result['gpu_peak_gib']:.1f} GiB" if result["gpu_peak_gib"] else ""
+    print(f"{system}: steps took {result['seconds']:.1f} s{gpu}")
 
 
 if __name__ == "__main__":

@@ -120,9 +120,12 @@ def train(
         desc=f"train {system}",
         disable=not progress or not dist.main,
     )
+    seconds, gpu_peak = 0.0, 0.0
     while trainer.step_idx < trainer.total_steps:
         m = trainer.step()
         log.add(m)
+        seconds += m["step_time"]
+        gpu_peak = max(gpu_peak, m.get("gpu_peak_gib", 0.0))
         post = {
             "loss": f"{m['loss']:.3f}",
             "ce": f"{m['ce']:.3f}",
@@ -164,4 +167,6 @@ def train(
         "hash": run_hash,
         "rank": dist.rank,
         "world": dist.world,
+        "seconds": seconds,  # wall time of this run's steps (a resumed run: since the resume)
+        "gpu_peak_gib": gpu_peak,
     }

@@ -76,16 +76,8 @@ class Scorer:
         texts = draw.texts
         t0 = time.perf_counter()
         done: dict[str, float] = {}
-        judged = texts
-        if self.reward.name == "code_tests":
-            # Code rows are in HumanEval form: the sample continues `meta["prompt"]` (signature and
-            # docstring), and the program that runs is prompt + sample, as in the evaluation's
-            # checker (`humaneval_program`). A sample that is a whole fenced program still runs alone.
-            judged = [
-                [str(e.meta.get("prompt") or "") + t for t in group]
-                for e, group in zip(batch, texts, strict=True)
-            ]
-        args = ([e.meta for e in batch], [list(e.references) for e in batch], judged)
+        # code_tests builds each program as the evaluation does (prompt + extracted body, meta).
+        args = ([e.meta for e in batch], [list(e.references) for e in batch], texts)
         future = None
         if self.reward.name == "code_tests":  # sandbox children: runs during the forward
             future = self.reward.submit(*args)
