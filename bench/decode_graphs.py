@@ -20,6 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.config import params_for  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,14 +31,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from bench.train_step import qwen3_8b_random
-    from lib.config import load_section
-    from lib.models import ModelParams
     from lib.sampling import StaticDecoder, sample
-    from lib.train import LoraParams, attach_lora
+    from lib.train import attach_lora
 
     dev = torch.device("cuda")
-    lora = load_section(LoraParams, "lora")  # params.yaml's adapter (LoraParams has no defaults)
-    model = attach_lora(qwen3_8b_random(dev, torch.bfloat16), lora, ModelParams(base="x"))
+    lora = params_for("lora")  # params.yaml's adapter
+    model = attach_lora(qwen3_8b_random(dev, torch.bfloat16), lora, params_for("model", base="x"))
     model.eval()
     b, p, new = args.rows, args.prompt_len, args.new
     g = torch.Generator().manual_seed(0)

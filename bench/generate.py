@@ -37,7 +37,8 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from lib.generate import BatchSampler, GenerateParams, Prompt, plan
+from lib.config import params_for
+from lib.generate import BatchSampler, Prompt, plan
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -86,12 +87,16 @@ def load(args: argparse.Namespace) -> tuple[torch.nn.Module, list[list[int]], in
     if args.model == "qwen3-8b-random":
         return qwen3_8b_random(device), random_prompts(args.prompts, 150000), 151643
     from lib.chat import chat_prompt_ids
-    from lib.models import ModelParams, load_model
+    from lib.models import load_model
 
     dtype = "bfloat16" if args.device.startswith("cuda") else "auto"
     model, tok = load_model(
-        ModelParams(
-            base=args.model, device=args.device, load_in_4bit=args.load_in_4bit, dtype=dtype
+        params_for(
+            "model",
+            base=args.model,
+            device=args.device,
+            load_in_4bit=args.load_in_4bit,
+            dtype=dtype,
         )
     )
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -148,7 +153,8 @@ def _stage_batches(prompts, args):
     test = pd.DataFrame(
         {"id": [f"p{i}" for i in range(len(prompts))], "domain": ["bench"] * len(prompts)}
     )
-    gp = GenerateParams(
+    gp = params_for(
+        "generate",
         num_samples=args.samples,
         temperature=args.temperature,
         top_p=args.top_p,

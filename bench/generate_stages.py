@@ -111,9 +111,9 @@ def random_adapter(ckpt: Path, out: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lib.train import LoraParams
+    from lib.config import params_for
 
-    lora = LoraParams()
+    lora = params_for("lora")
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ckpt))
     cfg = LoraConfig(

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from lib.config import params_for  # noqa: E402
 from lib.schemas import TRAINED_SYSTEMS as SYSTEMS  # noqa: E402
 
 WORDS = [
@@ -234,13 +235,9 @@ class RssPeak:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lib.models import ModelParams, load_model, resolve_device, resolve_dtype
+    from lib.models import load_model, resolve_device, resolve_dtype
     from lib.train import (
-        GemParams,
-        LoraParams,
-        LossParams,
         Trainer,
-        TrainParams,
         attach_lora,
         build_examples,
     )
@@ -285,13 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         "their real cost; the samples, log π and the rest of the step are unchanged)",
     )
     args = ap.parse_args(argv)
-    from lib.config import from_dict, read_params
+    from lib.config import read_params
 
     yaml_params = read_params(args.params)
-
-    def section(cls, name, **over):
-        data = {("lambda_" if k == "lambda" else k): v for k, v in yaml_params[name].items()}
-        return from_dict(cls, {**data, **over}, name)
 
     device = resolve_device(args.device)
     if device.type == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ and argv is None:
@@ -300,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     notes = []
-    mp = ModelParams(
+    mp = params_for(
+        "model",
         base=args.model,
         device=str(device),
         load_in_4bit=args.load_in_4bit,
@@ -313,13 +307,16 @@ def main(argv: list[str] | None = None) -> None:
         try:
             from lib.models import load_tokenizer
 
-            tok = load_tokenizer(ModelParams(base="tiny-random"))
+            tok = load_tokenizer(params_for("model", base="tiny-random"))
         except Exception as e:  # noqa: BLE001 - the GPU machine lacks the packaged tokenizer
             tok = WordHashTokenizer(151936)
             notes.append(f"tokenizer: word-hash stand-in ({type(e).__name__})")
         model = qwen3_8b_random(device, dtype)
-        mp = ModelParams(
-            base=args.model, device=str(device), gradient_checkpointing=args.gradient_checkpointing
+        mp = params_for(
+            "model",
+            base=args.model,
+            device=str(device),
+            gradient_checkpointing=args.gradient_checkpointing,
         )
     else:
         model, tok = load_model(mp)
@@ -339,9 +336,9 @@ def main(argv: list[str] | None = None) -> None:
             lib.embed.embed_tensor = random_minilm(device)
             notes.append(f"encoder: random-weight MiniLM-shaped stand-in ({type(e).__name__})")
 
-    tp = section(
-        TrainParams,
+    tp = params_for(
         "train",
+        args.params,
         batch_size=args.batch_size,
         max_length=args.max_length,
         warmup_steps=0,
@@ -358,10 +355,10 @@ def main(argv: list[str] | None = None) -> None:
         "decode": args.decode,
         "grad_norm_every": 0,  # a bench step measures the step, not the diagnostics
     }
-    loss = section(LossParams, "loss", **{k: v for k, v in given.items() if v is not None})
+    loss = params_for("loss", args.params, **{k: v for k, v in given.items() if v is not None})
     examples, _ = build_examples(df, tok, args.max_length, args.data)
-    peft_model = attach_lora(model, section(LoraParams, "lora"), mp)
-    gem = section(GemParams, "gem")
+    peft_model = attach_lora(model, params_for("lora", args.params), mp)
+    gem = params_for("gem", args.params)
     trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, gem) for s in SYSTEMS}
     if args.reward_texts == "references":
         reward = trainers["polychromic"].scorer.reward

@@ -15,23 +15,35 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from lib.config import ParamsError, param
+
 
 @dataclass(frozen=True)
 class DataParams:
-    domain: str = "social"
-    jsonl_path: str | None = None
-    max_bad_fraction: float = 0.01
-    min_input_chars: int = 2
-    max_input_chars: int = 600
-    min_reference_chars: int = 2
-    max_reference_chars: int = 400
-    near_dup_jaccard: float = 0.8
-    max_pairs: int = 20000
+    """`data:` in params.yaml (the values and their meaning live there)."""
+
+    domain: Literal["social", "code", "qa", "creative", "jsonl"] = param()
+    jsonl_path: str = param()  # a dvc.yaml dep of prepare: always names a real file
+    max_bad_fraction: float = param(ge=0, le=1)
+    min_input_chars: int = param(ge=0)
+    max_input_chars: int = param(ge=1)
+    min_reference_chars: int = param(ge=0)
+    max_reference_chars: int = param(ge=1)
+    near_dup_jaccard: float = param(gt=0, le=1)
+    max_pairs: int = param(ge=1)
+
+    def __post_init__(self) -> None:
+        for what in ("input", "reference"):
+            lo, hi = getattr(self, f"min_{what}_chars"), getattr(self, f"max_{what}_chars")
+            if lo > hi:
+                raise ParamsError(
+                    f"min_{what}_chars = {lo} > data.max_{what}_chars = {hi}: need min <= max"
+                )
 
 
 @dataclass(frozen=True)
@@ -267,7 +279,11 @@ def prepare_pairs(
             f"data.max_bad_fraction={p.max_bad_fraction}); nothing was written. First: {shown}"
         )
     if not kept:
-        raise DataError(f"no usable rows for domain '{p.domain}' ({total} read, {len(bad)} bad)")
+        src = f" in {p.jsonl_path}" if p.domain == "jsonl" else ""
+        raise DataError(
+            f"no usable rows for domain '{p.domain}'{src} ({total} read, {len(bad)} bad, "
+            f"{sum(dropped.values())} filtered: {dict(dropped)})"
+        )
 
     capped = 0
     if len(kept) > p.max_pairs and not curated:
@@ -314,12 +330,28 @@ def prepare_pairs(
 
 @dataclass(frozen=True)
 class SplitParams:
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
-    max_train: int = 512
-    max_val: int = 32
-    max_test: int = 20
+    """`split:` in params.yaml."""
+
+    train: float = param(ge=0, le=1)
+    val: float = param(ge=0, le=1)
+    test: float = param(ge=0, le=1)
+    max_train: int = param(ge=1)
+    max_val: int = param(ge=1)
+    max_test: int = param(ge=1)
+    min_test: int = param(ge=1)  # fewer distinct test inputs is an error unless allow_small
+    allow_small: bool = param()  # true: a split below min_test (or an empty one) only warns
+
+    def __post_init__(self) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ParamsError(
+                f"train + val + test = {self.train} + {self.val} + {self.test} = {total:g}: "
+                "must sum to 1"
+            )
+        if self.min_test > self.max_test:
+            raise ParamsError(
+                f"min_test = {self.min_test} > split.max_test = {self.max_test}: need min <= max"
+            )
 
 
 SPLITS = ("train", "val", "test")
@@ -407,3 +439,23 @@ def split_pairs(pairs: pd.DataFrame, p: SplitParams, seed: int) -> dict[str, pd.
             part = part.iloc[np.sort(order[:cap])]
         out[name] = part.assign(split=name).reset_index(drop=True)
     return out
+
+
+def check_sizes(parts: dict[str, pd.DataFrame], p: SplitParams) -> list[str]:
+    """Too little data is an error: an empty split, or fewer than `split.min_test` test inputs.
+
+    With `split.allow_small` the problems come back as warnings instead (the stage prints them).
+    """
+    problems = [f"split '{name}' is empty" for name in SPLITS if len(parts[name]) == 0]
+    n_test = len(parts["test"])
+    if 0 < n_test < p.min_test:
+        problems.append(
+            f"test has {n_test} distinct inputs, fewer than split.min_test={p.min_test}"
+        )
+    if problems and not p.allow_small:
+        sizes = {name: len(parts[name]) for name in SPLITS}
+        raise DataError(
+            f"too little data: {'; '.join(problems)} (sizes {sizes}); add data, lower "
+            "split.min_test, or set split.allow_small: true"
+        )
+    return problems

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lib.config import param  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import PASS_AT_K, SYSTEMS  # noqa: E402
 
@@ -57,20 +58,15 @@ OUTCOME_COLORS = {"win": "#009E73", "tie": "#BBBBBB", "loss": "#D55E00"}
 
 @dataclass(frozen=True)
 class PlotParams:
-    formats: tuple[str, ...] = ("pdf", "png")
-    dpi: int = 150  # PNG only; PDF is vector
+    """`plot:` in params.yaml (metric names are checked against stats.json by stages.plot)."""
+
+    formats: tuple[str, ...] = param(pattern=r"pdf|png|svg", doc="pdf | png | svg")
+    dpi: int = param(ge=10, le=2400)  # PNG only; PDF is vector
     # x of the trade-off: a SCORE_METRICS name, or inv_self_bleu (1 − Self-BLEU)
-    diversity_metric: str = "semantic_diversity"
-    quality_metrics: tuple[str, ...] = ("rouge_l", "bertscore_f1", "pass_at_10")
-    tradeoff_quality: str = "rouge_l"  # y of plots/data/tradeoff.csv (dvc plots)
-    bar_metrics: tuple[str, ...] = (
-        "self_bleu",
-        "distinct_2",
-        "semantic_diversity",
-        "rouge_l",
-        "bertscore_f1",
-        "pass_at_10",
-    )
+    diversity_metric: str = param()
+    quality_metrics: tuple[str, ...] = param()
+    tradeoff_quality: str = param()  # y of plots/data/tradeoff.csv (dvc plots)
+    bar_metrics: tuple[str, ...] = param()
 
 
 def _style() -> None:
@@ -330,32 +326,65 @@ def read_train_log(train_logs: Path, system: str, name: str) -> pd.DataFrame | N
     return df
 
 
-def training_figure(train_logs: Path) -> plt.Figure | None:
-    """Loss and CE of baseline / gem / polychromic; polychromic's in-batch diversity term."""
-    _style()
-    panels: list[tuple[str, str, list[tuple[str, pd.DataFrame]]]] = []
-    for name, title in (("loss", "training loss"), ("ce", "cross-entropy")):
-        curves = [(s, read_train_log(train_logs, s, name)) for s in TRAIN_SYSTEMS]
+# Panel order and titles; any other DVCLive curve gets a panel of its own after these.
+CURVE_TITLES = {
+    "ce": "cross-entropy (all systems)",
+    "loss": "objective: baseline = CE, polychromic = CE − λ·credit term",
+    "gem_loss": "GEM objective (its own scale)",
+    "lambda_term": "polychromic: λ term",
+    "diversity": "polychromic: diversity of the sampled set",
+    "step_time": "seconds per step",
+}
+
+
+def training_panels(train_logs: Path) -> list[tuple[str, str, list[tuple[str, pd.DataFrame]]]]:
+    """(curve, title, [(system, log)]) per panel: one curve per panel, the systems overlaid.
+
+    GEM's `loss` is a different objective from CE (Li et al. 2025), so it never shares an axis
+    with the others' loss: it gets the `gem_loss` panel.
+    """
+    found = {
+        f.stem
+        for s in TRAIN_SYSTEMS
+        for f in (Path(train_logs) / s / "plots" / "metrics" / "train").glob("*.tsv")
+    }
+    names = [n for n in CURVE_TITLES if n in found or (n == "gem_loss" and "loss" in found)]
+    names += sorted(found - set(CURVE_TITLES))
+    panels = []
+    for name in names:
+        column = "loss" if name == "gem_loss" else name
+        systems = (
+            ["gem"]
+            if name == "gem_loss"
+            else [s for s in TRAIN_SYSTEMS if s != "gem" or name != "loss"]
+        )
+        curves = [(s, read_train_log(train_logs, s, column)) for s in systems]
         curves = [(s, d) for s, d in curves if d is not None]
         if curves:
-            panels.append((name, title, curves))
-    div = read_train_log(train_logs, "polychromic", "diversity")
-    if div is not None:
-        panels.append(
-            ("diversity", "polychromic: diversity of sampled set", [("polychromic", div)])
-        )
+            panels.append((column, CURVE_TITLES.get(name, name), curves))
+    return panels
+
+
+def training_figure(train_logs: Path) -> plt.Figure | None:
+    """Every training curve in its own panel with baseline / gem / polychromic overlaid."""
+    _style()
+    panels = training_panels(train_logs)
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.9), squeeze=False)
-    for ax, (name, title, curves) in zip(axes[0], panels, strict=True):
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, (name, title, curves) in zip(axes.flat, panels, strict=False):
         for s, d in curves:
             ax.plot(d["step"], d[name], color=COLORS[s], label=LABELS[s], lw=1.2)
         ax.set_xlabel("step")
         ax.set_ylabel(name)
-        ax.set_title(title)
+        ax.set_title(title, fontsize=8)
         ax.grid(alpha=0.3)
-    _legend_below(fig, axes[0], ncol=3)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.remove()
+    _legend_below(fig, list(axes.flat)[: len(panels)], ncol=3)
+    fig.tight_layout(rect=(0, 0.1 / nrow, 1, 1))
     return fig
 
 
@@ -460,12 +489,14 @@ def experiment_rows(
     params: Sequence[str] = ("loss.lambda",),
     params_file: str = "params.yaml",
     where: Mapping[str, Any] | None = None,
+    system: str | None = None,
 ) -> pd.DataFrame:
     """One row per experiment with a value for both metrics: name, params, diversity, quality.
 
     `diversity` may be `inv_self_bleu` (1 − self_bleu). Experiments without the metrics file or a
     value (failed, queued) are left out with a message, and so are those whose params differ from
-    `where` (e.g. {"eval_split": "val"}: never mix val and test points). Identical rows (the
+    `where` (e.g. {"eval_split": "val"}: never mix val and test points). With `system`, the metrics
+    are read under that key (metrics/headline.json holds every system). Identical rows (the
     workspace and the experiment it holds) appear once, under the experiment's name.
     """
     rows, seen = [], {}
@@ -474,6 +505,8 @@ def experiment_rows(
         rev = str(st.get("rev", ""))
         name = st.get("name") or (rev if rev == "workspace" else rev[:7])
         met = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
+        if met and system:
+            met = met.get(system)
         par = ((data.get("params") or {}).get(params_file) or {}).get("data") or {}
         off = {k: lookup(par, k) for k, v in (where or {}).items() if lookup(par, k) != v}
         if off:

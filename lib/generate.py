@@ -25,15 +25,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 import pandas as pd
 import torch
 
 from lib.chat import chat_prompt_ids, chat_prompt_text, has_chat_template
+from lib.config import param
 from lib.prompts import (
     PromptParams,
     Templates,
@@ -56,26 +56,15 @@ ADAPTER_SYSTEMS = tuple(s for s in SYSTEMS if s not in BASE_SYSTEMS)
 
 @dataclass(frozen=True)
 class GenerateParams:
-    num_samples: int = 10
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: dict[str, int] = field(
-        default_factory=lambda: MappingProxyType(
-            {"social": 48, "qa": 32, "creative": 128, "code": 256, "jsonl": 64}
-        )
-    )
-    batch_size: int | Literal["auto"] = 64  # (input, sample) rows per sampler call
-    few_shot_k: int = 5
-    decode: Literal["auto", "eager"] = "auto"  # auto: CUDA-graphed static decoding on a GPU
+    """`generate:` in params.yaml."""
 
-    def __post_init__(self) -> None:
-        if self.num_samples < 1 or (self.batch_size != "auto" and self.batch_size < 1):
-            raise ValueError("generate.num_samples and generate.batch_size must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"generate: bad temperature {self.temperature} / top_p {self.top_p}")
-        bad = {d: n for d, n in self.max_new_tokens.items() if n < 1}
-        if bad:
-            raise ValueError(f"generate.max_new_tokens must be >= 1: {bad}")
+    num_samples: int = param(ge=1)
+    temperature: float = param(ge=0)
+    top_p: float = param(gt=0, le=1)
+    max_new_tokens: dict[str, int] = param(ge=1)  # per domain
+    batch_size: int | Literal["auto"] = param(ge=1)  # (input, sample) rows per sampler call
+    few_shot_k: int = param(ge=0)
+    decode: Literal["auto", "eager"] = param()  # auto: CUDA-graphed static decoding on a GPU
 
     def budget(self, domain: str) -> int:
         if domain not in self.max_new_tokens:

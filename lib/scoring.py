@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lib import checkers, metrics
+from lib.config import param
 from lib.sandbox import SandboxLimits
 from lib.schemas import PASS_AT_K, SCORE_METRICS
 
@@ -29,15 +30,16 @@ NAN = float("nan")
 
 @dataclass(frozen=True)
 class ScoreParams:
-    code_timeout_s: float = 5.0
-    code_memory_mb: int = 1024
-    code_workers: int = 2
-    qa_f1_threshold: float = 0.5
-    social_human_pass_rate: float = 0.5
-    embed_batch_size: int = 64
-    # No defaults: params.yaml's `score:` section is the one place they are set.
-    eval_encoder: str = field(kw_only=True)  # lib.embed name (mpnet, minilm) or a local folder
-    bertscore_layer: int = field(kw_only=True)  # layer of eval_encoder BERTScore reads
+    """`score:` in params.yaml."""
+
+    code_timeout_s: float = param(gt=0)
+    code_memory_mb: int = param(ge=16)
+    code_workers: int = param(ge=1)
+    qa_f1_threshold: float = param(gt=0, le=1)
+    social_human_pass_rate: float = param(gt=0, lt=1)
+    embed_batch_size: int = param(ge=1)
+    eval_encoder: str = param()  # lib.embed name (mpnet, minilm) or a local folder
+    bertscore_layer: int = param(ge=1)  # layer of eval_encoder BERTScore reads
 
 
 EmbedFn = Callable[[list[str]], np.ndarray]

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from lib.config import param
 from lib.schemas import SCORE_METRICS, SYSTEMS
 
 TARGET = "polychromic"
@@ -34,12 +35,12 @@ TARGET = "polychromic"
 
 @dataclass(frozen=True)
 class StatsParams:
-    bootstrap: int = 2000  # resamples for every percentile CI
-    alpha: float = 0.05  # CI level 1 − alpha; significance threshold after Holm
-    ci_format: Literal["halfwidth", "interval"] = (
-        "halfwidth"  # table cells: "halfwidth" (mean ± ½ CI width) | "interval"
-    )
-    decimals: int = 3
+    """`stats:` in params.yaml."""
+
+    bootstrap: int = param(ge=1)  # resamples for every percentile CI
+    alpha: float = param(gt=0, lt=1)  # CI level 1 − alpha; significance threshold after Holm
+    ci_format: Literal["halfwidth", "interval"] = param()
+    decimals: int = param(ge=0, le=10)
 
 
 def _rng(seed: int, *key: str) -> np.random.Generator:

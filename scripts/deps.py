@@ -86,6 +86,26 @@ def imported_modules(name: str, root: Path = ROOT) -> set[str]:
     return found
 
 
+# Imports by name at run time, which the AST walk cannot see: stages.check_params loads the class
+# of every params section through importlib, from lib/config.py's SECTIONS ("module:Class").
+DYNAMIC_IMPORTS = {"stages.check_params": ("lib/config.py", "SECTIONS")}
+
+
+def dynamic_imports(name: str, root: Path = ROOT) -> set[str]:
+    """The modules `name` imports by name (DYNAMIC_IMPORTS), read from the dict literal's values."""
+    if name not in DYNAMIC_IMPORTS:
+        return set()
+    rel, var = DYNAMIC_IMPORTS[name]
+    for node in ast.parse((root / rel).read_text(), rel).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id == var:
+            specs = ast.literal_eval(node.value)
+            return {m for spec in specs.values() for m in _with_parents(spec.partition(":")[0])}
+    raise ValueError(f"{rel}: no module-level {var} (DYNAMIC_IMPORTS of {name})")
+
+
 def import_closure(name: str, root: Path = ROOT) -> set[Path]:
     """Every project file that running `python -m name` can import (relative paths)."""
     todo, seen = [*_with_parents(name)], set()
@@ -94,7 +114,7 @@ def import_closure(name: str, root: Path = ROOT) -> set[Path]:
         if m in seen or module_path(m, root) is None:
             continue
         seen.add(m)
-        todo.extend(imported_modules(m, root) - seen)
+        todo.extend((imported_modules(m, root) | dynamic_imports(m, root)) - seen)
     return {p for m in seen if (p := module_path(m, root)) is not None}
 
 

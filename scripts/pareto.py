@@ -4,7 +4,7 @@ python scripts/pareto.py --out reports/pareto             # runs `dvc exp show -
 python scripts/pareto.py --exp-json exps.json --quality pass_at_10 --out plots/pareto
 python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective  # the sweep
 
-Reads each experiment's params (default loss.lambda) and metrics/polychromic.json, marks the
+Reads each experiment's params (default loss.lambda) and metrics/headline/polychromic.json, marks the
 non-dominated experiments (both axes maximised), writes <out>.pdf/.png and <out>.csv.
 """
 
@@ -21,13 +21,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
+from lib.config import params_for  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
-    ap.add_argument("--metrics-file", default="metrics/polychromic.json")
+    ap.add_argument("--metrics-file", default="metrics/headline/polychromic.json")
+    ap.add_argument("--system", default="", help="key of the system in the metrics file, if any")
     ap.add_argument("--diversity", default="semantic_diversity", help="or inv_self_bleu")
     ap.add_argument("--quality", default="rouge_l", help="e.g. rouge_l, bertscore_f1, pass_at_10")
     ap.add_argument("--param", action="append", help="dotted params.yaml key (repeatable)")
@@ -57,7 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     where = dict(w.split("=", 1) for w in args.where)
     where = {k: yaml.safe_load(v) for k, v in where.items()}
     df = F.experiment_rows(
-        exp_show, args.metrics_file, args.diversity, args.quality, params, where=where
+        exp_show,
+        args.metrics_file,
+        args.diversity,
+        args.quality,
+        params,
+        where=where,
+        system=args.system or None,
     )
     if df.empty:
         raise SystemExit(f"pareto: no experiment has both {args.diversity} and {args.quality}")
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         F.METRIC_LABELS.get(args.diversity, args.diversity),
         F.METRIC_LABELS.get(args.quality, args.quality),
     )
-    p = F.PlotParams(formats=tuple(args.formats.split(",")))
+    p = params_for("plot", formats=tuple(args.formats.split(",")))
     paths = F.save(fig, args.out.parent, args.out.name, p)
     front = df[df["on_front"]]
     print(f"pareto: {len(df)} experiments, {len(front)} on the front: {', '.join(front['label'])}")

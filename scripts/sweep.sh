@@ -18,4 +18,4 @@ for obj in $objectives; do
   done
 done
 dvc exp show --no-pager --md --drop '.*' \
-  --keep 'Experiment|loss.lambda|loss.objective|metrics/polychromic.json:mean.(pass_at_10|pass_at_1|semantic_diversity|self_bleu|distinct_2|rouge_l)$'
+  --keep 'Experiment|loss.lambda|loss.objective|headline/polychromic.json:(pass_at_10|pass_at_1|semantic_diversity|self_bleu|rouge_l)$'

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from lib.config import ParamsError, load_section, read_params
+from lib.cli import run
+from lib.config import load_section, load_seed
 from lib.generate import ADAPTER_SYSTEMS, GenerateParams, generate, load_system_model
 from lib.io import read_parquet, write_parquet
-from lib.models import ModelParams
+from lib.models import ModelParams, model_source
 from lib.prompts import PromptParams
 from lib.schemas import EXAMPLES, GENERATIONS, SYSTEMS
 
@@ -32,10 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     if (args.system in ADAPTER_SYSTEMS) != (adapter is not None):
         need = "an adapter folder" if args.system in ADAPTER_SYSTEMS else "--adapter none"
         raise SystemExit(f"generate: system '{args.system}' needs {need}, got '{args.adapter}'")
-    seed = read_params(args.params).get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ParamsError(f"{args.params}: top-level 'seed' must be an integer, got {seed!r}")
+    seed = load_seed(args.params)
     model_params = load_section(ModelParams, "model", args.params)
+    model_source(model_params.base)  # a wrong model.base fails in seconds, before any data is read
     gen_params = load_section(GenerateParams, "generate", args.params)
     prompt_params = load_section(PromptParams, "prompts", args.params)
 
@@ -58,4 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lib.config import ParamsError, load_section, read_params
+from lib.cli import run
+from lib.config import load_section, load_seed
 from lib.io import read_parquet, write_json, write_parquet
 from lib.judge import JudgeParams, make_backend, resolve_backend, run_judge
 from lib.judge.run import check_complete
@@ -34,9 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         from lib.models import ModelParams
 
         model_params = load_section(ModelParams, "model", args.params)
-    seed = read_params(args.params).get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ParamsError(f"{args.params}: top-level 'seed' must be an integer, got {seed!r}")
+    seed = load_seed(args.params)
     gens = {
         s: read_parquet(args.generations_dir / f"{s}.parquet", GENERATIONS)
         for s in SYSTEMS
@@ -59,4 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import figures as F
+from lib.cli import run
 from lib.config import load_section
 from lib.io import atomic_path, read_parquet
 from lib.schemas import JUDGMENTS, SCORE_METRICS, SCORES, SYSTEMS
@@ -104,4 +105,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from lib.config import load_section, read_params
+from lib.cli import run
+from lib.config import load_section, load_seed
 from lib.data import DataParams, prepare_pairs
 from lib.domains import CURATED, NO_REFERENCE, load_domain
 from lib.io import write_json, write_parquet
@@ -14,12 +15,12 @@ from lib.schemas import PAIRS
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="pairs Parquet")
-    ap.add_argument("--report", required=True, help="data report JSON (a DVC metric)")
+    ap.add_argument("--report", required=True, help="data report JSON")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     p = load_section(DataParams, "data", args.params)
-    seed = int(read_params(args.params)["seed"])
+    seed = load_seed(args.params)
     pairs, report = prepare_pairs(
         load_domain(p),
         p,
@@ -37,4 +38,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lib.cli import run
 from lib.config import load_section
 from lib.io import read_parquet, write_json, write_parquet
 from lib.schemas import EXAMPLES, GENERATIONS, SCORES
@@ -16,7 +17,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--generations", required=True)
     ap.add_argument("--val", required=True, help="val split (calibrates the social checker)")
     ap.add_argument("--out", required=True, help="per-prompt scores Parquet")
-    ap.add_argument("--metrics", required=True, help="means over prompts (a DVC metric)")
+    ap.add_argument(
+        "--metrics",
+        required=True,
+        help="means over prompts (a plain output; metrics/headline/ holds the DVC metrics)",
+    )
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
@@ -32,4 +37,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

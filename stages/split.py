@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lib.config import load_section, read_params
-from lib.data import SPLITS, SplitParams, split_pairs
+from lib.cli import run
+from lib.config import load_section, load_seed
+from lib.data import SPLITS, SplitParams, check_sizes, split_pairs
 from lib.io import atomic_path, read_parquet, write_json, write_parquet
 from lib.schemas import EXAMPLES, PAIRS
 
@@ -15,14 +16,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--out", required=True, help="directory for train/val/test.parquet")
-    ap.add_argument("--report", required=True, help="split sizes JSON (a DVC metric)")
+    ap.add_argument("--report", required=True, help="split sizes JSON")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     p = load_section(SplitParams, "split", args.params)
-    seed = int(read_params(args.params)["seed"])
+    seed = load_seed(args.params)
     pairs = read_parquet(args.pairs, PAIRS)
     parts = split_pairs(pairs, p, seed)
+    for warning in check_sizes(parts, p):
+        print(f"split: warning: {warning} (split.allow_small is true)")
     out = Path(args.out)
     with atomic_path(out, is_dir=True) as tmp:  # the three files appear together or not at all
         for name in SPLITS:
@@ -34,4 +37,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.config import load_section, read_params
+from lib.cli import run
+from lib.config import load_section, load_seed
 from lib.io import read_parquet, write_json, write_text
-from lib.report import instruments, to_latex, to_markdown
+from lib.report import headline, instruments, to_latex, to_markdown
 from lib.schemas import JUDGMENTS, SCORES, SYSTEMS
 from lib.stats import StatsParams, compute_stats
 
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scores-dir", type=Path, required=True)
     ap.add_argument("--judge", type=Path, default=None, help="optional JUDGMENTS parquet")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--headline-dir",
+        type=Path,
+        default=None,
+        help="one small JSON of headline numbers per system (the DVC metrics)",
+    )
     ap.add_argument("--table-md", type=Path, required=True)
     ap.add_argument("--table-tex", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     p = load_section(StatsParams, "stats", args.params)
-    seed = int(read_params(args.params)["seed"])
+    seed = load_seed(args.params)
     scores = read_scores(args.scores_dir)
     judgments = None
     if args.judge is not None and args.judge.exists():
@@ -72,10 +79,13 @@ def main(argv: list[str] | None = None) -> None:
             {s: json.loads((args.score_metrics_dir / f"{s}.json").read_text()) for s in SYSTEMS}
         )
     write_json(stats, args.out)
+    if args.headline_dir is not None:
+        for system, row in headline(stats).items():
+            write_json(row, args.headline_dir / f"{system}.json")
     write_text(to_markdown(stats, p.decimals, p.ci_format), args.table_md)
     write_text(to_latex(stats, p.decimals, p.ci_format), args.table_tex)
     print(f"stats: wrote {args.out}, {args.table_md}, {args.table_tex}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lib.cli import run
 from lib.config import ParamsError, load_section, read_params
 from lib.io import read_parquet
 from lib.models import ModelParams
@@ -69,4 +70,4 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lib.cli import run
 from stages.train import main as _main
 
 
@@ -10,4 +11,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

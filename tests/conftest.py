@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from lib.config import params_for
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,6 +16,6 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model():
     """(model, tokenizer) of the tiny random Llama, loaded once per session. Do not mutate it."""
-    from lib.models import ModelParams, load_model
+    from lib.models import load_model
 
-    return load_model(ModelParams(base="tiny-random", device="cpu"))
+    return load_model(params_for("model", base="tiny-random", device="cpu"))

@@ -1,65 +1,159 @@
-from dataclasses import dataclass
+"""params.yaml is checked at once, in one place: types, ranges, relations, unknown and missing keys.
+
+The bad values below are the ones a new user tried (issue 17): each used to pass silently (or, for
+`lambda_`, to train with a value `dvc exp show` did not report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
-from lib.config import ParamsError, deep_merge, from_dict, load_section
+from lib.config import (
+    SECTIONS,
+    ParamsError,
+    deep_merge,
+    load_section,
+    merged_params,
+    params_for,
+    read_params,
+    section_class,
+    validate_all,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
-class Loss:
-    lambda_: float = 0.0
-    objective: str = "additive"
-    names: tuple[str, ...] = ()
-    path: str | None = None
+def _write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
 
 
-def test_unknown_key_fails_and_names_it():
-    with pytest.raises(ParamsError, match=r"unknown key\(s\) \['lamda'\]"):
-        from_dict(Loss, {"lamda": 0.3}, "loss")
+def _with(tmp_path: Path, section: str, key: str, value) -> Path:
+    return _write(tmp_path, merged_params({section: {key: value}}))
 
 
-def test_lambda_maps_to_lambda_field_and_ints_become_floats():
-    got = from_dict(Loss, {"lambda": 1, "names": ["a", "b"]}, "loss")
-    assert got.lambda_ == 1.0 and isinstance(got.lambda_, float)
-    assert got.names == ("a", "b")
+# (section, key, value, what the one-line error must say after "<file>: section.key = value: ")
+BAD = [
+    ("train", "lr", -1, r"accepted: x > 0"),
+    ("lora", "r", 0, r"accepted: x >= 1"),
+    ("lora", "dropout", 1.5, r"accepted: 0 <= x < 1"),
+    ("train", "batch_size", 0, r"accepted: x >= 1"),
+    ("data", "near_dup_jaccard", 1.5, r"accepted: 0 < x <= 1"),
+    ("data", "max_pairs", 0, r"accepted: x >= 1"),
+    ("split", "max_test", 0, r"accepted: x >= 1"),
+    ("judge", "samples_per_input", 0, r"accepted: x >= 1"),
+    ("model", "dtype", "float64", r"accepted: auto \| float32 \| bfloat16 \| float16"),
+    ("model", "device", "gpu", r"accepted: auto \| cpu \| cuda \| cuda:N"),
+    ("loss", "num_samples", 1, r"accepted: x >= 2"),
+    ("generate", "max_new_tokens", {"social": 0}, r"accepted: x >= 1"),
+    ("gem", "beta", 0, r"accepted: 0 < x <= 1"),
+    ("stats", "alpha", 1.0, r"accepted: 0 < x < 1"),
+    ("lora", "r", "16", r"expected an integer"),
+]
+
+
+@pytest.mark.parametrize("section, key, value, accepted", BAD)
+def test_out_of_range_fails_in_one_line_naming_file_key_value_range(
+    tmp_path, section, key, value, accepted
+):
+    path = _with(tmp_path, section, key, value)
+    with pytest.raises(ParamsError) as e:
+        validate_all(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    shown = f"{section}.{key}" + (".social" if isinstance(value, dict) else "")
+    assert msg.startswith(f"{path}: {shown} = "), msg
+    assert repr(value if not isinstance(value, dict) else 0) in msg
+    assert re.search(accepted, msg), msg
+
+
+def test_alias_key_is_unknown_and_the_real_one_suggested(tmp_path):
+    # The bug: `lambda_` was read as an alias of `lambda`, so this trained with 0.3 while the
+    # params DVC tracks (and `dvc exp show` reports) said 1.0.
+    params = read_params(ROOT / "params.yaml")
+    params["loss"]["lambda_"] = 0.3
+    path = _write(tmp_path, params)
+    with pytest.raises(
+        ParamsError, match=rf"^{path}: loss.lambda_ = 0.3: unknown key \(did you mean 'lambda'\?"
+    ):
+        load_section(section_class("loss"), "loss", path)
+
+
+def test_unknown_top_level_section_fails(tmp_path):
+    path = _write(tmp_path, merged_params({"los": {"lambda": 0.3}}))
+    with pytest.raises(ParamsError, match=r"unknown top-level key\(s\) \['los'\]"):
+        validate_all(path)
+
+
+def test_yaml11_scientific_notation_is_read_as_the_number(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("  lr: 0.0002", "  lr: 2e-4")
+    assert "lr: 2e-4" in text
+    path.write_text(text)
+    assert yaml.safe_load(text)["train"]["lr"] == "2e-4"  # what YAML 1.1 gives the code
+    assert load_section(section_class("train"), "train", path).lr == pytest.approx(2e-4)
 
 
 @pytest.mark.parametrize(
-    "data, msg",
+    "section, key",
+    [(s, k) for s in SECTIONS for k in read_params(ROOT / "params.yaml")[s]],
+)
+def test_every_missing_key_fails_naming_key_and_file(tmp_path, section, key):
+    params = read_params(ROOT / "params.yaml")
+    del params[section][key]
+    path = _write(tmp_path, params)
+    with pytest.raises(ParamsError, match=rf"^{path}: {section}\.{key} is missing"):
+        load_section(section_class(section), section, path)
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_no_section_dataclass_carries_a_default(section):
+    cls = section_class(section)
+    with_default = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
+    assert with_default == [], f"{cls.__name__} duplicates params.yaml: {with_default}"
+
+
+@pytest.mark.parametrize(
+    "overrides, msg",
     [
-        ({"lambda": "high"}, "expected a number"),
-        ({"objective": 3}, "expected a string"),
-        ({"lambda": True}, "expected a number"),
+        ({"split": {"train": 0.9}}, r"split\.train \+ val \+ test = 0\.9 \+ 0\.1 \+ 0\.1 = 1\.1"),
+        ({"split": {"min_test": 30}}, r"split\.min_test = 30 > split\.max_test = 20"),
+        (
+            {"data": {"min_input_chars": 700}},
+            r"data\.min_input_chars = 700 > data\.max_input_chars",
+        ),
+        ({"judge": {"opponents": ["gem", "gpt"]}}, r"judge\.opponents = \['gem', 'gpt'\]"),
+        ({"judge": {"backoff_base_s": 90.0}}, r"judge\.backoff_base_s = 90\.0 > backoff_max_s"),
     ],
 )
-def test_wrong_types_fail(data, msg):
-    with pytest.raises(ParamsError, match=msg):
-        from_dict(Loss, data, "loss")
+def test_relations_between_keys(tmp_path, overrides, msg):
+    path = _write(tmp_path, merged_params(overrides))
+    with pytest.raises(ParamsError, match=rf"^{path}: {msg}"):
+        validate_all(path)
 
 
-def test_optional_accepts_null():
-    assert from_dict(Loss, {"path": None}).path is None
+def test_params_for_follows_params_yaml():
+    repo = read_params(ROOT / "params.yaml")
+    p = params_for("data", max_pairs=10)
+    assert p.max_pairs == 10 and p.near_dup_jaccard == repo["data"]["near_dup_jaccard"]
+    with pytest.raises(ParamsError, match="data.max_pairs = 0"):
+        params_for("data", max_pairs=0)
 
 
 def test_result_is_frozen():
-    got = from_dict(Loss, {})
-    with pytest.raises(AttributeError):
-        got.objective = "x"  # type: ignore[misc]
-
-
-def test_missing_section_names_file(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("seed: 1\n")
-    with pytest.raises(ParamsError, match="section 'loss' is missing"):
-        load_section(Loss, "loss", p)
-
-
-def test_repo_params_load_into_every_known_section():
-    from lib.data import DataParams, SplitParams
-    from lib.models import ModelParams
-
-    for cls, section in ((DataParams, "data"), (SplitParams, "split"), (ModelParams, "model")):
-        assert load_section(cls, section) is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params_for("data").max_pairs = 1  # type: ignore[misc]
 
 
 def test_deep_merge_keeps_untouched_keys():
@@ -69,45 +163,69 @@ def test_deep_merge_keeps_untouched_keys():
     }
 
 
-def _section_classes():
-    from lib.data import DataParams, SplitParams
-    from lib.figures import PlotParams
-    from lib.generate import GenerateParams
-    from lib.judge import JudgeParams
-    from lib.models import ModelParams
-    from lib.prompts import PromptParams
-    from lib.scoring import ScoreParams
-    from lib.stats import StatsParams
-    from lib.train import GemParams, LoraParams, LossParams, TrainParams
-
-    return {
-        "model": ModelParams,
-        "data": DataParams,
-        "split": SplitParams,
-        "lora": LoraParams,
-        "train": TrainParams,
-        "loss": LossParams,
-        "gem": GemParams,
-        "generate": GenerateParams,
-        "prompts": PromptParams,
-        "score": ScoreParams,
-        "judge": JudgeParams,
-        "stats": StatsParams,
-        "plot": PlotParams,
-    }
-
-
-@pytest.mark.parametrize("profile", [None, "configs/smoke.yaml", "configs/qwen3-8b-qlora.yaml"])
-def test_params_and_every_profile_load_into_every_section(profile):
+@pytest.mark.parametrize(
+    "profiles",
+    [
+        (),
+        ("configs/smoke.yaml",),
+        ("configs/smoke.yaml", "configs/smoke-code.yaml"),  # applied in this order
+        ("configs/qwen3-8b-qlora.yaml",),
+    ],
+)
+def test_params_and_every_profile_validate(tmp_path, profiles):
     """A typo in params.yaml or a shipped profile fails here, not minutes into a dvc repro."""
-    from lib.config import read_params
+    params = read_params(ROOT / "params.yaml")
+    for profile in profiles:
+        params = deep_merge(params, read_params(ROOT / profile))
+    assert set(params) - {"seed", "eval_split", "launcher"} == set(SECTIONS)
+    validate_all(_write(tmp_path, params))
 
-    params = read_params("params.yaml")
-    if profile:
-        params = deep_merge(params, read_params(profile))
-    classes = _section_classes()
-    assert set(params) - {"seed", "eval_split", "launcher"} == set(classes)
-    assert params["eval_split"] in {"test", "val"}  # dvc.yaml reads data/split/<eval_split>.parquet
-    assert params["launcher"].split()[0] in {"python", "accelerate", "torchrun"}
-    for section, cls in classes.items():
-        from_dict(cls, params[section], section)
+
+def test_check_params_stage_prints_one_line_and_exits_1(tmp_path):
+    path = _with(tmp_path, "lora", "dropout", 1.5)
+    out = subprocess.run(
+        ["python", "-m", "stages.check_params", "--out", str(tmp_path / "ok.json"), "--params", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(
+        f"check_params: error: {path}: lora.dropout = 1.5: accepted: 0 <= x < 1"
+    )
+    assert "(traceback: .cache/logs/check_params.log)" in lines[0]
+    assert not (tmp_path / "ok.json").exists()
+
+
+def _readme_param_rows() -> list[tuple[str, str]]:
+    """(dotted key, default as written) for every row of README's params table."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("### The params that matter", 1)[1].split("\n### ", 1)[0]
+    rows = []
+    for line in table.splitlines():
+        m = re.match(r"\| (`[^|]+`) \| (`[^|]+`) \|", line)
+        if not m:
+            continue
+        keys = re.findall(r"`([^`]+)`", m.group(1))
+        values = re.findall(r"`([^`]+)`", m.group(2))
+        assert len(keys) == len(values), line
+        section = keys[0].rsplit(".", 1)[0] if "." in keys[0] else ""
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            rows.append((k if i == 0 or not section else f"{section}.{k}", v))
+    return rows
+
+
+def test_readme_params_table_matches_params_yaml():
+    # The README said λ = 0.3 while params.yaml said 1.0.
+    params = read_params(ROOT / "params.yaml")
+    rows = _readme_param_rows()
+    assert len(rows) >= 15
+    for key, written in rows:
+        value = params
+        for part in key.split("."):
+            assert part in value, f"README names {key}, which params.yaml does not have"
+            value = value[part]
+        assert yaml.safe_load(written) == value, f"README: {key} = {written}; params.yaml: {value}"

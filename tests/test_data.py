@@ -3,15 +3,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from lib.config import merged_params, params_for
 from lib.data import (
     SPLITS,
     BadRow,
     DataError,
-    DataParams,
     Dropped,
     RawPair,
-    SplitParams,
     clean_text,
     dedup_key,
     filter_reason,
@@ -22,7 +22,9 @@ from lib.data import (
 )
 from lib.domains import CURATED, NO_REFERENCE, load_domain
 
-P = DataParams(min_input_chars=3, max_input_chars=40, min_reference_chars=2, max_reference_chars=30)
+P = params_for(
+    "data", min_input_chars=3, max_input_chars=40, min_reference_chars=2, max_reference_chars=30
+)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,7 @@ def test_bad_fraction_over_limit_fails_naming_rows():
     raws = [RawPair("question one", "a1", "f.jsonl:1"), BadRow("f.jsonl:2", "malformed JSON")]
     with pytest.raises(DataError, match=r"f\.jsonl:2: malformed JSON"):
         prepare_pairs(raws, P, 0)
-    df, rep = prepare_pairs(raws, DataParams(max_bad_fraction=0.5), 0)
+    df, rep = prepare_pairs(raws, params_for("data", max_bad_fraction=0.5), 0)
     assert rep["bad_rows"] == 1 and rep["bad_row_examples"] == ["f.jsonl:2: malformed JSON"]
 
 
@@ -113,13 +115,13 @@ def test_duplicate_natural_ids_are_bad_rows():
         RawPair("question one", "yes", "f:1", id="x"),
         RawPair("question two", "no", "f:2", id="x"),
     ]
-    _, rep = prepare_pairs(raws, DataParams(max_bad_fraction=0.5), 0)
+    _, rep = prepare_pairs(raws, params_for("data", max_bad_fraction=0.5), 0)
     assert rep["bad_row_examples"] == ["f:2: duplicate id 'x'"]
 
 
 def test_cap_is_seeded():
     raws = [RawPair(f"question number {i}", f"answer {i}", f"f:{i}") for i in range(50)]
-    p = DataParams(max_pairs=10)
+    p = params_for("data", max_pairs=10)
     a, rep = prepare_pairs(raws, p, 1)
     b, _ = prepare_pairs(raws, p, 1)
     c, _ = prepare_pairs(raws, p, 2)
@@ -133,7 +135,7 @@ def test_cap_is_seeded():
 def _jsonl(tmp_path, lines: list[bytes]):
     path = tmp_path / "mine.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return DataParams(domain="jsonl", jsonl_path=str(path), max_bad_fraction=1.0)
+    return params_for("data", domain="jsonl", jsonl_path=str(path), max_bad_fraction=1.0)
 
 
 def test_jsonl_malformed_input_reports_each_line(tmp_path):
@@ -168,9 +170,8 @@ def test_jsonl_too_many_bad_rows_writes_nothing(tmp_path):
     p = tmp_path / "mine.jsonl"
     p.write_text('{"input": "ok input", "output": "ok"}\nnot json\n')
     params = tmp_path / "params.yaml"
-    params.write_text(
-        f"seed: 1\ndata:\n  domain: jsonl\n  jsonl_path: {p}\n  max_bad_fraction: 0.1\n"
-    )
+    data = {"domain": "jsonl", "jsonl_path": str(p), "max_bad_fraction": 0.1}
+    params.write_text(yaml.safe_dump(merged_params({"seed": 1, "data": data})))
     with pytest.raises(DataError, match=rf"{p}:2"):
         prepare.main(
             [
@@ -186,15 +187,17 @@ def test_jsonl_too_many_bad_rows_writes_nothing(tmp_path):
 
 
 def test_jsonl_missing_path_is_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data.jsonl_path"):
-        list(load_domain(DataParams(domain="jsonl", jsonl_path=str(tmp_path / "nope.jsonl"))))
+    with pytest.raises(DataError, match=r"data.jsonl_path: .*nope.jsonl does not exist"):
+        list(
+            load_domain(params_for("data", domain="jsonl", jsonl_path=str(tmp_path / "nope.jsonl")))
+        )
 
 
 # ---------------------------------------------------------------- real package data
 
 
 def _prepared(domain):
-    p = DataParams(domain=domain, max_pairs=3000)
+    p = params_for("data", domain=domain, max_pairs=3000)
     return prepare_pairs(
         load_domain(p),
         p,
@@ -207,7 +210,9 @@ def _prepared(domain):
 def test_social_adapter_has_36_opening_prompts_with_many_replies():
     from collections import Counter
 
-    openings = Counter(r.input for r in load_domain(DataParams()) if r.source.endswith(":opening"))
+    openings = Counter(
+        r.input for r in load_domain(params_for("data")) if r.source.endswith(":opening")
+    )
     assert len(openings) >= 30 and min(openings.values()) >= 150  # the human diversity reference
     df, rep = _prepared("social")
     assert len(df) == 3000 and rep["rows_read"] > 130_000
@@ -252,7 +257,7 @@ def _prepare_code(tmp_path, monkeypatch, split_overrides=None):
         "data": {"domain": "code", "max_pairs": 20000},
         "split": {"max_train": 512, "max_val": 32, "max_test": 164, **(split_overrides or {})},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     prepare.main(
         ["--out", str(tmp_path / "pairs.parquet"), "--report", str(tmp_path / "data.json"),
          "--params", str(tmp_path / "params.yaml")]
@@ -295,7 +300,9 @@ def test_code_split_is_by_source_no_humaneval_in_train_or_val(tmp_path, monkeypa
     assert inputs.isdisjoint(parts["train"]["input"]) and inputs.isdisjoint(parts["val"]["input"])
     # the caps still apply, to each source's split
     (tmp_path / "c").mkdir()
-    _, capped = _prepare_code(tmp_path / "c", monkeypatch, {"max_train": 2, "max_test": 5})
+    _, capped = _prepare_code(
+        tmp_path / "c", monkeypatch, {"max_train": 2, "max_test": 5, "min_test": 5}
+    )
     assert len(capped["train"]) == 2 and len(capped["test"]) == 5
     assert all(json.loads(m)["source"] == "humaneval" for m in capped["test"]["meta"])
 
@@ -420,7 +427,7 @@ def _toy_pairs(n_groups=200, seed=0):
     return pd.DataFrame(rows)
 
 
-BIG = SplitParams(max_train=10**9, max_val=10**9, max_test=10**9)
+BIG = params_for("split", max_train=10**9, max_val=10**9, max_test=10**9)
 
 
 def test_split_proportions_by_rows():
@@ -462,11 +469,13 @@ def test_split_deterministic_and_seed_dependent():
 
 
 def test_split_caps_prefer_multi_reference_inputs():
-    parts = split_pairs(_toy_pairs(), SplitParams(max_train=50, max_val=5, max_test=5), 0)
+    parts = split_pairs(
+        _toy_pairs(), params_for("split", max_train=50, max_val=5, max_test=5, min_test=5), 0
+    )
     assert len(parts["train"]) == 50 and len(parts["val"]) == 5 and len(parts["test"]) == 5
     assert (parts["test"]["references"].map(len) >= 2).all()
 
 
 def test_split_rejects_bad_fractions():
     with pytest.raises(ValueError, match="sum to 1"):
-        split_pairs(_toy_pairs(), SplitParams(train=0.9, val=0.2, test=0.1), 0)
+        split_pairs(_toy_pairs(), params_for("split", train=0.9, val=0.2, test=0.1), 0)

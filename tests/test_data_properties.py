@@ -9,10 +9,12 @@ import re
 
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.data import DataError, DataParams, RawPair, prepare_pairs
+from lib.config import merged_params, params_for
+from lib.data import DataError, RawPair, prepare_pairs
 from lib.domains import load_domain
 
 SETTINGS = settings(
@@ -55,12 +57,12 @@ _SOURCE = re.compile(r".+\.jsonl:\d+: ")
 def test_jsonl_never_crashes_and_names_lines(tmp_path, lines, bad_fraction):
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    p = DataParams(domain="jsonl", jsonl_path=str(path), max_bad_fraction=bad_fraction)
+    p = params_for("data", domain="jsonl", jsonl_path=str(path), max_bad_fraction=bad_fraction)
     try:
         df, report = prepare_pairs(load_domain(p), p, 0)
     except DataError as e:
         msg = str(e)
-        assert "no usable rows" in msg or re.search(r"in\.jsonl:\d+", msg), msg
+        assert "no usable rows" in msg or re.search(r"in\.jsonl(:\d+| is empty)", msg), msg
         return
     assert report["rows_read"] >= len(df) + report["bad_rows"]
     assert all(_SOURCE.match(x) for x in report["bad_row_examples"])
@@ -82,7 +84,7 @@ def test_jsonl_never_crashes_and_names_lines(tmp_path, lines, bad_fraction):
 )
 def test_prepare_on_arbitrary_records(rows):
     raws = [RawPair(i, o, f"mem:{n}") for n, (i, o) in enumerate(rows)]
-    p = DataParams(max_bad_fraction=1.0)
+    p = params_for("data", max_bad_fraction=1.0)
     try:
         df, report = prepare_pairs(raws, p, 0)
     except DataError as e:
@@ -100,9 +102,8 @@ def test_prepare_stage_writes_all_or_nothing(tmp_path, lines):
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
     params = tmp_path / "params.yaml"
-    params.write_text(
-        f"seed: 1\ndata:\n  domain: jsonl\n  jsonl_path: {src}\n  max_bad_fraction: 0.3\n"
-    )
+    data = {"domain": "jsonl", "jsonl_path": str(src), "max_bad_fraction": 0.3}
+    params.write_text(yaml.safe_dump(merged_params({"seed": 1, "data": data})))
     out, rep = tmp_path / "o" / "pairs.parquet", tmp_path / "o" / "data.json"
     for f in (out, rep):
         f.unlink(missing_ok=True)
@@ -124,6 +125,6 @@ def test_whole_file_in_wrong_encoding_fails_with_line(tmp_path, encoding):
         for i in range(5)
     )
     path.write_bytes(text.encode(encoding))
-    p = DataParams(domain="jsonl", jsonl_path=str(path))
+    p = params_for("data", domain="jsonl", jsonl_path=str(path))
     with pytest.raises(DataError, match=r"in\.jsonl:1: "):
         prepare_pairs(load_domain(p), p, 0)

@@ -14,14 +14,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from lib.config import deep_merge, read_params
+from lib.config import deep_merge, params_for, read_params
 from lib.distributed import Dist
-from lib.models import ModelParams, load_model
+from lib.models import load_model
 from lib.train import LossParams, Trainer, TrainParams, attach_lora, build_examples, sample_seed
 from tests.test_train import LORA, _df, replace, section
 
 ROOT = Path(__file__).resolve().parents[1]
-MP = ModelParams(base="tiny-random", device="cpu")
+MP = params_for("model", base="tiny-random", device="cpu")
 
 
 class FakeRanks(Dist):

@@ -14,8 +14,9 @@ import pytest
 from score_tables import PARAMS_YAML, score_table, write_judgments, write_scores
 
 from lib import figures as F
+from lib.config import params_for
 from lib.schemas import SYSTEMS
-from lib.stats import StatsParams, compute_stats
+from lib.stats import compute_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,6 +127,10 @@ def test_pareto_script(tmp_path):
             str(ROOT / "scripts" / "pareto.py"),
             "--exp-json",
             str(tmp_path / "exps.json"),
+            "--metrics-file",
+            "metrics/polychromic.json",
+            "--system",
+            "",
             "--out",
             str(out),
         ],
@@ -146,7 +151,7 @@ def _stats(**drop):
     for metric, system in drop.items():
         scores[system][metric] = np.nan
     return json.loads(
-        json.dumps(compute_stats(scores, StatsParams(bootstrap=200), 0), allow_nan=False)
+        json.dumps(compute_stats(scores, params_for("stats", bootstrap=200), 0), allow_nan=False)
     )
 
 
@@ -239,10 +244,49 @@ def test_stage_plot_skips_missing_optional_inputs(tmp_path, capsys):
     assert (out / "pass_at_k.pdf").read_bytes().startswith(b"%PDF")
 
 
+def _real_train_logs(root: Path) -> None:
+    """What DVCLive writes: every system logs loss, ce, step_time; polychromic also its terms."""
+    for s in ("baseline", "gem", "polychromic"):
+        d = root / s / "plots" / "metrics" / "train"
+        d.mkdir(parents=True)
+        extra = ("lambda_term", "diversity") if s == "polychromic" else ()
+        for name in ("loss", "ce", "step_time", *extra):
+            steps = np.arange(1, 11)
+            value = 10.0 * steps if (s, name) == ("gem", "loss") else 1.0 / steps
+            pd.DataFrame({"timestamp": steps, "step": steps, name: value}).to_csv(
+                d / f"{name}.tsv", sep="\t", index=False
+            )
+
+
+def test_training_panels_one_per_curve_systems_overlaid_gem_loss_alone(tmp_path):
+    _real_train_logs(tmp_path)
+    panels = F.training_panels(tmp_path)
+    got = [(name, [s for s, _ in curves]) for name, _, curves in panels]
+    assert got == [
+        ("ce", ["baseline", "gem", "polychromic"]),
+        ("loss", ["baseline", "polychromic"]),  # GEM's objective is not CE: not on this axis
+        ("loss", ["gem"]),
+        ("lambda_term", ["polychromic"]),
+        ("diversity", ["polychromic"]),
+        ("step_time", ["baseline", "gem", "polychromic"]),
+    ]
+    fig = F.training_figure(tmp_path)
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 6
+    # GEM's loss (10..100 here) never stretches the axis the CE-based losses are read on.
+    assert axes[1].get_ylim()[1] < 2 and axes[2].get_ylim()[1] > 50
+
+
 def test_training_figure_partial_logs(tmp_path):
     _write_train_logs(tmp_path, systems=("baseline",))
     fig = F.training_figure(tmp_path)
-    assert fig is not None and len(fig.axes) == 2  # loss and ce; no polychromic diversity panel
+    assert fig is not None and [ax.get_ylabel() for ax in fig.axes if ax.lines] == [
+        "ce",
+        "loss",
+        "lambda_term",
+        "diversity",
+        "step_time",
+    ]
     assert F.training_figure(tmp_path / "none") is None
     bad = tmp_path / "gem" / "plots" / "metrics" / "train"
     bad.mkdir(parents=True)
@@ -263,3 +307,26 @@ def test_pass_at_k_figure_none_when_all_missing():
                 "n": 0,
             }
     assert F.pass_at_k_figure(st) is None
+
+
+def test_headline_is_the_table_means_and_polychromics_judge_score():
+    from score_tables import judgments
+
+    from lib.report import HEADLINE, headline
+
+    scores = {s: score_table(s) for s in SYSTEMS}
+    scores["gem"].loc[0, "rouge_l"] = float("nan")  # one prompt without a value: mean of the rest
+    stats = compute_stats(scores, params_for("stats", bootstrap=50), 0, judgments())
+    got = headline(stats)
+    assert set(got) == set(SYSTEMS)
+    for s in SYSTEMS:
+        assert set(got[s]) == {*HEADLINE, *(["poly_judge_score"] if s != "polychromic" else [])}
+        assert got[s]["pass_at_10"] == pytest.approx(scores[s]["pass_at_10"].mean(), abs=5e-5)
+    assert got["gem"]["rouge_l"] == pytest.approx(scores["gem"]["rouge_l"][1:].mean(), abs=5e-5)
+    # win + tie/2 over answered comparisons, from the raw rows' counts (judge_frame)
+    frame = F.judge_frame(judgments()).set_index("opponent")
+    for opp in ("zero_shot", "few_shot", "baseline", "gem"):
+        jf = frame.loc[opp]
+        expected = (jf["win"] + jf["tie"] / 2) / (jf["win"] + jf["tie"] + jf["loss"])
+        assert got[opp]["poly_judge_score"] == pytest.approx(expected, abs=5e-5)
+    assert "poly_judge_score" not in got["polychromic"]

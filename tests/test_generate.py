@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from lib.generate import GenerateParams, generate, regenerate_one, sample_seed
+from lib.config import merged_params, params_for
+from lib.generate import generate, regenerate_one, sample_seed
 from lib.io import read_parquet, write_parquet
-from lib.prompts import PromptParams
 from lib.sampling import _filter_top_p, draw, eos_ids, sample
 from lib.schemas import EXAMPLES, GENERATIONS
 
@@ -127,15 +127,17 @@ def make_split(domain: str, n: int, prefix: str, meta: str = "{}") -> pd.DataFra
     )
 
 
-SMALL = GenerateParams(
-    num_samples=10, max_new_tokens={"social": 6, "qa": 5, "code": 16}, batch_size=16
+SMALL = params_for(
+    "generate", num_samples=10, max_new_tokens={"social": 6, "qa": 5, "code": 16}, batch_size=16
 )
 
 
 def test_ten_samples_per_input_recorded_with_distinct_seeds_and_reproducible(tiny_model):
     model, tok = tiny_model
     test = make_split("social", 3, "test")
-    df = generate(model, tok, "zero_shot", test, None, SMALL, PromptParams(), 42, progress=False)
+    df = generate(
+        model, tok, "zero_shot", test, None, SMALL, params_for("prompts"), 42, progress=False
+    )
     GENERATIONS.to_table(df, "generate")  # schema holds
     assert len(df) == 30
     assert df.groupby("id")["sample"].apply(sorted).tolist() == [list(range(10))] * 3
@@ -156,8 +158,8 @@ def test_ten_samples_per_input_recorded_with_distinct_seeds_and_reproducible(tin
         "zero_shot",
         test,
         None,
-        GenerateParams(num_samples=10, max_new_tokens={"social": 6}, batch_size=3),
-        PromptParams(),
+        params_for("generate", num_samples=10, max_new_tokens={"social": 6}, batch_size=3),
+        params_for("prompts"),
         42,
         progress=False,
     )
@@ -167,8 +169,8 @@ def test_ten_samples_per_input_recorded_with_distinct_seeds_and_reproducible(tin
 def test_few_shot_prompt_shows_five_train_examples(tiny_model):
     model, tok = tiny_model
     test, train = make_split("qa", 2, "test"), make_split("qa", 20, "train")
-    p = GenerateParams(num_samples=2, max_new_tokens={"qa": 3})
-    df = generate(model, tok, "few_shot", test, train, p, PromptParams(), 42, progress=False)
+    p = params_for("generate", num_samples=2, max_new_tokens={"qa": 3})
+    df = generate(model, tok, "few_shot", test, train, p, params_for("prompts"), 42, progress=False)
     prompt = df["prompt"].iloc[0]
     assert prompt.count("Question: train message number") == 5
     assert prompt.count("Answer: train reply") == 5
@@ -191,8 +193,8 @@ def test_code_outputs_are_function_bodies(tiny_model):
     )
     test = make_split("code", 2, "test", meta)
     test["input"] = ["def f(x):\n    '''Return x.'''\n", "def f(x):\n    '''Double x.'''\n"]
-    p = GenerateParams(num_samples=3, max_new_tokens={"code": 16})
-    df = generate(model, tok, "zero_shot", test, None, p, PromptParams(), 1, progress=False)
+    p = params_for("generate", num_samples=3, max_new_tokens={"code": 16})
+    df = generate(model, tok, "zero_shot", test, None, p, params_for("prompts"), 1, progress=False)
     assert "```python\ndef f(x):" in df["prompt"].iloc[0]
     for out in df["output"]:
         first = next(ln for ln in out.split("\n") if ln.strip())
@@ -204,7 +206,14 @@ def test_unknown_domain_budget_fails_clearly(tiny_model):
     model, tok = tiny_model
     with pytest.raises(ValueError, match="no entry for domain 'creative'"):
         generate(
-            model, tok, "zero_shot", make_split("creative", 1, "t"), None, SMALL, PromptParams(), 1
+            model,
+            tok,
+            "zero_shot",
+            make_split("creative", 1, "t"),
+            None,
+            SMALL,
+            params_for("prompts"),
+            1,
         )
 
 
@@ -229,7 +238,7 @@ def stage_files(tmp_path):
         },
         "prompts": {"zero_shot": {"social": "Reply to: {input}"}},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     return tmp_path
 
 
@@ -257,9 +266,9 @@ def test_stage_zero_shot(stage_files):
 def test_stage_adapter_system_loads_and_merges_the_lora(stage_files, tiny_model):
     from peft import LoraConfig, get_peft_model
 
-    from lib.models import ModelParams, load_model
+    from lib.models import load_model
 
-    base, tok = load_model(ModelParams(base="tiny-random", device="cpu"))
+    base, tok = load_model(params_for("model", base="tiny-random", device="cpu"))
     cfg = LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
     )
@@ -277,7 +286,9 @@ def test_stage_adapter_system_loads_and_merges_the_lora(stage_files, tiny_model)
     assert not df["prompt"].str.contains("Reply to:").any()  # raw input, as in training
     # The merged model samples what the unmerged adapter model samples, seed for seed.
     peft_model.eval()
-    p = GenerateParams(num_samples=10, max_new_tokens={"social": 5}, top_p=0.9, temperature=0.7)
+    p = params_for(
+        "generate", num_samples=10, max_new_tokens={"social": 5}, top_p=0.9, temperature=0.7
+    )
     for r in (0, 11):
         assert regenerate_one(peft_model, tok, df.iloc[r], p) == df["output"].iloc[r]
     # And the adapter matters: the base model gives other samples from the same prompts and seeds.
@@ -302,7 +313,9 @@ def test_plan_sizes_auto_batches_per_budget_from_the_longest_prompt():
     test = make_split("social", 3, "t")
     test.loc[2, "domain"] = "qa"
     prompts = [Prompt("", [1] * n, None) for n in (5, 9, 7)]
-    p = GenerateParams(num_samples=5, max_new_tokens={"social": 6, "qa": 4}, batch_size="auto")
+    p = params_for(
+        "generate", num_samples=5, max_new_tokens={"social": 6, "qa": 4}, batch_size="auto"
+    )
     asked = []
 
     def fit(width, budget):
@@ -333,8 +346,10 @@ def test_auto_batch_size_samples_what_a_fixed_size_samples(tiny_model, monkeypat
     monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
     assert BatchSampler(model, "auto").rows_that_fit(64, 6) == 7
     test = make_split("social", 3, "test")
-    fixed = generate(model, tok, "zero_shot", test, None, SMALL, PromptParams(), 42, progress=False)
-    auto = GenerateParams(num_samples=10, max_new_tokens={"social": 6}, batch_size="auto")
+    fixed = generate(
+        model, tok, "zero_shot", test, None, SMALL, params_for("prompts"), 42, progress=False
+    )
+    auto = params_for("generate", num_samples=10, max_new_tokens={"social": 6}, batch_size="auto")
     calls = []
     real = BatchSampler.__call__
     monkeypatch.setattr(
@@ -342,23 +357,30 @@ def test_auto_batch_size_samples_what_a_fixed_size_samples(tiny_model, monkeypat
         "__call__",
         lambda self, pr, *a, **k: calls.append(len(pr)) or real(self, pr, *a, **k),
     )
-    got = generate(model, tok, "zero_shot", test, None, auto, PromptParams(), 42, progress=False)
+    got = generate(
+        model, tok, "zero_shot", test, None, auto, params_for("prompts"), 42, progress=False
+    )
     pd.testing.assert_frame_equal(fixed, got)
     assert max(calls) <= 7 and sum(calls) == 30 and len(calls) > 1
 
 
 def test_batch_size_param_takes_an_integer_or_auto(tmp_path):
     from lib.config import ParamsError, load_section
+    from lib.generate import GenerateParams
 
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"generate": {"batch_size": "auto", "decode": "eager"}}))
+    path.write_text(
+        yaml.safe_dump(merged_params({"generate": {"batch_size": "auto", "decode": "eager"}}))
+    )
     p = load_section(GenerateParams, "generate", path)
     assert p.batch_size == "auto" and p.decode == "eager"
-    path.write_text(yaml.safe_dump({"generate": {"batch_size": "big"}}))
-    with pytest.raises(ParamsError, match="'big' matches none of"):
+    path.write_text(yaml.safe_dump(merged_params({"generate": {"batch_size": "big"}})))
+    with pytest.raises(
+        ParamsError, match=r"generate\.batch_size = 'big': accepted: int \| 'auto'$"
+    ):
         load_section(GenerateParams, "generate", path)
-    path.write_text(yaml.safe_dump({"generate": {"decode": "graph"}}))
-    with pytest.raises(ParamsError, match="'graph' is not one of"):
+    path.write_text(yaml.safe_dump(merged_params({"generate": {"decode": "graph"}})))
+    with pytest.raises(ParamsError, match=r"generate\.decode = 'graph': accepted: auto \| eager$"):
         load_section(GenerateParams, "generate", path)
 
 

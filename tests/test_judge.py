@@ -227,7 +227,8 @@ def _judgments(outcomes: dict[str, list[str]]) -> pd.DataFrame:
 
 def test_table_and_figure_show_score_counts_and_say_when_uninformative():
     from lib import figures, report
-    from lib.stats import StatsParams, judge_summary
+    from lib.config import params_for
+    from lib.stats import judge_summary
 
     # gem: every pair flipped with the order -> 6 ties, nothing decided: no information, even
     # though its score is exactly 0.5 with a zero-width CI. baseline: 3 wins, 1 tie, 1 loss and one
@@ -239,7 +240,7 @@ def test_table_and_figure_show_score_counts_and_say_when_uninformative():
         }
     )
     summary = judge_summary(
-        j, StatsParams(bootstrap=200, alpha=0.05, ci_format="halfwidth", decimals=3), 0
+        j, params_for("stats", bootstrap=200, alpha=0.05, ci_format="halfwidth", decimals=3), 0
     )
     assert summary["opponents"]["gem"]["score"] == 0.5
     assert summary["opponents"]["baseline"]["score"] == pytest.approx(0.7)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from lib.config import merged_params, params_for
 from lib.judge.anthropic_backend import AnthropicJudge, JudgeError
 from lib.judge.params import JudgeParams
 from lib.judge.prompts import Question
@@ -38,9 +39,10 @@ def _params(api: FakeAPI, **kw) -> JudgeParams:
         "max_retries": 3,
         "backoff_base_s": 0.01,
         "backoff_max_s": 0.02,
+        "concurrency": 1,  # the fake server's scripted replies go to questions in order
     }
     base.update(kw)
-    return JudgeParams(**base)
+    return params_for("judge", **base)
 
 
 class Sleeps(list):
@@ -227,7 +229,7 @@ def test_stage_anthropic_end_to_end_no_key_leak_and_free_rerun(api, tmp_path, ca
             "pass_checker": True,
         },
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     api.answer = lambda body: (
         "Verdict: yes\nReason: ok" if "rubric" in body["system"] else _prefers_polychromic(body)
     )

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from lib.config import merged_params
 from lib.judge.local_backend import LocalJudge
 from lib.judge.prompts import Question, pair_question
 from tests.fakes import judge_argv, write_generations
@@ -94,7 +95,7 @@ def test_stage_local_backend_tiny_random(tmp_path, monkeypatch):
         "model": {"base": "tiny-random", "device": "cpu"},
         "judge": {"backend": "auto", "bootstrap": 100, "pass_checker": True},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(params)))
     out = tmp_path / "out"
     argv = judge_argv(
         gen_dir,

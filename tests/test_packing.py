@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.models import ModelParams, load_model
+from lib.config import params_for
+from lib.models import load_model
 from lib.packing import continuation_logprobs, tree_pack
 
 CPU = torch.device("cpu")
@@ -73,7 +74,7 @@ def test_packed_logprobs_equal_one_unpadded_forward_per_continuation(
     import lib.packing
 
     monkeypatch.setattr(lib.packing, "ATTN_WIDTH", attn_width)
-    model, _ = load_model(ModelParams(base="tiny-random", device="cpu"))
+    model, _ = load_model(params_for("model", base="tiny-random", device="cpu"))
     model = model.to(dtype).eval()
     groups = [
         ([1, 5, 9, 11], [[3, 4], [8, 8, 2, 6], []]),

@@ -100,7 +100,8 @@ def _directly_affected(root, section_key: str, value) -> set[str]:
 )
 def test_each_stage_declares_exactly_the_params_it_reads(repo, key, value, stages):
     root, _ = repo
-    assert _directly_affected(root, key, value) == stages
+    # check_params reads the whole file: every edit reruns it (its output is unchanged when valid)
+    assert _directly_affected(root, key, value) == stages | {"check_params"}
 
 
 def test_lambda_override_reruns_polychromic_only(repo):
@@ -113,6 +114,7 @@ def test_lambda_override_reruns_polychromic_only(repo):
     # 3-step tiny-random adapter can sample the same 8 tokens at λ 0.7 as at 1.0).
     assert {"train_polychromic", "generate@polychromic"} <= ran
     assert ran <= {
+        "check_params",
         "train_polychromic",
         "generate@polychromic",
         "score@polychromic",
@@ -129,6 +131,7 @@ def test_eval_split_val_reruns_evaluation_only_and_labels_the_table(repo):
     root, _ = repo
     out = dvc(["exp", "run", "-S", "eval_split=val"], root)
     assert stages_run(out) == {
+        "check_params",
         *(f"generate@{s}" for s in SYSTEMS),
         *(f"score@{s}" for s in SYSTEMS),
         "judge",
@@ -189,7 +192,9 @@ def test_code_domain_smoke_end_to_end(tmp_path):
         assert m["encoders"]["eval"]["model"] == m["encoders"]["train"]["model"]
         assert m["encoders"]["same"] is True
     table = (root / "metrics/table.md").read_text()
-    assert "‡ Evaluation and training share one encoder (all-MiniLM-L6-v2)" in table
+    assert "Caution: evaluation and training share one encoder (all-MiniLM-L6-v2)" in table
+
+
 def _stages_importing(root, module: str) -> set[str]:
     """From the import graph (scripts/deps.py, itself tested against `sys.modules` in test_deps)."""
     from scripts import deps

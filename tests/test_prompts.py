@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
+from lib.config import params_for
 from lib.prompts import (
-    PromptParams,
     choose_few_shot,
     extract_code_body,
     few_shot_text,
@@ -42,22 +42,22 @@ def test_fill_substitutes_placeholders_and_keeps_other_braces():
 
 
 def test_overrides_replace_defaults_and_are_checked():
-    t = templates(PromptParams(zero_shot={"qa": "Q: {input}"}))
+    t = templates(params_for("prompts", zero_shot={"qa": "Q: {input}"}))
     assert t.get("zero_shot", "qa") == "Q: {input}"
     assert "{input}" in t.get("zero_shot", "social")  # defaults survive
     with pytest.raises(ValueError, match=r"unknown domain\(s\) \['poetry'\]"):
-        templates(PromptParams(zero_shot={"poetry": "{input}"}))
+        templates(params_for("prompts", zero_shot={"poetry": "{input}"}))
     with pytest.raises(ValueError, match=r"prompts.zero_shot.qa: template lacks.*\{input\}"):
-        templates(PromptParams(zero_shot={"qa": "Answer this."}))
+        templates(params_for("prompts", zero_shot={"qa": "Answer this."}))
     with pytest.raises(ValueError, match=r"few_shot.social.*\{examples\}"):
-        templates(PromptParams(few_shot={"social": "{input}"}))
+        templates(params_for("prompts", few_shot={"social": "{input}"}))
     with pytest.raises(ValueError, match=r"few_shot_example.qa.*\{output\}"):
-        templates(PromptParams(few_shot_example={"qa": "{input}"}))
+        templates(params_for("prompts", few_shot_example={"qa": "{input}"}))
 
 
 def test_unknown_domain_in_data_fails_clearly():
     with pytest.raises(ValueError, match="no zero_shot prompt template for domain 'poetry'"):
-        templates(PromptParams()).get("zero_shot", "poetry")
+        templates(params_for("prompts")).get("zero_shot", "poetry")
 
 
 def test_stable_int_is_a_fixed_function_of_its_parts():
@@ -80,7 +80,7 @@ def test_few_shot_prompt_has_exactly_k_train_examples_and_no_test_input():
     assert len(shots) == 5 and len({i for i, _ in shots}) == 5
     assert all(i in set(train["input"]) for i, _ in shots)
     assert "  TEST question 1? " not in {i for i, _ in shots}
-    tpl = templates(PromptParams())
+    tpl = templates(params_for("prompts"))
     text = few_shot_text(tpl, "qa", shots, test["input"][0])
     assert text.count("Question: train question") == 5
     assert text.count("Answer: train answer") == 5

@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from lib.models import ModelParams, load_model, tiny_random_model
+from lib.config import params_for
+from lib.models import load_model, tiny_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def test_load_model_leaves_the_callers_rng_untouched(tmp_path, monkeypatch, tiny
 
     torch.manual_seed(11)
     before = _rng_states()
-    loaded, _ = load_model(ModelParams(base=str(folder), device="cpu"), tok)
+    loaded, _ = load_model(params_for("model", base=str(folder), device="cpu"), tok)
     after = _rng_states()
     assert not torch.equal(loaded.lm_head.weight, model.lm_head.weight)  # the head was initialised
     assert torch.equal(before[0], after[0]), "load_model moved the global torch RNG"

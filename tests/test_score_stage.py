@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lib import checkers, metrics
-from lib.config import read_params
+from lib.config import merged_params, params_for, read_params
 from lib.embed import MINILM, embed, encoder_path, minilm_path
 from lib.io import write_parquet
 from lib.schemas import EXAMPLES, GENERATIONS, SCORE_METRICS, SCORES
@@ -107,8 +107,8 @@ def _val() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("score")
-    params = {"score": read_params()["score"]}  # the repository's defaults
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    # the repository's params (score: its defaults, the held-out encoder among them)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(merged_params({})))
     write_parquet(_gens(), tmp / "gens.parquet", GENERATIONS)
     write_parquet(_val(), tmp / "val.parquet", EXAMPLES)
     score.main(
@@ -209,19 +209,19 @@ def test_metrics_json(scored):
 
 
 def test_wrong_system_and_missing_val_refs_fail(tmp_path):
-    from lib.scoring import ScoreParams, score_generations
+    from lib.scoring import score_generations
 
     gens = _gens()
     with pytest.raises(ValueError, match="expected 'gem'"):
         score_generations(
-            gens, _val(), ScoreParams(eval_encoder="minilm", bertscore_layer=6), "gem"
+            gens, _val(), params_for("score", eval_encoder="minilm", bertscore_layer=6), "gem"
         )
     lonely = _val().assign(references=[["a"], ["b"], ["c"]])
     with pytest.raises(ValueError, match="my/val.parquet"):
         score_generations(
             gens[gens["domain"] == "social"],
             lonely,
-            ScoreParams(eval_encoder="minilm", bertscore_layer=6),
+            params_for("score", eval_encoder="minilm", bertscore_layer=6),
             "baseline",
             val_where="my/val.parquet",
         )
@@ -299,22 +299,25 @@ def test_default_bertscore_uses_eval_encoder_and_metrics_name_both(
 
 
 def test_minilm_as_eval_encoder_is_flagged_as_same(tmp_path):
-    from lib.scoring import ScoreParams, score_generations
+    from lib.scoring import score_generations
 
     gens = _gens().query("domain == 'creative'")
-    p = ScoreParams(eval_encoder=MINILM, bertscore_layer=6)
+    p = params_for("score", eval_encoder=MINILM, bertscore_layer=6)
     _, m = score_generations(gens, _val(), p, "baseline")
     assert m["encoders"]["same"] is True and m["encoders"]["eval"]["model"] == "all-MiniLM-L6-v2"
     # the same folder under its path is the same encoder too
     _, m2 = score_generations(
-        gens, _val(), ScoreParams(eval_encoder=str(minilm_path()), bertscore_layer=6), "baseline"
+        gens,
+        _val(),
+        params_for("score", eval_encoder=str(minilm_path()), bertscore_layer=6),
+        "baseline",
     )
     assert m2["encoders"]["same"] is True
     with pytest.raises(ValueError, match="not a packaged encoder"):
         score_generations(
             gens,
             _val(),
-            ScoreParams(eval_encoder="BAAI/bge-small-en-v1.5", bertscore_layer=6),
+            params_for("score", eval_encoder="BAAI/bge-small-en-v1.5", bertscore_layer=6),
             "baseline",
         )
 
@@ -333,10 +336,10 @@ def _summary(train: str, eval_: str, same: bool, layer: int = 8) -> dict:
 def test_table_names_both_encoders_and_footnotes_a_shared_one():
     from lib.report import instruments, to_latex, to_markdown
     from lib.schemas import SYSTEMS
-    from lib.stats import StatsParams, compute_stats
+    from lib.stats import compute_stats
     from tests.score_tables import score_table
 
-    st = compute_stats({s: score_table(s) for s in SYSTEMS}, StatsParams(bootstrap=50), 0)
+    st = compute_stats({s: score_table(s) for s in SYSTEMS}, params_for("stats", bootstrap=50), 0)
     held_out = {s: _summary("all-MiniLM-L6-v2", "all-mpnet-base-v2", False) for s in SYSTEMS}
     st["settings"]["encoders"] = instruments(held_out)
     md = to_markdown(st)
@@ -345,7 +348,7 @@ def test_table_names_both_encoders_and_footnotes_a_shared_one():
     shared = {s: _summary("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", True, 6) for s in SYSTEMS}
     st["settings"]["encoders"] = instruments(shared)
     md, tex = to_markdown(st), to_latex(st)
-    assert "‡ Evaluation and training share one encoder (all-MiniLM-L6-v2)" in md
+    assert "Caution: evaluation and training share one encoder (all-MiniLM-L6-v2)" in md
     assert "share one encoder" in tex
     # a table mixing instruments across its columns is refused
     mixed = dict(held_out, gem=_summary("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", True, 6))

@@ -10,7 +10,8 @@ import copy
 import pytest
 import torch
 
-from lib.models import ModelParams, load_model
+from lib.config import params_for
+from lib.models import load_model
 from lib.sampling import sample
 from lib.static_decoder import StaticDecoder
 
@@ -19,7 +20,7 @@ PROMPTS = [[1, 5, 9, 11, 4], [1, 7], [1, 7], [3, 8, 8]]
 
 @pytest.fixture(scope="module")
 def model():
-    m, _ = load_model(ModelParams(base="tiny-random", device="cpu"))
+    m, _ = load_model(params_for("model", base="tiny-random", device="cpu"))
     return m.eval()
 
 

@@ -11,10 +11,10 @@ import pytest
 from scipy import stats as sps
 from score_tables import PARAMS_YAML, judgments, score_table, write_judgments, write_scores
 
+from lib.config import params_for
 from lib.report import to_latex, to_markdown
 from lib.schemas import SCORE_METRICS, SYSTEMS
 from lib.stats import (
-    StatsParams,
     bootstrap_ci,
     cohens_d,
     compare_one,
@@ -26,7 +26,7 @@ from lib.stats import (
     ratio_bootstrap_ci,
 )
 
-P = StatsParams(bootstrap=300, alpha=0.05)
+P = params_for("stats", bootstrap=300, alpha=0.05)
 
 
 def test_holm_known_values():

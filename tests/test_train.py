@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,14 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from lib.chat import IGNORE_INDEX, chat_prompt_ids, training_example
-from lib.config import from_dict, read_params
-from lib.models import ModelParams, load_model
+from lib.config import merged_params, params_for
+from lib.models import load_model
 from lib.train import (
-    GemParams,
-    LoraParams,
-    LossParams,
     Trainer,
-    TrainParams,
     attach_lora,
     build_examples,
     collate,
@@ -28,25 +23,15 @@ from lib.train import (
     train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-_YAML = read_params(ROOT / "params.yaml")
-
-
-def section(cls, name: str, **overrides):
-    """params.yaml's section `name` with `overrides` (`lambda_` for λ), as the stage would load it."""
-    data = {("lambda_" if k == "lambda" else k): v for k, v in _YAML[name].items()}
-    return from_dict(cls, {**data, **overrides}, name)
-
 
 def replace(p, **overrides):
     return type(p)(**{**p.__dict__, **overrides})
 
 
-MP = ModelParams(base="tiny-random", device="cpu")
-LORA = section(LoraParams, "lora")
-GEM = section(GemParams, "gem")
-FAST = section(
-    TrainParams,
+MP = params_for("model", base="tiny-random", device="cpu")
+LORA = params_for("lora")
+GEM = params_for("gem")
+FAST = params_for(
     "train",
     max_steps=3,
     batch_size=3,
@@ -55,7 +40,7 @@ FAST = section(
     checkpoint_every=0,
     lr=1e-2,
 )
-LEX = section(LossParams, "loss", lambda_=0.5, num_samples=3, diversity="lexical", max_new_tokens=6)
+LEX = params_for("loss", lambda_=0.5, num_samples=3, diversity="lexical", max_new_tokens=6)
 # tiny-random's samples are random tokens: their word bigrams never overlap, every lexical distance
 # is 1 and every credit 0. MiniLM distances vary, so tests that need a non-zero term use them.
 SEM = replace(LEX, diversity="semantic")
@@ -429,8 +414,6 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_model, tmp_path):
 def _params(tmp_path, **train_overrides):
     import yaml
 
-    from lib.config import deep_merge
-
     p = {
         "seed": 3,
         "model": {"base": "tiny-random", "device": "cpu"},
@@ -457,7 +440,7 @@ def _params(tmp_path, **train_overrides):
         "gem": {"beta": 0.7},
     }
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(deep_merge(_YAML, p)))
+    path.write_text(yaml.safe_dump(merged_params(p)))
     return path
 
 
@@ -512,7 +495,7 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
 def test_load_in_4bit_cpu_one_step(tiny_model):
     pytest.importorskip("bitsandbytes")
     _, tok = tiny_model
-    mp = ModelParams(base="tiny-random", device="cpu", load_in_4bit=True)
+    mp = params_for("model", base="tiny-random", device="cpu", load_in_4bit=True)
     base, _ = load_model(mp, tok)
     model = attach_lora(base, LORA, mp)
     examples, _ = build_examples(_df(2), tok, 32)

@@ -11,17 +11,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from lib.data import BadRow, DataParams, RawPair
+from lib.data import BadRow, DataError, DataParams, RawPair
 
 
 def load(p: DataParams) -> Iterator[RawPair | BadRow]:
-    if not p.jsonl_path:
-        raise ValueError("data.domain is 'jsonl' but data.jsonl_path is not set")
     path = Path(p.jsonl_path)
     if not path.is_file():
-        raise FileNotFoundError(f"data.jsonl_path: {path} does not exist")
+        raise DataError(f"data.jsonl_path: {path} does not exist")
+    rows = 0
     with path.open("rb") as fh:
         for n, raw in enumerate(fh, start=1):
+            rows += bool(raw.strip())
             src = f"{path}:{n}"
             try:
                 line = raw.decode("utf-8")
@@ -47,3 +47,5 @@ def load(p: DataParams) -> Iterator[RawPair | BadRow]:
             yield RawPair(
                 obj["input"], obj["output"], src, meta, id=str(rid) if rid is not None else None
             )
+    if rows == 0:
+        raise DataError(f"data.jsonl_path: {path} is empty (no lines with a JSON object)")
