@@ -198,34 +198,3 @@ def test_check_params_stage_prints_one_line_and_exits_1(tmp_path):
     )
     assert "(traceback: .cache/logs/check_params.log)" in lines[0]
     assert not (tmp_path / "ok.json").exists()
-
-
-def _readme_param_rows() -> list[tuple[str, str]]:
-    """(dotted key, default as written) for every row of README's params table."""
-    text = (ROOT / "README.md").read_text()
-    table = text.split("### The params that matter", 1)[1].split("\n### ", 1)[0]
-    rows = []
-    for line in table.splitlines():
-        m = re.match(r"\| (`[^|]+`) \| (`[^|]+`) \|", line)
-        if not m:
-            continue
-        keys = re.findall(r"`([^`]+)`", m.group(1))
-        values = re.findall(r"`([^`]+)`", m.group(2))
-        assert len(keys) == len(values), line
-        section = keys[0].rsplit(".", 1)[0] if "." in keys[0] else ""
-        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-            rows.append((k if i == 0 or not section else f"{section}.{k}", v))
-    return rows
-
-
-def test_readme_params_table_matches_params_yaml():
-    # The README said λ = 0.3 while params.yaml said 1.0.
-    params = read_params(ROOT / "params.yaml")
-    rows = _readme_param_rows()
-    assert len(rows) >= 15
-    for key, written in rows:
-        value = params
-        for part in key.split("."):
-            assert part in value, f"README names {key}, which params.yaml does not have"
-            value = value[part]
-        assert yaml.safe_load(written) == value, f"README: {key} = {written}; params.yaml: {value}"
