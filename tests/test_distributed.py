@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from lib.config import deep_merge, params_for, read_params
 from lib.distributed import Dist
 from lib.models import load_model
-from lib.train import LossParams, Trainer, TrainParams, attach_lora, build_examples, sample_seed
-from tests.test_train import LORA, _df, replace, section
+from lib.train import Trainer, attach_lora, build_examples, sample_seed
+from tests.test_train import LORA, _df, replace
 
 ROOT = Path(__file__).resolve().parents[1]
 MP = params_for("model", base="tiny-random", device="cpu")
@@ -37,8 +37,7 @@ class FakeRanks(Dist):
 def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds(tiny_model):
     _, tok = tiny_model
     examples, _ = build_examples(_df(8), tok, 48)
-    tp = section(
-        TrainParams,
+    tp = params_for(
         "train",
         max_steps=2,
         batch_size=2,
@@ -46,9 +45,7 @@ def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds
         max_length=48,
         checkpoint_every=0,
     )
-    loss = section(
-        LossParams, "loss", lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3
-    )
+    loss = params_for("loss", lambda_=0.5, num_samples=2, diversity="lexical", max_new_tokens=3)
 
     def batches(dist: Dist, batch_size: int) -> list[list[int]]:
         model = attach_lora(load_model(MP, tok)[0], LORA, MP)
@@ -77,8 +74,7 @@ def test_epochs_mode_counts_steps_in_global_batches(tiny_model):
     model = attach_lora(load_model(MP, tok)[0], LORA, MP)
 
     def total(world: int, batch_size: int, grad_accum: int) -> int:
-        tp = section(
-            TrainParams,
+        tp = params_for(
             "train",
             max_steps=0,
             epochs=2,
