@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from lib.config import merged_params
 from lib.schemas import SYSTEMS
 from tests.fakes import CANARY, FakeAPI, anthropic_key, judge_argv, write_generations
 
@@ -102,9 +103,14 @@ def write_inputs(root: Path, n_ids: int, samples: int, url: str, **judge) -> tup
             "bootstrap": 50,
             "samples_per_input": 2,
             "pass_checker": True,
+            # One request at a time: the kill and outage bounds count answers in flight as one
+            # (concurrent identical questions are tests/test_judge_anthropic's).
+            "concurrency": 1,
             **judge,
         },
     }
+    # Every key is required: the repo's params.yaml under these overrides.
+    params = merged_params(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     argv = judge_argv(
         gdir,
@@ -176,19 +182,24 @@ def judge_under_faults(
 
 
 def judge_outage_then_rerun(root: Path, seed: int, n_ids: int = 4, samples: int = 2) -> dict:
-    """An outage longer than the retries: the run stops cleanly (missing, not wrong), nothing is
-    cached twice, and a rerun after the outage completes every question, paying each once."""
+    """An outage longer than the retries: the run stops cleanly (missing, not wrong), fails so DVC
+    locks nothing, nothing is cached twice, and a rerun after the outage completes every question,
+    paying each once."""
     import stages.judge
+    from lib.judge.anthropic_backend import JudgeIncomplete
 
     q = n_questions(n_ids, samples)
     script = FaultScript(seed, fail_rate=0.3, outage_from=10)
     api = start_api(script)
     with anthropic_key(), closing(api):
         _, argv = write_inputs(root, n_ids, samples, api.url)
-        stages.judge.main(argv)
-        metrics = json.loads((root / "out" / "judge.json").read_text())
-        assert metrics["usage"]["stopped"] == "api_unavailable"
-        assert metrics["n_missing"] > 0
+        try:
+            stages.judge.main(argv)
+        except JudgeIncomplete as e:
+            assert "api_unavailable" in str(e), e
+        else:
+            raise AssertionError("an incomplete judge run must fail (issue 17), it exited cleanly")
+        assert not (root / "out" / "judge.json").exists(), "an incomplete run wrote its outputs"
         first_delivered = script.delivered
         assert len(cache_files(root)) == first_delivered < q
         script.outage_from = None  # the API is back
