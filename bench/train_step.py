@@ -33,6 +33,7 @@ social-chat-length pairs, and a random-weight MiniLM-shaped encoder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -234,6 +235,96 @@ class RssPeak:
         self.delta = self.peak - self.start
 
 
+class GcPauses:
+    """Seconds the Python garbage collector has paused the process since construction."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.seconds, self._t = 0.0, 0.0
+
+        def cb(phase: str, _info: dict) -> None:
+            if phase == "start":
+                self._t = time.perf_counter()
+            else:
+                self.seconds += time.perf_counter() - self._t
+
+        gc.callbacks.append(cb)
+
+
+PHASES = {
+    # (owner, attribute) -> label; the reference pass is the no-grad call of _packed_logprobs.
+    ("lib.train.trainer.Trainer", "draw"): "draw",
+    ("lib.static_decoder.StaticDecoder", "_fill_cache"): "draw/fill_cache",
+    ("lib.static_decoder.StaticDecoder", "_run"): "draw/decode_step",
+    ("lib.sampling._Rows", "step"): "draw/rows_step",
+    ("lib.train.trainer.Trainer", "padded_logits"): "ce_forward",
+    ("lib.train.trainer.Trainer", "_packed_logprobs"): "packed_pass",
+    ("lib.train.trainer.Trainer", "_backward"): "backward",
+}
+
+
+def profile_steps(trainers: dict, device: torch.device) -> None:
+    """One baseline and one polychromic step under torch.profiler, each phase labelled."""
+    import importlib
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import lib.static_decoder
+
+    def labelled(fn, label):
+        def wrapper(*a, **k):
+            name = label
+            if label == "packed_pass" and not torch.is_grad_enabled():
+                name = "packed_pass/reference(no grad)"
+            with record_function(f"## {name}"):
+                return fn(*a, **k)
+
+        return wrapper
+
+    saved = []
+    for (owner, attr), label in PHASES.items():
+        mod, cls = owner.rsplit(".", 1)
+        klass = getattr(importlib.import_module(mod), cls)
+        saved.append((klass, attr, getattr(klass, attr)))
+        setattr(klass, attr, labelled(getattr(klass, attr), label))
+    prefill = lib.static_decoder._prefill
+    lib.static_decoder._prefill = labelled(prefill, "draw/prefill")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    try:
+        for s in ("baseline", "polychromic"):
+            trainers[s].step()  # warm the wrappers' path once
+            with profile(activities=acts) as prof:
+                with record_function(f"## step {s}"):
+                    trainers[s].step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+            ev = prof.key_averages()
+            dev_attr = (
+                "device_time_total" if hasattr(ev[0], "device_time_total") else "cuda_time_total"
+            )
+            print(
+                f"\nprofile: one {s} step (CPU ms: wall inside the label incl. waits; "
+                "device ms: kernels launched inside it)"
+            )
+            print("| phase | calls | CPU ms | device ms |\n|---|---|---|---|")
+            for e in sorted(ev, key=lambda e: e.key):
+                if e.key.startswith("## "):
+                    print(
+                        f"| {e.key[3:]} | {e.count} | {e.cpu_time_total / 1e3:.1f} | "
+                        f"{getattr(e, dev_attr) / 1e3:.1f} |"
+                    )
+            sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            try:
+                print(ev.table(sort_by=sort, row_limit=25, max_name_column_width=60))
+            except Exception:  # noqa: BLE001 - older torch spells it self_cuda_time_total
+                print(ev.table(sort_by="self_cuda_time_total", row_limit=25))
+    finally:
+        for klass, attr, fn in saved:
+            setattr(klass, attr, fn)
+        lib.static_decoder._prefill = prefill
+
+
 def main(argv: list[str] | None = None) -> None:
     from lib.models import load_model, resolve_device, resolve_dtype
     from lib.train import (
@@ -264,12 +355,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lambda", dest="lambda_", type=float, default=None, help="loss.lambda")
     ap.add_argument("--kl-coef", type=float, default=None, help="loss.kl_coef")
     ap.add_argument(
+        "--kl-pass",
+        choices=["auto", "fused", "separate", "both"],
+        default=None,
+        help="loss.kl_pass; both: polychromic fused plus a 'polychromic/separate' row, "
+        "interleaved in the same process",
+    )
+    ap.add_argument(
         "--decode",
         default="auto",
         choices=["auto", "graph", "compile", "eager"],
         help="loss.decode (GPU: graphs)",
     )
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the table, one more baseline and polychromic step under torch.profiler: "
+        "the step's phases (draw, prefill, decode replays, policy and reference passes, backward, "
+        "optimizer) and the top kernels",
+    )
     ap.add_argument("--load-in-4bit", action="store_true")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--data", default="data/split/train.parquet")
@@ -352,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         "reward": args.reward,
         "lambda_": args.lambda_,
         "kl_coef": args.kl_coef,
+        "kl_pass": "fused" if args.kl_pass == "both" else args.kl_pass,
         "decode": args.decode,
         "grad_norm_every": 0,  # a bench step measures the step, not the diagnostics
     }
@@ -360,6 +466,13 @@ def main(argv: list[str] | None = None) -> None:
     peft_model = attach_lora(model, params_for("lora", args.params), mp)
     gem = params_for("gem", args.params)
     trainers = {s: Trainer(s, peft_model, tok, examples, tp, 0, loss, gem) for s in SYSTEMS}
+    runs = list(SYSTEMS)
+    if args.kl_pass == "both":
+        sep = dataclasses.replace(loss, kl_pass="separate")
+        trainers["polychromic/separate"] = Trainer(
+            "polychromic", peft_model, tok, examples, tp, 0, sep, gem
+        )
+        runs.append("polychromic/separate")
     if args.reward_texts == "references":
         reward = trainers["polychromic"].scorer.reward
         inner = reward._fn
@@ -374,14 +487,17 @@ def main(argv: list[str] | None = None) -> None:
         reward._fn = on_references
         notes.append("reward scored on each example's references in place of the samples")
 
-    times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+    times: dict[str, list[float]] = {s: [] for s in runs}
+    gc_pause = GcPauses()
+    gc_s: dict[str, float] = dict.fromkeys(runs, 0.0)
     parts: dict[str, list[float]] = {k: [] for k in ("sampling", "scoring", "fwd_bwd")}
     reward_wall: list[float] = []
-    mem: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)
-    total_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: model included
-    reserved_peak: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)  # CUDA: what the allocator held
+    mem: dict[str, float] = dict.fromkeys(runs, 0.0)
+    total_peak: dict[str, float] = dict.fromkeys(runs, 0.0)  # CUDA: model included
+    reserved_peak: dict[str, float] = dict.fromkeys(runs, 0.0)  # CUDA: what the allocator held
     for r in range(args.steps + 1):
-        for s in SYSTEMS:
+        for s in runs:
+            gc_before = gc_pause.seconds
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
@@ -396,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
                 peak = rp.delta
             if r == 0:
                 continue  # warm-up
+            gc_s[s] += gc_pause.seconds - gc_before
             times[s].append(m["step_time"])
             mem[s] = max(mem[s], peak)
             if s == "polychromic":
@@ -414,7 +531,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"model {args.model} on {where}; batch {args.batch_size}, N={args.num_samples}, "
         f"max_new_tokens {args.max_new_tokens}, λ {loss.lambda_}, objective {loss.objective}, "
-        f"diversity {loss.diversity}, kl_coef {loss.kl_coef}, decode {args.decode}; "
+        f"diversity {loss.diversity}, kl_coef {loss.kl_coef} ({loss.kl_pass}), "
+        f"decode {args.decode}; "
         f"median of {args.steps} steps (after one untimed warm-up round, which pays any compile)"
     )
     for n in notes:
@@ -422,10 +540,13 @@ def main(argv: list[str] | None = None) -> None:
     mem_label = "peak alloc above start" if device.type == "cuda" else "peak RSS above start"
     cuda = device.type == "cuda"
     extra = " | peak GPU alloc (total) | peak GPU reserved" if cuda else ""
-    print(f"| system | s/step | × baseline | {mem_label}{extra} |")
-    print("|---|---|---|---|" + ("---|---|" if cuda else ""))
-    for s in SYSTEMS:
-        row = f"| {s} | {med[s]:.3f} | {med[s] / med['baseline']:.2f} | {mem[s] / 2**20:.0f} MiB"
+    print(f"| system | s/step | × baseline | fastest step | {mem_label}{extra} |")
+    print("|---|---|---|---|---|" + ("---|---|" if cuda else ""))
+    for s in runs:
+        row = (
+            f"| {s} | {med[s]:.3f} | {med[s] / med['baseline']:.2f} | {min(times[s]):.3f} | "
+            f"{mem[s] / 2**20:.0f} MiB"
+        )
         if cuda:
             row += f" | {total_peak[s] / 2**30:.1f} GiB | {reserved_peak[s] / 2**30:.1f} GiB"
         print(row + " |")
@@ -435,6 +556,10 @@ def main(argv: list[str] | None = None) -> None:
         for k, v in parts.items()
     )
     print(f"polychromic step split: {split} (scoring: waited for reward + distances + credit)")
+    print(
+        "Python GC pauses inside the timed steps (all rounds): "
+        + ", ".join(f"{s} {gc_s[s]:.3f} s" for s in runs)
+    )
     rw = statistics.median(reward_wall)
     print(
         f"reward ({trainers['polychromic'].scorer.reward.name}): {rw:.3f} s wall a step, "
@@ -443,7 +568,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"polychromic / baseline: {med['polychromic'] / med['baseline']:.2f}× per step; "
         f"gem / baseline: {med['gem'] / med['baseline']:.2f}×"
+        + "".join(
+            f"; {s} / baseline: {med[s] / med['baseline']:.2f}×" for s in runs[len(SYSTEMS) :]
+        )
     )
+    if args.profile:
+        profile_steps(trainers, device)
 
 
 if __name__ == "__main__":

@@ -256,6 +256,7 @@ def bertscore_f1(
     num_layers: int,
     encoder: str = "minilm",
     batch_size: int = 64,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, str]:
     """BERTScore F1 per candidate (max over its references) with a local encoder, and the hash.
 
@@ -299,6 +300,7 @@ def bertscore_f1(
             lang=None,
             rescale_with_baseline=False,
             verbose=False,
+            device=device,  # bert_score's own default takes any visible GPU; ours is the param
         )
         out[todo] = f1.numpy().astype(np.float64)
     digest = get_hash(model_name(encoder), num_layers, False, False, False, False)

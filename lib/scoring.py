@@ -40,6 +40,7 @@ class ScoreParams:
     embed_batch_size: int = param(ge=1)
     eval_encoder: str = param()  # lib.embed name (mpnet, minilm) or a local folder
     bertscore_layer: int = param(ge=1)  # layer of eval_encoder BERTScore reads
+    device: str = param(pattern=r"auto|cpu|cuda(:\d+)?")  # the encoders' device; auto: a GPU if any
 
 
 EmbedFn = Callable[[list[str]], np.ndarray]
@@ -84,17 +85,19 @@ def score_generations(
     encoder) only feeds `semantic_diversity_train`.
     """
     from lib.embed import TRAIN_ENCODER, embed, encoder_path, model_name, same_encoder
+    from lib.models import resolve_device
 
     encoder_path(params.eval_encoder)  # an unknown name fails before any work
+    device = str(resolve_device(params.device))
     if embed_fn is None:
 
         def embed_fn(texts: list[str]) -> np.ndarray:
-            return embed(texts, name=params.eval_encoder, batch_size=params.embed_batch_size)
+            return embed(texts, params.eval_encoder, device, params.embed_batch_size)
 
     if train_embed_fn is None:
 
         def train_embed_fn(texts: list[str]) -> np.ndarray:
-            return embed(texts, name=TRAIN_ENCODER, batch_size=params.embed_batch_size)
+            return embed(texts, TRAIN_ENCODER, device, params.embed_batch_size)
 
     if gens.empty:
         raise ValueError(f"{where}: no generations to score")
@@ -174,6 +177,7 @@ def score_generations(
             num_layers=params.bertscore_layer,
             encoder=params.eval_encoder,
             batch_size=params.embed_batch_size,
+            device=device,
         )
         bert = {r.row_: float(v) for r, v in zip(bs_rows, f1, strict=True)}
 

@@ -9,7 +9,7 @@ for stage in $(dvc stage list --name-only); do
   start=$(date +%s.%N)
   dvc repro --single-item "$stage"
   end=$(date +%s.%N)
-  printf '%s\t%.1f\n' "$stage" "$(echo "$end - $start" | bc)" >> "$out.tmp"
+  awk -v s="$stage" -v a="$start" -v b="$end" 'BEGIN { printf "%s\t%.1f\n", s, b - a }' >> "$out.tmp"
 done
 mv "$out.tmp" "$out"
 cat "$out"

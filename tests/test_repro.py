@@ -83,7 +83,7 @@ def _stage_params(tmp_path: Path) -> Path:
     return path
 
 
-def _run_stage(system: str, tmp_path: Path, cache: Path, name: str) -> bytes:
+def _run_stage(system: str, tmp_path: Path, cache: Path, name: str) -> dict[str, bytes]:
     from tests.pipeline_util import env
 
     out = tmp_path / name
@@ -104,13 +104,14 @@ def _run_stage(system: str, tmp_path: Path, cache: Path, name: str) -> bytes:
         timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    return (out / "adapter_model.safetensors").read_bytes()
+    return {f.name: f.read_bytes() for f in sorted(out.iterdir())}  # weights, config, card
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("system", ["baseline", "gem", "polychromic"])
 def test_cold_and_warm_model_cache_train_the_same_adapter(system, tmp_path):
-    """One process converts the GGUF (empty cache), the next reuses the conversion: same bytes."""
+    """One process converts the GGUF (empty cache), the next reuses the conversion, a third
+    converts into another cache folder (a fresh clone elsewhere): the same bytes, every file."""
     from lib.io import write_parquet
     from lib.schemas import EXAMPLES
 
@@ -121,3 +122,56 @@ def test_cold_and_warm_model_cache_train_the_same_adapter(system, tmp_path):
     assert list(cache.glob("smollm2-135m-instruct-*/model.safetensors"))
     warm = _run_stage(system, tmp_path, cache, "warm")
     assert cold == warm, f"{system}: the cold-cache run trained a different adapter"
+    other = _run_stage(system, tmp_path, tmp_path / "elsewhere", "other")
+    assert other == cold, f"{system}: another cache folder wrote other adapter bytes"
+
+
+def test_stage_processes_run_with_a_fixed_hash_seed():
+    """Issue 21, found by a fresh-clone `dvc repro`: BERTScore (and through the reward, the
+    polychromic adapter) differed in the 8th digit from run to run, because bert_score orders its
+    sentences through a set of str, whose order follows the per-process hash salt. Every
+    `python -m stages...` process re-executes itself with PYTHONHASHSEED=0 (stages/__init__.py);
+    `python -m stages` prints the hash it then sees."""
+    from tests.pipeline_util import env
+
+    def hash_under(seed: str) -> str:
+        code = "print(hash('polychromic'))"
+        e = env({"PYTHONHASHSEED": seed})
+        return subprocess.run(
+            [sys.executable, "-c", code], env=e, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    want, other = hash_under("0"), hash_under("7")
+    assert want != other  # the guard: the salt does change str hashes
+    for seed in ("7", None):
+        e = env({})
+        if seed is None:
+            e.pop("PYTHONHASHSEED", None)
+        else:
+            e["PYTHONHASHSEED"] = seed
+        r = subprocess.run(
+            [sys.executable, "-m", "stages"], cwd=ROOT, env=e, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        assert f"hash('polychromic')={want}" in r.stdout, (seed, r.stdout)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "again"),
+    [
+        (
+            ["py", "-m", "stages.score", "--system", "x"],
+            {},
+            ["-m", "stages.score", "--system", "x"],
+        ),
+        (["py", "-u", "-m", "stages.judge"], {"PYTHONHASHSEED": "3"}, ["-u", "-m", "stages.judge"]),
+        (["py", "-m", "stages.score"], {"PYTHONHASHSEED": "0"}, None),  # already fixed
+        (["py", "-m", "pytest", "tests"], {}, None),  # not a stage: pytest is left alone
+        (["py", "-m", "stagesx"], {}, None),
+        (["py", "script.py", "-m", "stages.x"], {}, None),  # -m after the script is its argument
+    ],
+)
+def test_hash_seed_reexec_only_for_stage_modules(argv, environ, again):
+    from stages import hash_seed_reexec
+
+    assert hash_seed_reexec(argv, environ) == again

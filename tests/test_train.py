@@ -468,6 +468,9 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
     )
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and set(cfg["target_modules"]) == {"q_proj", "v_proj", "down_proj"}
+    # Portable: the base is named as params name it, not by this machine's model-cache folder
+    # (a fresh clone with another $POLYCHROMIC_CACHE would otherwise hash another adapter).
+    assert cfg["base_model_name_or_path"] == params_for("model", params).base
     weights = _adapter(out)
     assert weights and all("lora_" in k for k in weights)  # no base weights in the out
     assert not list(out.glob("model*.safetensors"))

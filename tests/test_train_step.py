@@ -151,12 +151,19 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("system", "objective"), CASES)
-def test_step_gradient_equals_independent_objective_gradient(tiny_model, system, objective):
+# loss.kl_pass: the reference log-probs from a separate no-grad pass (auto on CPU) or fused into
+# the packed pass as a second copy of the rows with the LoRA updates zeroed (auto on CUDA).
+CASES += [("polychromic", "additive", "fused"), ("polychromic", "passk", "fused")]
+
+
+@pytest.mark.parametrize(("system", "objective", "kl_pass"), [(*c, "auto")[:3] for c in CASES])
+def test_step_gradient_equals_independent_objective_gradient(
+    tiny_model, system, objective, kl_pass
+):
     _, tok = tiny_model
     model = _model(tok)
     examples, _ = build_examples(_df(4), tok, 48)
-    loss = replace(LOSS, objective=objective or "additive")
+    loss = replace(LOSS, objective=objective or "additive", kl_pass=kl_pass)
     tr = Trainer(system, model, tok, examples, TP, SEED, loss, GEM)
     batch = [examples[i] for i in tr.order.take(0, TP.batch_size)]
 
@@ -221,12 +228,14 @@ def test_sampler_logprob_equals_loss_logprob_at_step_start(tiny_model):
     assert m["onpolicy_gap"] <= 1e-6
 
 
-def test_kl_is_zero_at_init_and_logged(tiny_model):
+@pytest.mark.parametrize("kl_pass", ["separate", "fused"])
+def test_kl_is_zero_at_init_and_logged(tiny_model, kl_pass):
     _, tok = tiny_model
     torch.manual_seed(0)
     model = attach_lora(load_model(MP, tok)[0], replace(LORA, dropout=0.05), MP)  # B = 0
     examples, _ = build_examples(_df(4), tok, 48)
-    tr = Trainer("polychromic", model, tok, examples, replace(TP, lr=1e-2), SEED, LOSS, GEM)
+    loss = replace(LOSS, kl_pass=kl_pass)
+    tr = Trainer("polychromic", model, tok, examples, replace(TP, lr=1e-2), SEED, loss, GEM)
     first = tr.step()
     assert first["kl"] == 0.0  # π = π_ref exactly: the same pack, the adapter adding zeros
     second = tr.step()

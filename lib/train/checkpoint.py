@@ -101,12 +101,23 @@ def load_checkpoint(ckpt_dir: Path, run_hash: str) -> dict[str, Any] | None:
     return state
 
 
-def sort_config_sets(path: Path) -> None:
-    """PEFT keeps `target_modules` as a set and writes it in hash order, which changes with
-    PYTHONHASHSEED from run to run: sort it so the same params give the same adapter bytes."""
+def portable_adapter(out_dir: Path, base_name: str) -> None:
+    """Make a saved adapter folder the same bytes on every machine.
+
+    PEFT keeps `target_modules` as a set and writes it in hash order (sorted here), and records the
+    base model's folder, for the embedded models a path under $POLYCHROMIC_CACHE, in
+    adapter_config.json and its model card (README.md): both get `model.base` (e.g.
+    `smollm2-135m-instruct`) instead. The generate stage loads the base from params, never from
+    this field."""
+    path = out_dir / "adapter_config.json"
     if not path.exists():
         return
     cfg = json.loads(path.read_text(encoding="utf-8"))
+    where = cfg.get("base_model_name_or_path")
     if isinstance(cfg.get("target_modules"), list):
         cfg["target_modules"] = sorted(cfg["target_modules"])
-        path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
+    cfg["base_model_name_or_path"] = base_name
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
+    card = out_dir / "README.md"
+    if where and where != base_name and card.exists():
+        card.write_text(card.read_text(encoding="utf-8").replace(where, base_name), "utf-8")

@@ -54,6 +54,11 @@ class LossParams:
     reward_test_timeout_s: float = param(gt=0)  # code_tests: seconds per test
     reward_qa_f1_threshold: float = param()  # qa_match: token F1 at which an answer matches
     kl_coef: float = param(ge=0)  # weight of the k2 KL estimate to the base model on the samples
+    # How the reference log-probs are computed (same values either way): fused = the packed pass
+    # runs twice as many rows, the second copy with every LoRA update zeroed (one launch-bound pass
+    # instead of two; the backward also runs through the copy, so it costs FLOPs); separate = a
+    # second, no-grad pass with the adapters off (fewer FLOPs). auto: fused on CUDA, else separate.
+    kl_pass: Literal["auto", "fused", "separate"] = param()
     max_new_tokens: int = param(ge=1)
     temperature: float = param()  # must be 1: log π scores the untempered distribution
     top_p: float = param()  # must be 1: log π scores the untruncated distribution

@@ -21,8 +21,8 @@ from lib.train.checkpoint import (
     load_checkpoint,
     load_trainer_state,
     params_hash,
+    portable_adapter,
     save_checkpoint,
-    sort_config_sets,
 )
 from lib.train.examples import build_examples
 from lib.train.logging import TrainLog
@@ -156,7 +156,7 @@ def train(
     if dist.main:
         with atomic_path(out_dir, is_dir=True) as tmp:
             model.save_pretrained(tmp)  # PEFT writes the adapter only
-            sort_config_sets(tmp / "adapter_config.json")
+            portable_adapter(tmp, model_params.base)
         log.end()
         if ckpt is not None and ckpt.exists():
             shutil.rmtree(ckpt, ignore_errors=True)

