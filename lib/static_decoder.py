@@ -7,7 +7,7 @@ A fixed-shape counterpart of `lib.sampling.sample`: the same prefill (`_prefill`
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,6 +67,30 @@ def _attention(config: Any, name: str) -> Iterator[None]:
         yield
     finally:
         config._attn_implementation = old
+
+
+def _capture(
+    step: Callable[[], torch.Tensor], device: torch.device, what: str
+) -> tuple[torch.Tensor, torch.cuda.CUDAGraph | None, torch.Tensor | None]:
+    """(the first run's output, the graph, the graph's output buffer) of `step`: run once for real
+    on a side stream (the warm-up a capture needs: cuBLAS workspaces, the allocator), then captured
+    for replay. Re-running a step is harmless: it writes the same K/V into the same slots. A step
+    that synchronises cannot be captured: then (output, None, None) and a warning."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        first = step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            out = step()
+    except RuntimeError as e:
+        warnings.warn(
+            f"StaticDecoder: CUDA graph capture failed, {what} uncaptured: {e}", stacklevel=3
+        )
+        return first, None, None
+    return first, graph, out
 
 
 class StaticDecoder:
@@ -182,25 +206,9 @@ class StaticDecoder:
         if self._graph is not None:
             self._graph.replay()
             return self._graph_out  # type: ignore[return-value]
-        # First step: run it for real on a side stream (the warm-up a capture needs: cuBLAS
-        # workspaces, the allocator), then capture the same step for the later ones. Re-running a
-        # step is harmless: it writes the same K/V into the same slot.
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            logits = self._step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self._graph_out = self._step()
-        except RuntimeError as e:  # a forward that synchronises cannot be captured
-            warnings.warn(
-                f"StaticDecoder: CUDA graph capture failed, decoding uncaptured: {e}", stacklevel=2
-            )
+        logits, self._graph, self._graph_out = _capture(self._step, self.device, "decoding")
+        if self._graph is None:
             self.mode = "eager"
-            return logits
-        self._graph = graph
         return logits
 
     def _fill_cache(self, pre: _Prefill) -> None:
@@ -362,21 +370,6 @@ class _StaticPrefill:
                 return logits
         if self.eager:
             return self._step()
-        side = torch.cuda.Stream(self.dec.device)
-        side.wait_stream(torch.cuda.current_stream(self.dec.device))
-        with torch.cuda.stream(side):  # the warm-up a capture needs (cuBLAS workspaces)
-            logits = self._step()
-        torch.cuda.current_stream(self.dec.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self.out = self._step()
-        except RuntimeError as e:  # a forward that synchronises cannot be captured
-            warnings.warn(
-                f"StaticDecoder: prefill graph capture failed, prefilling uncaptured: {e}",
-                stacklevel=2,
-            )
-            self.eager = True
-            return logits
-        self.graph = graph
+        logits, self.graph, self.out = _capture(self._step, self.dec.device, "prefilling")
+        self.eager = self.graph is None
         return logits

@@ -47,39 +47,21 @@ def gqa_model():
     "temperature, top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)], ids=["greedy", "t1", "top_p"]
 )
 @pytest.mark.parametrize("which", ["tiny_random", "gqa"])
+@pytest.mark.parametrize("prefill", ["dynamic", "static"])
 def test_static_decoder_samples_what_the_dynamic_sampler_samples(
-    model, gqa_model, which, temperature, top_p
+    model, gqa_model, which, temperature, top_p, prefill
 ):
-    m = model if which == "tiny_random" else gqa_model
-    seeds = [11, 12, 13, 14]
-    kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=temperature, top_p=top_p)
-    want = sample(m, PROMPTS, seeds, max_new_tokens=7, **kw)
-    # Width 9 > the longest prompt (5): the prompt KV rows sit right-aligned in the static cache.
-    dec = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="eager")
-    got = dec.sample(PROMPTS, seeds, **kw)
-    assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
-    # The decoder is reused across calls (one graph per shape): a second call starts clean.
-    again = dec.sample(PROMPTS, seeds, **kw)
-    assert [c.token_ids for c in again] == [c.token_ids for c in want]
-    # The model's own attention is back after the step (the decode attention is step-local).
-    assert m.config._attn_implementation == "sdpa"
-
-
-@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.7, 0.9)], ids=["greedy", "top_p"])
-@pytest.mark.parametrize("which", ["tiny_random", "gqa"])
-def test_static_prefill_samples_what_the_dynamic_sampler_samples(
-    model, gqa_model, which, temperature, top_p
-):
+    # Width 9 > the longest prompt (7): the prompt KV rows sit right-aligned in the static cache.
+    # The decoder is reused across calls (one graph per shape): each call starts clean.
     # prefill="static" (the GPU default): the distinct prompts left-padded to the width through a
-    # fixed-shape forward into their own static cache, expanded into the decoder's. The first
-    # call prefills dynamically (it initialises the cache); later ones reuse one set of buffers
-    # per number of distinct prompts (3 here, then 4, then 3 again).
+    # fixed-shape forward into their own static cache, expanded into the decoder's; its first call
+    # prefills dynamically (that initialises the cache), later ones reuse one set of buffers per
+    # number of distinct prompts (3 here, then 4, then 3 again).
     m = model if which == "tiny_random" else gqa_model
     seeds = [11, 12, 13, 14]
     kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=temperature, top_p=top_p)
     other = [[4, 4, 4, 4, 4, 4, 4], [1], [9, 3], [2, 6, 5, 7]]
-    dec = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="eager", prefill="static")
+    dec = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="eager", prefill=prefill)
     for prompts in (PROMPTS, PROMPTS, other, PROMPTS):
         want = sample(m, prompts, seeds, max_new_tokens=7, **kw)
         got = dec.sample(prompts, seeds, **kw)
@@ -87,7 +69,9 @@ def test_static_prefill_samples_what_the_dynamic_sampler_samples(
         assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
         for a, b in zip(got, want, strict=True):
             assert abs(a.logprob - b.logprob) <= 1e-4 * max(1.0, abs(b.logprob))
-    assert sorted(dec._prefills) == [3, 4]  # the static path ran, for both numbers of prompts
+    assert sorted(dec._prefills) == ([3, 4] if prefill == "static" else [])
+    # The model's own attention is back after the step (the decode attention is step-local).
+    assert m.config._attn_implementation == "sdpa"
 
 
 def test_gqa_decode_attention_is_the_repeated_kv_attention(gqa_model):
