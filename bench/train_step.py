@@ -253,14 +253,17 @@ class GcPauses:
 
 
 PHASES = {
-    # (owner, attribute) -> label; the reference pass is the no-grad call of _packed_logprobs.
-    ("lib.train.trainer.Trainer", "draw"): "draw",
-    ("lib.static_decoder.StaticDecoder", "_fill_cache"): "draw/fill_cache",
-    ("lib.static_decoder.StaticDecoder", "_run"): "draw/decode_step",
-    ("lib.sampling._Rows", "step"): "draw/rows_step",
-    ("lib.train.trainer.Trainer", "padded_logits"): "ce_forward",
-    ("lib.train.trainer.Trainer", "_packed_logprobs"): "packed_pass",
-    ("lib.train.trainer.Trainer", "_backward"): "backward",
+    # (module, class or None for a module function, attribute) -> label; the reference pass
+    # (loss.kl_pass separate) is the no-grad call of _packed_logprobs, fused it is in packed_pass.
+    ("lib.train.trainer", "Trainer", "draw"): "draw",
+    ("lib.static_decoder", None, "_prefill"): "draw/prefill",
+    ("lib.static_decoder", "_StaticPrefill", "run"): "draw/prefill(static)",
+    ("lib.static_decoder", "StaticDecoder", "_fill_cache"): "draw/fill_cache",
+    ("lib.static_decoder", "StaticDecoder", "_run"): "draw/decode_step",
+    ("lib.sampling", "_Rows", "step"): "draw/rows_step",
+    ("lib.train.trainer", "Trainer", "padded_logits"): "ce_forward",
+    ("lib.train.trainer", "Trainer", "_packed_logprobs"): "packed_pass",
+    ("lib.train.trainer", "Trainer", "_backward"): "backward",
 }
 
 
@@ -269,8 +272,6 @@ def profile_steps(trainers: dict, device: torch.device) -> None:
     import importlib
 
     from torch.profiler import ProfilerActivity, profile, record_function
-
-    import lib.static_decoder
 
     def labelled(fn, label):
         def wrapper(*a, **k):
@@ -283,13 +284,11 @@ def profile_steps(trainers: dict, device: torch.device) -> None:
         return wrapper
 
     saved = []
-    for (owner, attr), label in PHASES.items():
-        mod, cls = owner.rsplit(".", 1)
-        klass = getattr(importlib.import_module(mod), cls)
-        saved.append((klass, attr, getattr(klass, attr)))
-        setattr(klass, attr, labelled(getattr(klass, attr), label))
-    prefill = lib.static_decoder._prefill
-    lib.static_decoder._prefill = labelled(prefill, "draw/prefill")
+    for (mod, cls, attr), label in PHASES.items():
+        owner = importlib.import_module(mod)
+        owner = getattr(owner, cls) if cls else owner
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, labelled(getattr(owner, attr), label))
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     try:
         for s in ("baseline", "polychromic"):
@@ -320,9 +319,8 @@ def profile_steps(trainers: dict, device: torch.device) -> None:
             except Exception:  # noqa: BLE001 - older torch spells it self_cuda_time_total
                 print(ev.table(sort_by="self_cuda_time_total", row_limit=25))
     finally:
-        for klass, attr, fn in saved:
-            setattr(klass, attr, fn)
-        lib.static_decoder._prefill = prefill
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -372,8 +370,8 @@ def main(argv: list[str] | None = None) -> None:
         "--profile",
         action="store_true",
         help="after the table, one more baseline and polychromic step under torch.profiler: "
-        "the step's phases (draw, prefill, decode replays, policy and reference passes, backward, "
-        "optimizer) and the top kernels",
+        "the step's phases (draw, prefill, decode replays, policy and reference passes, backward) "
+        "and the top kernels",
     )
     ap.add_argument("--load-in-4bit", action="store_true")
     ap.add_argument("--gradient-checkpointing", action="store_true")
