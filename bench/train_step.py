@@ -261,7 +261,7 @@ PHASES = {
     ("lib.static_decoder", "StaticDecoder", "_fill_cache"): "draw/fill_cache",
     ("lib.static_decoder", "StaticDecoder", "_run"): "draw/decode_step",
     ("lib.sampling", "_Rows", "step"): "draw/rows_step",
-    ("lib.train.trainer", "Trainer", "padded_logits"): "ce_forward",
+    ("lib.train.trainer", "Trainer", "reference_logits"): "ce_forward",
     ("lib.train.trainer", "Trainer", "_packed_logprobs"): "packed_pass",
     ("lib.train.trainer", "Trainer", "_backward"): "backward",
 }

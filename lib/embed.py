@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lib import onednn
+
 MINILM = "minilm"  # the packaged all-MiniLM-L6-v2 (384-d, 6 layers, truncates at 256 word pieces)
 MPNET = "mpnet"  # the packaged all-mpnet-base-v2 (768-d, 12 layers, truncates at 384 word pieces)
 TRAIN_ENCODER = MINILM
@@ -121,6 +123,8 @@ def same_encoder(a: str, b: str) -> bool:
 def load_encoder(name: str = MINILM, device: str = "cpu") -> Any:
     from sentence_transformers import SentenceTransformer
 
+    if torch.device(device).type == "cpu":
+        onednn.enable()
     return SentenceTransformer(encoder_path(name), device=device)
 
 

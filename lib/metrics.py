@@ -269,8 +269,11 @@ def bertscore_f1(
     import bert_score
     from bert_score.utils import get_hash
 
+    from lib import onednn
     from lib.embed import encoder_path, model_name
 
+    if device.startswith("cpu"):
+        onednn.enable()
     cands = list(candidates)
     refs = [list(r) for r in references]
     if not cands:

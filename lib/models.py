@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lib import onednn
 from lib.config import param
 from lib.io import atomic_path
 
@@ -282,6 +283,8 @@ def _load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any,
         model_source(params.base)  # before the device or tokenizer: the likeliest mistake first
     device = resolve_device(params.device)
     dtype = resolve_dtype(params.dtype, device)
+    if device.type == "cpu":
+        onednn.enable()
     tokenizer = tokenizer or load_tokenizer(params)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if params.load_in_4bit:

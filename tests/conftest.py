@@ -12,6 +12,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from lib import onednn  # noqa: E402
+
+# Every stage process routes CPU float32 linear layers through oneDNN once it loads a model
+# (lib/onednn.py); the tests do so from the start, so no result depends on which test ran first.
+onednn.enable()
+
 
 @pytest.fixture(scope="session")
 def tiny_model():

@@ -58,6 +58,14 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def target_ce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits z (M, V) at predicting positions only against targets (M,):
+    `ce_loss` without the shift and the mask (the trainer's packed pass gives exactly these rows)."""
+    if y.numel() == 0:
+        raise ValueError("no target token in the batch: cross-entropy is undefined")
+    return F.cross_entropy(_upcast(z), y)
+
+
 def gem_loss(
     logits: torch.Tensor, labels: torch.Tensor, beta: float = 0.7, h: str = "linear"
 ) -> torch.Tensor:
@@ -71,14 +79,22 @@ def gem_loss(
     h=logsigmoid, later ones (and the Triton kernel) to linear, which is our default. The gradient
     w.r.t. z is q − onehot(y*), so β = 1 gives exactly the CE gradient.
     """
-    if not beta > 0:
-        raise ValueError(f"gem.beta must be > 0, got {beta}")
     z, y = _shift(logits, labels)
     mask = y != IGNORE_INDEX
     if not bool(mask.any()):
         raise ValueError("no labelled token in the batch: GEM loss is undefined")
-    z = _upcast(z[mask])  # (M, V) labelled positions only
-    y = y[mask]  # (M,)
+    return target_gem(z[mask], y[mask], beta, h)  # (M, V), (M,): labelled positions only
+
+
+def target_gem(
+    z: torch.Tensor, y: torch.Tensor, beta: float = 0.7, h: str = "linear"
+) -> torch.Tensor:
+    """`gem_loss` of logits z (M, V) at predicting positions only against targets (M,)."""
+    if not beta > 0:
+        raise ValueError(f"gem.beta must be > 0, got {beta}")
+    if y.numel() == 0:
+        raise ValueError("no target token in the batch: GEM loss is undefined")
+    z = _upcast(z)
     logp = z.log_softmax(-1)  # (M, V)
     q = (z.detach() / beta).softmax(-1)  # (M, V)
     logp_y = logp.gather(-1, y[:, None])  # (M, 1)

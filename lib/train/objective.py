@@ -1,6 +1,7 @@
 """What each system optimises, chosen once per run: `make_objective(system, loss, gem)`.
 
-- baseline: token cross-entropy on the reference (a padded batch, LoRA dropout as configured);
+- baseline: token cross-entropy on the reference (one packed, padding-free forward, LoRA dropout
+  as configured: `Trainer.reference_logits`);
 - gem: GEM's loss on the same batch (losses.gem_loss);
 - polychromic: CE + λ·(per-token score-function term of the set credit) + kl_coef·KL(π‖π_ref) on N
   samples per example (losses.policy_term, losses.kl_k2), all from one tree-packed pass
@@ -64,8 +65,7 @@ class Objective:
 
 class CrossEntropy(Objective):
     def forward(self, tr: Trainer, batch: Sequence[Example], draw: Draw | None) -> torch.Tensor:
-        logits, labels = tr.padded_logits(batch)
-        return losses.ce_loss(logits, labels)
+        return losses.target_ce(*tr.reference_logits(batch))
 
     def terms(self, out: torch.Tensor, credit: SetCredit | None, shares: Shares) -> Terms:
         ce = out * shares.ref
@@ -79,10 +79,10 @@ class Gem(Objective):
     def forward(
         self, tr: Trainer, batch: Sequence[Example], draw: Draw | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, labels = tr.padded_logits(batch)
+        z, y = tr.reference_logits(batch)  # (K, V), (K,)
         with torch.no_grad():
-            ce = losses.ce_loss(logits, labels)
-        return losses.gem_loss(logits, labels, self.gem.beta, self.gem.h), ce
+            ce = losses.target_ce(z, y)
+        return losses.target_gem(z, y, self.gem.beta, self.gem.h), ce
 
     def terms(self, out: Any, credit: SetCredit | None, shares: Shares) -> Terms:
         gem, ce = out

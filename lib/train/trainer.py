@@ -27,7 +27,7 @@ from lib.distributed import Dist
 from lib.packing import TreePack, tree_pack
 from lib.sampling import StaticDecoder, eos_ids, sample
 from lib.train import losses
-from lib.train.examples import DataOrder, Example, collate, sample_seed
+from lib.train.examples import DataOrder, Example, sample_seed
 from lib.train.objective import Shares, make_objective
 from lib.train.params import GemParams, LossParams, TrainParams
 from lib.train.scorer import Scorer, domain_of
@@ -246,17 +246,18 @@ class Trainer:
             )
         return self._decoder if self._decoder.rows == rows else None
 
-    def padded_logits(self, batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, T, V), labels (B, T)) of a right-padded reference batch, dropout as set."""
-        inputs = collate(batch, self.pad_id, self.device)
-        labels = inputs.pop("labels")
-        return self.model(**inputs, use_cache=False).logits, labels
+    def reference_logits(self, batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (K, V), targets (K,)) at every reference token of the micro-batch, dropout as
+        set: one packed, padding-free forward (prompt + reference per example), the LM head only
+        where a reference token is predicted. A padded batch of social's chats was a third padding
+        and computed the LM head over every prompt position too (~2× the work)."""
+        pack = tree_pack([(e.prompt_ids, [e.target_ids]) for e in batch], self.device, self.pad_id)
+        return self._packed_logits(pack), pack.targets
 
-    def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
-        """log p of every target of `pack`, one forward; the LM head only where predicted.
-
-        copies = 2 runs the rows twice in one batch, (2R, W), and returns (2, K): the second copy
-        is whatever `_lora_rows` makes of it (the fused reference)."""
+    def _packed_logits(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
+        """Logits (copies·K, V) of every target of `pack`, one forward; the LM head only where
+        predicted. copies = 2 runs the rows twice in one batch, (2R, W): the second copy is
+        whatever `lora_row_scale` makes of it (the fused reference)."""
         base = self.model.get_base_model()  # LoRA layers are injected in place: still trained
         dtype = self.model.get_input_embeddings().weight.dtype
         rows, width = pack.input_ids.shape
@@ -269,8 +270,11 @@ class Trainer:
         keep = torch.cat([pack.keep + c * rows * width for c in range(copies)])  # (copies·K,)
         logits = base.get_output_embeddings()(hidden.flatten(0, 1)[keep])  # (copies·K, V)
         cap = getattr(base.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
+        """log p (K,) of every target of `pack`, or (copies, K) (`_packed_logits`)."""
+        logits = self._packed_logits(pack, copies)
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         tok = -torch.nn.functional.cross_entropy(z, pack.targets.repeat(copies), reduction="none")
         return tok.view(copies, -1) if copies > 1 else tok  # (copies, K) | (K,)
