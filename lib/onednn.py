@@ -8,9 +8,10 @@ encoders), so each stage process routes them through oneDNN. Still float32 arith
 differ from MKL's in the last bits (another summation order), the same bits on every run on one
 processor kind.
 
-Only products with a frozen float32 weight are routed (the base model's projections, the LM head,
-the encoders): LoRA's trainable matrices are rank-16 slivers where the routing gains nothing, and
-keeping them on `F.linear` leaves their weight gradients to autograd as before.
+Routed: every float32 product that records no graph (generation, the judge, the encoders, no-grad
+passes), and under autograd those whose weight is frozen (the base model's projections and LM head
+while LoRA trains). A trainable weight stays on `F.linear`: LoRA's rank-16 slivers gain nothing,
+and autograd keeps computing their weight gradients as before.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class _FrozenLinear(torch.autograd.Function):
         return _mm(grad, _transposed(ctx.weight), None), None, None  # (..., out)·(out, in)
 
 
-def _routed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -66,20 +67,22 @@ def _routed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
         and weight.dim() == 2
         and x.dim() >= 2
         and x.shape[-1] > 0
-        and not weight.requires_grad
-        and (bias is None or (bias.dtype == torch.float32 and not bias.requires_grad))
+        and (bias is None or bias.dtype == torch.float32)
         and not x.is_mkldnn
         and not weight.is_mkldnn
     )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, through oneDNN where `_routed` says so."""
-    if not _routed(x, weight, bias):
+    """`F.linear`, through oneDNN wherever no trainable weight or bias needs its gradient."""
+    if not _fits(x, weight, bias):
         return _DENSE(x, weight, bias)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _FrozenLinear.apply(x, weight, bias)
-    return _mm(x, weight, bias)
+    trainable = weight.requires_grad or (bias is not None and bias.requires_grad)
+    if not torch.is_grad_enabled() or not (trainable or x.requires_grad):
+        return _mm(x, weight, bias)  # no graph to record (generation, encoders, no_grad passes)
+    if trainable:
+        return _DENSE(x, weight, bias)
+    return _FrozenLinear.apply(x, weight, bias)
 
 
 def available() -> bool:

@@ -85,3 +85,22 @@ def test_input_gradient_follows_an_in_place_change_of_the_frozen_weight():
     (second,) = torch.autograd.grad(lin(x), x, up)
     assert _rel(first, up.double() @ (lin.weight.double() / -2.0)) < 1e-6
     assert _rel(second, up.double() @ lin.weight.double()) < 1e-6
+
+
+def test_a_trainable_weight_is_routed_when_no_graph_is_recorded():
+    # Generation and the encoders run models whose weights still require grad, under no_grad.
+    lin = torch.nn.Linear(5, 4)
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        y = lin(x)
+    assert _rel(y, x.double() @ lin.weight.double().t() + lin.bias.double()) < 1e-6
+    calls = []
+    real = onednn._mm
+    try:
+        onednn._mm = lambda *a: calls.append(1) or real(*a)
+        with torch.no_grad():
+            lin(x)
+        lin(x).sum().backward()  # recorded, trainable: stays on F.linear
+    finally:
+        onednn._mm = real
+    assert calls == [1] and lin.weight.grad is not None
