@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
     if system is None:
         ap.add_argument("--system", choices=SYSTEMS, required=True)
     ap.add_argument("--train", required=True, help="train split Parquet (schema EXAMPLES)")
+    ap.add_argument(
+        "--val", default=None, help="val split Parquet: the val curves (train.val_every)"
+    )
     ap.add_argument("--out", required=True, help="adapter folder to write (PEFT, adapter only)")
     ap.add_argument("--live", default=None, help="DVCLive folder for training curves")
     ap.add_argument(
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
     loss = load_section(LossParams, "loss", args.params) if system == "polychromic" else None
     gem = load_section(GemParams, "gem", args.params) if system == "gem" else None
     df = read_parquet(args.train, EXAMPLES)
+    val = read_parquet(args.val, EXAMPLES) if args.val else None
     ckpt = Path(args.ckpt) if args.ckpt else Path(args.out).parent / ".ckpt" / system
     result = train(
         system,
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
         live_dir=args.live,
         ckpt_dir=ckpt,
         train_file=args.train,
+        val_df=val,
+        val_file=args.val,
         progress=not args.no_progress,
     )
     d = result["data"]

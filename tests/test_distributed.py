@@ -93,7 +93,9 @@ def test_epochs_mode_counts_steps_in_global_batches(tiny_model):
 def _params(tmp: Path, batch_size: int, **train) -> Path:
     p = deep_merge(read_params(ROOT / "params.yaml"), read_params(ROOT / "configs/smoke.yaml"))
     p["lora"]["dropout"] = 0.0  # dropout masks are per process: equality needs it off
-    p["train"].update({"batch_size": batch_size, "max_steps": 3, "checkpoint_every": 0, **train})
+    p["train"].update(
+        {"batch_size": batch_size, "max_steps": 3, "checkpoint_every": 0, "val_every": 0, **train}
+    )
     p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic", grad_norm_every=1)
     path = tmp / f"params-{batch_size}.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))

@@ -39,6 +39,7 @@ FAST = params_for(
     max_length=48,
     checkpoint_every=0,
     lr=1e-2,
+    val_every=0,  # val curves: tests/test_validate.py
 )
 LEX = params_for("loss", lambda_=0.5, num_samples=3, diversity="lexical", max_new_tokens=6)
 # tiny-random's samples are random tokens: their word bigrams never overlap, every lexical distance
@@ -452,11 +453,15 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
     params = _params(tmp_path)
     data = tmp_path / "train.parquet"
     write_parquet(_df(6, null_refs=1), data, EXAMPLES)
+    val = tmp_path / "val.parquet"
+    write_parquet(_df(4).assign(split="val"), val, EXAMPLES)
     out, live = tmp_path / "models" / "polychromic", tmp_path / "metrics" / "train" / "polychromic"
     train_polychromic.main(
         [
             "--train",
             str(data),
+            "--val",
+            str(val),
             "--out",
             str(out),
             "--live",
@@ -492,6 +497,7 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
     assert [r.split("\t")[0] for r in norms] == ["step", "2"]  # measured on step 2 only
     rows = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["step", "loss"] and len(rows) == 3
+    assert set(metrics["val"]) == {"ce", "reward"}  # at the last step (val_every > max_steps)
     assert not (tmp_path / "models" / ".ckpt" / "polychromic").exists()
 
 

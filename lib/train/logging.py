@@ -59,9 +59,11 @@ class TrainLog:
                 self.sums[k] = self.sums.get(k, 0.0) + metrics[k]
                 self.counts[k] = self.counts.get(k, 0) + 1
 
-    def row(self, step: int) -> None:
-        """Write the pending means as the row of `step`."""
+    def row(self, step: int, extra: dict[str, float] | None = None) -> None:
+        """Write the pending means as the row of `step`, with `extra` values as they are (the val
+        curves: keys with their own prefix, `val/ce`)."""
         row = {k: v / self.counts[k] for k, v in self.sums.items()}
+        row.update(extra or {})
         self.sums, self.counts = {}, {}
         self.history.append((step, row))
         if self.live is not None:
@@ -72,7 +74,7 @@ class TrainLog:
         assert self.live is not None
         self.live.step = step
         for k, v in row.items():
-            self.live.log_metric(f"train/{k}", v)
+            self.live.log_metric(k if "/" in k else f"train/{k}", v)
 
     def state(self) -> dict[str, Any]:
         return {"history": list(self.history), "sums": dict(self.sums), "counts": dict(self.counts)}

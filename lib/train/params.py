@@ -34,6 +34,10 @@ class TrainParams:
     max_grad_norm: float = param()  # <= 0 disables clipping
     checkpoint_every: int = param()  # optimizer steps; <= 0 disables checkpoints
     log_every: int = param(ge=1)  # optimizer steps between DVCLive rows
+    val_every: int = (
+        param()
+    )  # optimizer steps between val evaluations (lib/train/validate.py); <= 0: never
+    val_inputs: int = param(ge=1)  # distinct val inputs evaluated, in file order
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class LossParams:
     # (lib.sampling.StaticDecoder); eager: always the dynamic-cache sampler (the only path on CPU).
     decode: Literal["auto", "graph", "compile", "eager"] = param()
     grad_norm_every: int = param()  # optimizer steps between per-term gradient norms; <= 0: never
+    val_samples: int = param(ge=0)  # samples per val input for the val reward curve; 0: none
 
     def __post_init__(self) -> None:
         if self.temperature != 1.0 or self.top_p != 1.0:

@@ -28,6 +28,7 @@ from lib.train.examples import build_examples
 from lib.train.logging import TrainLog
 from lib.train.params import GemParams, LoraParams, LossParams, TrainParams
 from lib.train.trainer import Trainer
+from lib.train.validate import ValSet, evaluate
 
 
 def attach_lora(model: Any, lora: LoraParams, model_params: ModelParams) -> Any:
@@ -70,11 +71,14 @@ def train(
     live_dir: str | Path | None = None,
     ckpt_dir: str | Path | None = None,
     train_file: str | Path | None = None,
+    val_df: pd.DataFrame | None = None,
+    val_file: str | Path | None = None,
     after_step: Callable[[Trainer], None] | None = None,
     progress: bool = True,
     tokenizer: Any | None = None,
 ) -> dict[str, Any]:
-    """Train one system's LoRA adapter on `df` (schema EXAMPLES) and save only the adapter to `out_dir`."""
+    """Train one system's LoRA adapter on `df` (schema EXAMPLES) and save only the adapter to
+    `out_dir`; with `train.val_every` > 0, val curves on `val_df` (lib/train/validate.py)."""
     from tqdm.auto import tqdm
 
     from lib.models import resolve_device
@@ -99,6 +103,14 @@ def train(
     if dist.world > 1:
         torch.manual_seed(rng_seed(seed, "train-dropout", dist.rank))  # distinct masks per rank
     trainer = Trainer(system, model, tokenizer, examples, train_params, seed, loss, gem, dist=dist)
+    val = None
+    if train_params.val_every > 0:
+        if val_df is None:
+            raise ValueError("train.val_every > 0 needs the val split (--val)")
+        val = ValSet.build(
+            val_df, tokenizer, train_params.max_length, train_params.val_inputs, str(val_file)
+        )
+    val_samples = loss.val_samples if loss is not None else 0
 
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
     state = load_checkpoint(ckpt, run_hash) if ckpt is not None else None
@@ -138,8 +150,14 @@ def train(
         bar.set_postfix(post)
         bar.update(1)
         last = trainer.step_idx == trainer.total_steps
-        if trainer.step_idx % max(1, train_params.log_every) == 0 or last:
-            log.row(trainer.step_idx)
+        extra = None
+        if val is not None and (trainer.step_idx % train_params.val_every == 0 or last):
+            extra = evaluate(trainer, val, val_samples)  # every rank: no collective is skipped
+            bar.write(
+                f"step {trainer.step_idx}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items())
+            )
+        if trainer.step_idx % max(1, train_params.log_every) == 0 or last or extra:
+            log.row(trainer.step_idx, extra)
         every = train_params.checkpoint_every
         if (
             ckpt is not None

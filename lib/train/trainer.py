@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,12 +198,23 @@ class Trainer:
         w = self.dist.world
         return Shares(ref * w / self.dist.sum(ref), smp * w / self.dist.sum(smp) if draw else 1.0)
 
-    def draw(self, batch: Sequence[Example]) -> Draw:
-        """N samples per example (dropout off, T = 1, top-p = 1), without touching the training RNG."""
+    def draw(
+        self,
+        batch: Sequence[Example],
+        n: int | None = None,
+        seed_of: Callable[[Example, int], int] | None = None,
+    ) -> Draw:
+        """n (default `loss.num_samples`) samples per example (dropout off, T = 1, top-p = 1);
+        sample i of example e seeded by seed_of(e, i) (default: the training sample seeds)."""
         assert self.loss is not None
-        n = self.loss.num_samples
+        n = n or self.loss.num_samples
+        if seed_of is None:
+
+            def seed_of(e: Example, i: int) -> int:
+                return sample_seed(self.seed, self.step_idx, e.index, i)
+
         prompts = [e.prompt_ids for e in batch for _ in range(n)]
-        seeds = [sample_seed(self.seed, self.step_idx, e.index, i) for e in batch for i in range(n)]
+        seeds = [seed_of(e, i) for e in batch for i in range(n)]
         was_training = self.model.training
         self.model.eval()
         draw = dict(eos_token_ids=self.eos, pad_token_id=self.pad_id, temperature=1.0, top_p=1.0)
