@@ -102,12 +102,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("POLYCHROMIC_CACHE", Path.home() / ".cache" / "polychromic"))
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str, key: str = "model.device") -> torch.device:
+    """The torch device of a params value (`key` names it in the error)."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"model.device is '{spec}' but CUDA is not available on this machine")
+        raise ModelError(f"{key} is '{spec}' but CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
         # Under `accelerate launch` / torchrun each process takes its own GPU.
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))

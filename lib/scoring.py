@@ -88,7 +88,7 @@ def score_generations(
     from lib.models import resolve_device
 
     encoder_path(params.eval_encoder)  # an unknown name fails before any work
-    device = str(resolve_device(params.device))
+    device = str(resolve_device(params.device, "score.device"))
     if embed_fn is None:
 
         def embed_fn(texts: list[str]) -> np.ndarray:

@@ -131,5 +131,17 @@ def test_dtype_resolution():
 def test_cuda_requested_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(RuntimeError, match="^model.device is 'cuda' but CUDA is not available"):
         load_model(params_for("model", base="tiny-random", device="cuda"))
+
+
+def test_score_device_without_cuda_names_its_own_key():
+    import pandas as pd
+
+    from lib.scoring import score_generations
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    p = params_for("score", device="cuda:1")
+    with pytest.raises(RuntimeError, match="^score.device is 'cuda:1' but CUDA is not available"):
+        score_generations(pd.DataFrame(), pd.DataFrame(), p, "baseline")
