@@ -24,15 +24,21 @@ p["loss"].update({"lambda": 0.0, "kl_coef": 0.0})
 open(f"{out}/params-lambda0.yaml", "w").write(yaml.safe_dump(p, sort_keys=False))
 PY
 for run in polychromic lambda0; do
-  python3 -m stages.train_polychromic --train "$split/train.parquet" --val "$split/val.parquet" \
+  # LIMIT (seconds): stop a run there; the DVCLive rows written so far are kept.
+  timeout "${LIMIT:-infinity}" python3 -m stages.train_polychromic --train "$split/train.parquet" --val "$split/val.parquet" \
     --out "/tmp/curves-adapter-$run" --live "$out/$run" --params "$out/params-$run.yaml" \
     --no-progress >"$out/$run.log" 2>&1 &
 done
 wait
 tail -n 3 "$out"/*.log
+# One table of every curve (run, metric, step, value) beside the folders, and one archive of them.
+printf 'run\tmetric\tstep\tvalue\n' >"$out/curves.tsv"
 for run in polychromic lambda0; do
-  for m in val/ce val/reward train/ce train/reward train/diversity; do
-    f=$out/$run/plots/metrics/$m.tsv
-    [[ -f $f ]] && echo "$run $m: $(tail -n +2 "$f" | awk -F'\t' '{printf "%s:%.4f ", $1, $2}')"
+  for f in "$out/$run"/plots/metrics/*/*.tsv; do
+    [[ -f $f ]] || continue
+    m=$(basename "$(dirname "$f")")/$(basename "$f" .tsv)
+    tail -n +2 "$f" | awk -F'\t' -v r="$run" -v m="$m" '{print r "\t" m "\t" $1 "\t" $2}' >>"$out/curves.tsv"
   done
 done
+tar -czf "$out/curves.tgz" -C "$out" polychromic lambda0 2>/dev/null
+awk -F'\t' '$2 ~ /^val\// {printf "%s %s %s %.4f\n", $1, $2, $3, $4}' "$out/curves.tsv"
