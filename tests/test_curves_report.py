@@ -1,0 +1,51 @@
+"""RESULTS.md's training-length rule as scripts/curves_report.py applies it, on hand-made curves.
+
+Rule: the first val step s after which neither val/ce falls nor val/reward rises by more than 1 %
+over the next 100 steps, for every run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from scripts.curves_report import settled
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_settled_steps_by_hand():
+    # CE 4.0 → 3.5 (12.5 % better, not settled) → 3.47 (0.86 % better than 3.5: settled) ...
+    ce = pd.Series([4.0, 3.5, 3.5, 3.47, 3.469], index=[0, 50, 100, 150, 200])
+    assert settled(ce, lower_is_better=True) == [50, 100]  # 0: 3.5 after 100 is 12.5 % better
+    # A reward rising 0.10 → 0.1011 (+1.1 %) is not settled; → 0.1009 (+0.9 %) is.
+    reward = pd.Series([0.10, 0.10, 0.1011, 0.1009], index=[0, 50, 100, 150])
+    assert settled(reward, lower_is_better=False) == [50]
+
+
+def test_chosen_step_is_the_first_that_every_curve_allows(tmp_path):
+    rows = []
+    for run, ce, reward in [
+        ("a", [4.0, 3.6, 3.59, 3.58, 3.57], [0.1, 0.12, 0.13, 0.13, 0.13]),
+        ("b", [4.0, 3.7, 3.6, 3.59, 3.59], [0.1, 0.1, 0.11, 0.11, 0.11]),
+    ]:
+        for i, step in enumerate(range(0, 500, 100)):
+            rows.append((run, "val/ce", step, ce[i]))
+            rows.append((run, "val/reward", step, reward[i]))
+    path = tmp_path / "curves.tsv"
+    pd.DataFrame(rows, columns=["run", "metric", "step", "value"]).to_csv(
+        path, sep="\t", index=False
+    )
+    out = subprocess.run(
+        [sys.executable, "scripts/curves_report.py", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # a/ce settles at 100 (3.6 → 3.59), b/ce at 200; a/reward at 200 (0.13 → 0.13), b/reward at 100.
+    assert "chosen training length: 200" in out
+    assert (tmp_path / "val_curves.png").stat().st_size > 0
