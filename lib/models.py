@@ -228,6 +228,10 @@ def _quantization_config(compute_dtype: torch.dtype) -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        # The packed 4-bit bytes stored as the compute dtype, not uint8: FSDP flattens them with
+        # the layer's other (bf16) weights into one unit, which needs one dtype (FSDP-QLoRA).
+        # Storage only: the dequantised values are the same.
+        bnb_4bit_quant_storage=compute_dtype,
     )
 
 

@@ -30,9 +30,6 @@ class FakeRanks(Dist):
     def sum(self, value: float) -> float:
         return value * self.world
 
-    def mean_grads(self, params) -> None:  # noqa: ANN001 - grads stay local in this unit test
-        return None
-
 
 def test_ranks_split_each_global_batch_without_overlap_and_sample_distinct_seeds(tiny_model):
     _, tok = tiny_model

@@ -11,11 +11,12 @@ from lib.schemas import TRAINED_SYSTEMS as SYSTEMS
 from lib.train import losses
 from lib.train.checkpoint import params_hash
 from lib.train.examples import DataOrder, DataReport, Example, build_examples, collate, sample_seed
+from lib.train.lora_ctx import dropout_off
 from lib.train.objective import make_objective
 from lib.train.params import GemParams, LoraParams, LossParams, TrainParams
 from lib.train.run import attach_lora, train
 from lib.train.scorer import Scorer
-from lib.train.trainer import Draw, Trainer, dropout_off
+from lib.train.trainer import Draw, Trainer
 
 __all__ = [
     "SYSTEMS",

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.distributed import init_dist
+from lib.distributed import Engine
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
 from lib.seeds import rng_seed
@@ -31,11 +31,16 @@ from lib.train.trainer import Trainer
 from lib.train.validate import ValSet, evaluate
 
 
-def attach_lora(model: Any, lora: LoraParams, model_params: ModelParams) -> Any:
-    """Wrap `model` with a fresh LoRA adapter (QLoRA prep when 4-bit), in train mode."""
+def attach_lora(
+    model: Any, lora: LoraParams, model_params: ModelParams, *, sharded: bool = False
+) -> Any:
+    """Wrap `model` with a fresh LoRA adapter (QLoRA prep when 4-bit), in train mode.
+
+    sharded (FSDP): no `prepare_model_for_kbit_training`, whose float32 upcast of the norms would
+    put two dtypes in one decoder layer's FSDP unit (FSDP flattens one dtype per unit)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if model_params.load_in_4bit:
+    if model_params.load_in_4bit and not sharded:
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=model_params.gradient_checkpointing,
@@ -91,7 +96,13 @@ def train(
         sections["gem"] = gem
     run_hash = params_hash(system, sections, train_file)
 
-    dist = init_dist(cpu=resolve_device(model_params.device).type == "cpu")
+    engine = Engine.launch(cpu=resolve_device(model_params.device).type == "cpu")
+    dist = engine.dist
+    if engine.sharded and ckpt_dir is not None and train_params.checkpoint_every > 0:
+        raise ValueError(
+            "FSDP shards the optimizer state a resumable checkpoint holds whole: "
+            "set train.checkpoint_every: 0 (e.g. -S train.checkpoint_every=0), or launch with DDP"
+        )
     torch.manual_seed(seed)  # the same on every rank: every rank starts from the same LoRA init
     random.seed(seed)
     np.random.seed(seed)
@@ -99,10 +110,13 @@ def train(
     examples, report = build_examples(
         df, tokenizer, train_params.max_length, str(train_file or "train")
     )
-    model = attach_lora(base, lora, model_params)
+    model = attach_lora(base, lora, model_params, sharded=engine.sharded)
+    engine.wrap(model)  # DDP / FSDP around the packed forward (one process: the module itself)
     if dist.world > 1:
         torch.manual_seed(rng_seed(seed, "train-dropout", dist.rank))  # distinct masks per rank
-    trainer = Trainer(system, model, tokenizer, examples, train_params, seed, loss, gem, dist=dist)
+    trainer = Trainer(
+        system, model, tokenizer, examples, train_params, seed, loss, gem, engine=engine
+    )
     val = None
     if train_params.val_every > 0:
         if val_df is None:
@@ -171,9 +185,10 @@ def train(
             after_step(trainer)
     bar.close()
 
+    full = engine.adapter_state_dict()  # FSDP: gathered to rank 0 (every rank takes part)
     if dist.main:
         with atomic_path(out_dir, is_dir=True) as tmp:
-            model.save_pretrained(tmp)  # PEFT writes the adapter only
+            model.save_pretrained(tmp, state_dict=full)  # PEFT writes the adapter only
             portable_adapter(tmp, model_params.base)
         log.end()
         if ckpt is not None and ckpt.exists():

@@ -14,20 +14,20 @@ polychromic step's CE therefore sees no LoRA dropout either; baseline and gem ke
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from lib.distributed import Dist
+from lib.distributed import Dist, Engine
 from lib.packing import TreePack, tree_pack
 from lib.sampling import StaticDecoder, eos_ids, sample
 from lib.train import losses
 from lib.train.examples import DataOrder, Example, sample_seed
+from lib.train.lora_ctx import adapters_off, dropout_off, lora_layers, lora_row_scale
 from lib.train.objective import Shares, make_objective
 from lib.train.params import GemParams, LossParams, TrainParams
 from lib.train.scorer import Scorer, domain_of
@@ -51,69 +51,6 @@ class Packed:
     logp: torch.Tensor  # (B, N) log π(y_i|x), with grad
     n_tokens: torch.Tensor  # Σ|y_i|: sample tokens in the micro-batch
     kl: torch.Tensor | None  # k2 mean over sample tokens, with grad (None when kl_coef = 0)
-
-
-@contextlib.contextmanager
-def dropout_off(model: torch.nn.Module) -> Iterator[None]:
-    """Every nn.Dropout (LoRA's included) in eval mode, the rest of the model as it was (so
-    gradient checkpointing, active only in train mode, stays on)."""
-    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
-    for m in drops:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in drops:
-            m.train()
-
-
-@contextlib.contextmanager
-def adapters_off(layers: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """The base model's forward through a PEFT model: each LoRA layer in `layers` skips its
-    adapters (the flag PEFT's own `disable_adapter()` sets). That context manager also surveys the
-    whole model (`get_model_status`) and flips `requires_grad` on every adapter weight and back,
-    ~25 ms of Python a call at 135M, which the no-grad reference pass has no use for."""
-    was = [m._disable_adapters for m in layers]
-    for m in layers:
-        m._disable_adapters = True
-    try:
-        yield
-    finally:
-        for m, w in zip(layers, was, strict=True):
-            m._disable_adapters = w
-
-
-@contextlib.contextmanager
-def lora_row_scale(layers: Sequence[torch.nn.Module], scale: torch.Tensor) -> Iterator[None]:
-    """Every LoRA update (B·A·x·s) of the batch's row r multiplied by scale[r] (rows, ): one forward
-    hook on each active lora_B. Plain LoRA Linear layers only (a DoRA or other variant, or an
-    embedding adapter, computes its update elsewhere): anything else raises."""
-    handles = []
-
-    def hook(_module, _inputs, out):  # out (rows, T, d_out)
-        return out * scale.to(out.dtype).view(-1, *([1] * (out.dim() - 1)))
-
-    try:
-        for m in layers:
-            if getattr(m, "lora_variant", None) or not hasattr(m, "lora_B"):
-                raise ValueError(
-                    f"loss.kl_pass fused: {type(m).__name__} is not a plain LoRA layer; "
-                    "use loss.kl_pass: separate"
-                )
-            for name in m.active_adapters:
-                if name in m.lora_B:
-                    handles.append(m.lora_B[name].register_forward_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every PEFT tuner layer of `model` (LoRA's Linear, Embedding, ...)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
 def _sync(device: torch.device) -> None:
@@ -145,11 +82,20 @@ class Trainer:
         gem: GemParams | None = None,
         *,
         dist: Dist | None = None,
+        engine: Engine | None = None,
     ):
         self.system, self.model, self.tokenizer, self.examples = system, model, tokenizer, examples
         self.train, self.seed, self.loss, self.gem = train, seed, loss, gem
-        self.dist = dist or Dist()  # data-parallel rank (lib/distributed.py)
+        # The packed forward, wrapped by DDP/FSDP or bare, and the rank (lib/distributed.py).
+        self.engine = engine or Engine.local(model, dist)
+        self.dist = self.engine.dist
         self.objective = make_objective(system, loss, gem)
+        if self.objective.samples and self.engine.sharded:
+            raise ValueError(
+                f"{system} samples every step with the full model, which FSDP shards over ranks: "
+                "launch it with DDP (accelerate launch --config_file configs/accelerate/ddp.yaml); "
+                "FSDP serves baseline and gem"
+            )
         self.step_idx = 0  # optimizer steps done
         self.cursor = 0  # examples consumed (over all ranks)
         self.device = next(model.parameters()).device
@@ -160,7 +106,8 @@ class Trainer:
         if self.total_steps <= 0:  # epochs over the data, counted in global batches
             per_step = train.batch_size * train.grad_accum * self.dist.world
             self.total_steps = train.epochs * math.ceil(len(examples) / per_step)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # After wrapping: under FSDP these are the wrapper's (sharded) parameters.
+        self.params = [p for p in self.engine.module.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameter (LoRA not attached?)")
         self.optimizer = torch.optim.AdamW(
@@ -266,22 +213,12 @@ class Trainer:
         return self._packed_logits(pack), pack.targets
 
     def _packed_logits(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
-        """Logits (copies·K, V) of every target of `pack`, one forward; the LM head only where
-        predicted. copies = 2 runs the rows twice in one batch, (2R, W): the second copy is
-        whatever `lora_row_scale` makes of it (the fused reference)."""
-        base = self.model.get_base_model()  # LoRA layers are injected in place: still trained
+        """Logits (copies·K, V) of every target of `pack`, one forward through the engine's
+        (wrapped) PackedLM; the LM head only where predicted. copies = 2 runs the rows twice in one
+        batch, (2R, W): the second copy is whatever `lora_row_scale` makes of it (fused KL)."""
         dtype = self.model.get_input_embeddings().weight.dtype
-        rows, width = pack.input_ids.shape
-        hidden = base.get_decoder()(
-            input_ids=pack.input_ids.repeat(copies, 1),
-            attention_mask=pack.additive_mask(dtype).repeat(copies, 1, 1, 1),
-            position_ids=pack.position_ids.repeat(copies, 1),
-            use_cache=False,
-        ).last_hidden_state  # (copies·R, W, H)
-        keep = torch.cat([pack.keep + c * rows * width for c in range(copies)])  # (copies·K,)
-        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[keep])  # (copies·K, V)
-        cap = getattr(base.config, "final_logit_softcapping", None)
-        return torch.tanh(logits / cap) * cap if cap else logits
+        mask = pack.additive_mask(dtype)
+        return self.engine.module(pack.input_ids, mask, pack.position_ids, pack.keep, copies)
 
     def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
         """log p (K,) of every target of `pack`, or (copies, K) (`_packed_logits`)."""
@@ -385,7 +322,7 @@ class Trainer:
             logs[k] = logs.get(k, 0.0) + v / self.train.grad_accum
 
         self.model.train()
-        for _ in range(self.train.grad_accum):
+        for micro in range(self.train.grad_accum):
             batch = self._micro_batch()
             draw = pending = credit = None
             if self.objective.samples:
@@ -397,20 +334,24 @@ class Trainer:
                     _sync(self.device)
                     timing["sampling"] += time.perf_counter() - t
                     pending = self.scorer.submit(batch, draw)  # 2. reward (may run meanwhile)
-            t = time.perf_counter()
-            out = self.objective.forward(self, batch, draw)  # the forward pass(es)
-            timing["fwd_bwd"] += time.perf_counter() - t
-            if pending is not None:
+            # The wrapper averages gradients over ranks in the last micro-batch's backward; a norm
+            # step's per-term autograd.grad bypasses it (averaged explicitly below).
+            last = micro == self.train.grad_accum - 1
+            with self.engine.sync(norms is None and last):
                 t = time.perf_counter()
-                with torch.random.fork_rng(devices=[]):
-                    credit = pending.result()  # 3. credit
-                timing["scoring"] += time.perf_counter() - t
-                timing["reward"] += credit.reward_seconds
-                add("diversity", float(credit.diversity.mean()))
-                add("reward", float(credit.reward.mean()))
-            t = time.perf_counter()
-            terms = self.objective.terms(out, credit, self._shares(batch, draw))  # 4. objective
-            self._backward(terms.losses, norms)  # 5. backward
+                out = self.objective.forward(self, batch, draw)  # the forward pass(es)
+                timing["fwd_bwd"] += time.perf_counter() - t
+                if pending is not None:
+                    t = time.perf_counter()
+                    with torch.random.fork_rng(devices=[]):
+                        credit = pending.result()  # 3. credit
+                    timing["scoring"] += time.perf_counter() - t
+                    timing["reward"] += credit.reward_seconds
+                    add("diversity", float(credit.diversity.mean()))
+                    add("reward", float(credit.reward.mean()))
+                t = time.perf_counter()
+                terms = self.objective.terms(out, credit, self._shares(batch, draw))  # 4. objective
+                self._backward(terms.losses, norms)  # 5. backward
             _sync(self.device)
             timing["fwd_bwd"] += time.perf_counter() - t
             add("loss", float(sum(terms.losses.values()).detach()))
@@ -420,11 +361,11 @@ class Trainer:
                 gap = float((draw.logprob - out.logp.detach().double().cpu()).abs().max())
                 logs["onpolicy_gap"] = max(logs.get("onpolicy_gap", 0.0), gap)
         t = time.perf_counter()
-        self.dist.mean_grads(self.params)
         if norms is not None:
+            self.engine.mean_grads(self.params)
             for name, flat in norms.items():  # this rank's own gradient of each term
                 logs[f"grad_norm_{name}"] = float(flat.norm())
-        grad_norm = torch.nn.utils.clip_grad_norm_(
+        grad_norm = self.engine.clip_grad_norm_(
             self.params, self.train.max_grad_norm if self.train.max_grad_norm > 0 else math.inf
         )
         logs["grad_norm"] = float(grad_norm)
