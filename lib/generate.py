@@ -11,6 +11,12 @@ regenerated alone (`regenerate_one`), and a sample does not depend on batch size
 kernels can resolve differently: bench/README.md).
 The same (id, sample) gets the same seed in every system (common random numbers across systems).
 
+Several processes (`accelerate launch --num_processes K -m stages.generate ...`): each rank loads
+the model on its own device and samples a share of the test inputs (`shard_rows`: every K-th
+input in prompt-length order, so each rank gets long and short ones); rank 0 gathers the
+completions and alone returns the frame. Per-sample seeds make it the same frame as one
+process's (exactly on the CPU, tested).
+
 Speed: all (input, sample) rows of one max-new-tokens budget are sorted by prompt length and cut
 into `batch_size`-row calls of the batched sampler (little padding; the samples of one input sit
 together and share one prefill), one model load per stage. `batch_size: auto` takes the most rows
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +40,7 @@ import torch
 
 from lib.chat import chat_prompt_ids, chat_prompt_text, has_chat_template
 from lib.config import param
+from lib.distributed import Dist
 from lib.prompts import (
     PromptParams,
     Templates,
@@ -161,11 +168,12 @@ def plan(
     p: GenerateParams,
     seed: int,
     rows_that_fit: Callable[[int, int], int] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> list[list[Job]]:
     """Sampler calls: rows grouped by token budget, sorted by prompt length, `batch_size` each.
 
     With `batch_size: auto`, `rows_that_fit(width, budget)` sizes each budget's batches for its
-    longest prompt.
+    longest prompt. `rows`: only those test rows (this rank's share), else all.
     """
     jobs = [
         Job(
@@ -174,7 +182,7 @@ def plan(
             sample_seed(seed, str(test["id"].iloc[r]), s),
             p.budget(str(test["domain"].iloc[r])),
         )
-        for r in range(len(test))
+        for r in (range(len(test)) if rows is None else rows)
         for s in range(p.num_samples)
     ]
     # Longest first: an out-of-memory batch fails at once, not at the end of the run.
@@ -194,6 +202,18 @@ def plan(
                 size = max(1, rows_that_fit(len(prompts[j.row].ids), j.budget))
         batches.append([j])
     return batches
+
+
+def shard_rows(
+    test: pd.DataFrame, prompts: list[Prompt], p: GenerateParams, dist: Dist
+) -> list[int]:
+    """This rank's test rows: every world-th in `plan`'s order (budget, longest prompt first).
+    Fixed by the inputs alone, never by a rank's free memory, so the shares always partition."""
+    order = sorted(
+        range(len(test)),
+        key=lambda r: (p.budget(str(test["domain"].iloc[r])), -len(prompts[r].ids), r),
+    )
+    return sorted(order[dist.rank :: dist.world])
 
 
 _WIDTH_BUCKET = 64  # graphed batches pad prompts up to a multiple of this: fewer distinct shapes
@@ -256,8 +276,11 @@ def generate(
     seed: int,
     *,
     progress: bool = True,
-) -> pd.DataFrame:
-    """A GENERATIONS frame: `p.num_samples` rows per test row, ordered by (test row, sample)."""
+    dist: Dist | None = None,
+) -> pd.DataFrame | None:
+    """A GENERATIONS frame: `p.num_samples` rows per test row, ordered by (test row, sample).
+    With several ranks (`dist`) each samples its `shard_rows`; rank 0 returns the whole frame,
+    every other rank None."""
     from tqdm.auto import tqdm
 
     if test["id"].duplicated().any():
@@ -267,16 +290,18 @@ def generate(
     prompts = build_prompts(system, test, train, tokenizer, tpl, p.few_shot_k, seed)
     eos = eos_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    dist = dist or Dist()
+    mine = shard_rows(test, prompts, p, dist) if dist.world > 1 else None
     results: dict[tuple[int, int], tuple[str, int, str, int]] = {}
     bar = tqdm(
-        total=len(test) * p.num_samples,
+        total=(len(test) if mine is None else len(mine)) * p.num_samples,
         unit="sample",
-        disable=not progress,
+        disable=not progress or not dist.main,
         desc=f"generate {system}",
     )
     n_tok, t0 = 0, time.perf_counter()
     sampler = BatchSampler(model, p.decode)
-    for batch in plan(test, prompts, p, seed, sampler.rows_that_fit):
+    for batch in plan(test, prompts, p, seed, sampler.rows_that_fit, mine):
         comps = sampler(
             [prompts[j.row].ids for j in batch],
             [j.seed for j in batch],
@@ -295,6 +320,10 @@ def generate(
         bar.update(len(batch))
         bar.set_postfix(tok_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.0f}")
     bar.close()
+    parts = dist.gather(results)
+    if parts is None:
+        return None
+    results = {k: v for part in parts for k, v in part.items()}
 
     rows = []
     for r in range(len(test)):

@@ -2,7 +2,9 @@
 
 `python -m stages.generate --system S --test data/split/test.parquet --train data/split/train.parquet
 --adapter {models/S|none} --out data/generations/S.parquet`. zero_shot and few_shot take
-`--adapter none`; baseline, gem and polychromic take their adapter folder.
+`--adapter none`; baseline, gem and polychromic take their adapter folder. Under
+`accelerate launch --num_processes K` (params.yaml `launcher`) the K ranks share the test inputs and
+rank 0 writes the one Parquet, the same as one process's (lib/generate.py).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import argparse
 
 from lib.cli import run
 from lib.config import load_section, load_seed
+from lib.distributed import init_dist
 from lib.generate import ADAPTER_SYSTEMS, GenerateParams, generate, load_system_model
 from lib.io import read_parquet, write_parquet
-from lib.models import ModelParams, model_source
+from lib.models import ModelParams, model_source, resolve_device
 from lib.prompts import PromptParams
 from lib.schemas import EXAMPLES, GENERATIONS, SYSTEMS
 
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     gen_params = load_section(GenerateParams, "generate", args.params)
     prompt_params = load_section(PromptParams, "prompts", args.params)
 
+    dist = init_dist(cpu=resolve_device(model_params.device).type == "cpu")
     test = read_parquet(args.test, EXAMPLES)
     train = read_parquet(args.train, EXAMPLES) if args.system == "few_shot" else None
     model, tokenizer = load_system_model(model_params, adapter)
@@ -52,9 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         prompt_params,
         seed,
         progress=not args.no_progress,
+        dist=dist,
     )
-    write_parquet(df, args.out, GENERATIONS)
-    print(f"{args.system}: {len(df)} samples for {len(test)} inputs -> {args.out}")
+    if df is not None:  # rank 0
+        write_parquet(df, args.out, GENERATIONS)
+        print(f"{args.system}: {len(df)} samples for {len(test)} inputs -> {args.out}")
+    dist.barrier()  # no rank exits (and no launcher reports success) before the file exists
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Data-parallel training (lib/distributed.py): K processes at batch b train like one at batch K·b."""
+"""Data-parallel training through accelerate (lib/distributed.py): K processes at batch b train like
+one at batch K·b, and the gradient sync is the wrapper's."""
 
 from __future__ import annotations
 
@@ -93,16 +94,18 @@ def _params(tmp: Path, batch_size: int, **train) -> Path:
     p["train"].update(
         {"batch_size": batch_size, "max_steps": 3, "checkpoint_every": 0, "val_every": 0, **train}
     )
-    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic", grad_norm_every=1)
+    # grad_norm_every 2: steps 1 and 3 sync through DDP's reducer, step 2 (per-term norms, through
+    # autograd.grad) through the explicit mean.
+    p["loss"].update(num_samples=2, max_new_tokens=4, diversity="semantic", grad_norm_every=2)
     path = tmp / f"params-{batch_size}.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path
 
 
-def _train_cmd(tmp: Path, name: str, params: Path) -> list[str]:
+def _train_cmd(tmp: Path, name: str, params: Path, system: str) -> list[str]:
     return [
         "-m",
-        "stages.train_polychromic",
+        f"stages.train_{system}",
         "--train",
         str(tmp / "train.parquet"),
         "--out",
@@ -115,10 +118,17 @@ def _train_cmd(tmp: Path, name: str, params: Path) -> list[str]:
     ]
 
 
-def _train(launcher: list[str], tmp: Path, name: str, params: Path, env: dict[str, str]) -> str:
-    """Run train_polychromic under `launcher` into tmp/name; its stdout (fails on a non-zero exit)."""
+def _train(
+    launcher: list[str],
+    tmp: Path,
+    name: str,
+    params: Path,
+    env: dict[str, str],
+    system: str = "polychromic",
+) -> str:
+    """Run train_<system> under `launcher` into tmp/name; its stdout (fails on a non-zero exit)."""
     run = subprocess.run(
-        [*launcher, *_train_cmd(tmp, name, params)],
+        [*launcher, *_train_cmd(tmp, name, params, system)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -130,12 +140,13 @@ def _train(launcher: list[str], tmp: Path, name: str, params: Path, env: dict[st
 
 
 @pytest.mark.e2e
-def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("system", ["baseline", "polychromic"])
+def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, system):
     if not torch.distributed.is_available() or shutil.which("torchrun") is None:
         pytest.skip("torch.distributed / torchrun not available")
     _df(16).to_parquet(tmp_path / "train.parquet")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    _train([sys.executable], tmp_path, "one", _params(tmp_path, 4), env)
+    _train([sys.executable], tmp_path, "one", _params(tmp_path, 4), env, system)
     # torchrun is what `accelerate launch --multi_gpu` runs; accelerate's PartialState reads the
     # same environment (gloo on CPU, NCCL on GPUs).
     two = _train(
@@ -144,6 +155,7 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
         "two",
         _params(tmp_path, 2),
         env,
+        system,
     )
     assert "2 process(es)" in two
     assert two.count("steps on 16 pairs") == 1, "only rank 0 reports"
@@ -162,6 +174,8 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
     }
     assert list(curves["two"]["step"]) == [1, 2, 3], "one writer: one row per step"
     assert curves["two"]["loss"].tolist() == pytest.approx(curves["one"]["loss"].tolist(), rel=1e-5)
+    if system == "baseline":
+        return
     lam = pd.read_csv(tmp_path / "two/live/plots/metrics/train/grad_norm_diversity.tsv", sep="\t")
     assert (lam["grad_norm_diversity"] > 0).any(), "the λ term must be live in this comparison"
 
@@ -210,3 +224,79 @@ def test_accelerate_launch_single_process_equals_plain_python(tmp_path):
     a = load_file(tmp_path / "python/adapter/adapter_model.safetensors")
     b = load_file(tmp_path / "accelerate/adapter/adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _torchrun() -> list[str]:
+    if not torch.distributed.is_available() or shutil.which("torchrun") is None:
+        pytest.skip("torch.distributed / torchrun not available")
+    return ["torchrun", "--standalone", "--nproc_per_node", "2"]
+
+
+def _grads(launcher: list[str], out: Path, batch: int) -> tuple[dict, ...]:
+    """tests/ddp_worker.py's per-scenario gradients, one dict per rank."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [*launcher, "-m", "tests.ddp_worker", str(out), str(batch)]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = sorted(out.glob("rank*.pt"))
+    return tuple(torch.load(p) for p in ranks)
+
+
+def test_a_real_step_on_two_ranks_gets_the_one_process_gradient_from_the_wrapper(tmp_path):
+    # One Trainer.step per scenario through Engine.launch (DDP over gloo): the gradients AdamW is
+    # handed on each of 2 ranks at batch 2 equal those of 1 process at batch 4 (independent
+    # reference: no wrapper, no shares) for baseline, gem, polychromic (DDP's reducer), grad
+    # accumulation (no_sync on the first micro-batch) and per-term norm steps (autograd.grad,
+    # under no_sync, then the explicit mean). The planted_* scenarios disable the sync: with
+    # every micro-batch under the wrapper's no_sync the ranks disagree, so no other all-reduce
+    # is left doing the work; without the explicit mean a norm step disagrees too.
+    launcher = _torchrun()
+    (one,) = _grads([sys.executable], tmp_path / "one", 4)
+    r0, r1 = _grads(launcher, tmp_path / "two", 2)
+
+    def rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+        scale = max(float(g.abs().max()) for g in a)
+        return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True)) / scale
+
+    for name, ref in one.items():
+        for rank in (r0, r1):
+            if name.startswith("planted_"):
+                assert rel(ref, rank[name]) > 0.1, f"{name}: the ranks still agree"
+            else:
+                assert rel(ref, rank[name]) < 1e-5, name
+    assert rel(r0["planted_nosync"], r1["planted_nosync"]) > 0.1
+
+
+@pytest.mark.e2e
+def test_two_processes_generate_the_one_process_parquet(tmp_path):
+    # stages.generate under torchrun: the ranks split the 5 inputs (3 + 2, unequal on purpose),
+    # rank 0 gathers and writes one Parquet whose bytes equal a plain one-process run's.
+    from lib.io import write_parquet
+    from lib.schemas import EXAMPLES
+    from tests.test_generate import make_split
+
+    launcher = _torchrun()
+    write_parquet(make_split("social", 5, "test"), tmp_path / "test.parquet", EXAMPLES)
+    write_parquet(make_split("social", 4, "train"), tmp_path / "train.parquet", EXAMPLES)
+    p = deep_merge(read_params(ROOT / "params.yaml"), read_params(ROOT / "configs/smoke.yaml"))
+    p["model"]["device"] = "cpu"
+    p["generate"].update(num_samples=3, batch_size=4, temperature=1.0, top_p=0.9)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    outs = {}
+    for name, cmd in {"one": [sys.executable], "two": launcher}.items():
+        out = tmp_path / f"{name}.parquet"
+        args = [
+            "-m", "stages.generate", "--system", "zero_shot", "--adapter", "none",
+            "--test", str(tmp_path / "test.parquet"), "--train", str(tmp_path / "train.parquet"),
+            "--out", str(out), "--params", str(tmp_path / "params.yaml"), "--no-progress",
+        ]  # fmt: skip
+        run = subprocess.run(
+            [*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.stdout.count("15 samples for 5 inputs") == 1, "one writer"
+        outs[name] = out.read_bytes()
+    assert outs["one"] == outs["two"]
+    df = pd.read_parquet(tmp_path / "two.parquet")
+    assert df["id"].nunique() == 5 and df["output"].nunique() > 1

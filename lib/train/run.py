@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.distributed import Engine
 from lib.io import atomic_path
 from lib.models import ModelParams, load_model
 from lib.seeds import rng_seed
@@ -24,6 +23,7 @@ from lib.train.checkpoint import (
     portable_adapter,
     save_checkpoint,
 )
+from lib.train.engine import Engine
 from lib.train.examples import build_examples
 from lib.train.logging import TrainLog
 from lib.train.params import GemParams, LoraParams, LossParams, TrainParams

@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
-from lib.distributed import Dist, Engine
+from lib.distributed import Dist
 from lib.packing import TreePack, tree_pack
 from lib.sampling import StaticDecoder, eos_ids, sample
 from lib.train import losses
+from lib.train.engine import Engine
 from lib.train.examples import DataOrder, Example, sample_seed
 from lib.train.lora_ctx import adapters_off, dropout_off, lora_layers, lora_row_scale
 from lib.train.objective import Shares, make_objective
