@@ -41,11 +41,12 @@ class Engine:
         self.dist = dist
         self.accelerator = accelerator
         self.module: torch.nn.Module | None = None
+        self.dtype: torch.dtype | None = None  # the model's, read before FSDP flattens it
 
     @classmethod
     def local(cls, model: Any, dist: Dist | None = None) -> Engine:
         engine = cls(dist or Dist())
-        engine.module = PackedLM(model)
+        engine.wrap(model)
         return engine
 
     @classmethod
@@ -79,6 +80,7 @@ class Engine:
     def wrap(self, model: Any) -> None:
         """`accelerator.prepare(PackedLM(model))`: DDP, FSDP or (one process) the module itself."""
         packed = PackedLM(model)
+        self.dtype = model.get_input_embeddings().weight.dtype
         if self.accelerator is None:
             self.module = packed
             return
@@ -86,7 +88,8 @@ class Engine:
             from peft.utils.other import fsdp_auto_wrap_policy
 
             # Each LoRA leaf its own FSDP unit (float32, trainable) apart from the decoder
-            # layers (bf16 or 4-bit storage, frozen): FSDP flattens one dtype per unit.
+            # layers (bf16 or 4-bit storage, frozen): FSDP flattens one dtype, and without
+            # use_orig_params one requires_grad, per unit.
             plugin = self.accelerator.state.fsdp_plugin
             plugin.auto_wrap_policy = fsdp_auto_wrap_policy(model)
         self.module = self.accelerator.prepare(packed)
@@ -117,7 +120,9 @@ class Engine:
 
     def clip_grad_norm_(self, params: Sequence[torch.nn.Parameter], max_norm: float):
         """The global gradient norm, clipped to max_norm (FSDP: over every rank's shards)."""
-        if self.sharded:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if isinstance(self.module, FullyShardedDataParallel):  # FSDP1: norms of flat shards
             return self.module.clip_grad_norm_(max_norm)
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 

@@ -112,6 +112,10 @@ def train(
     )
     model = attach_lora(base, lora, model_params, sharded=engine.sharded)
     engine.wrap(model)  # DDP / FSDP around the packed forward (one process: the module itself)
+    if torch.cuda.is_available() and base.device.type == "cuda":
+        # The logged GPU peak is the training's: under FSDP each rank loaded the whole model
+        # before sharding it.
+        torch.cuda.reset_peak_memory_stats(base.device)
     if dist.world > 1:
         torch.manual_seed(rng_seed(seed, "train-dropout", dist.rank))  # distinct masks per rank
     trainer = Trainer(

@@ -217,8 +217,7 @@ class Trainer:
         """Logits (copies·K, V) of every target of `pack`, one forward through the engine's
         (wrapped) PackedLM; the LM head only where predicted. copies = 2 runs the rows twice in one
         batch, (2R, W): the second copy is whatever `lora_row_scale` makes of it (fused KL)."""
-        dtype = self.model.get_input_embeddings().weight.dtype
-        mask = pack.additive_mask(dtype)
+        mask = pack.additive_mask(self.engine.dtype)
         return self.engine.module(pack.input_ids, mask, pack.position_ids, pack.keep, copies)
 
     def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
