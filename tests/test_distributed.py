@@ -300,3 +300,22 @@ def test_two_processes_generate_the_one_process_parquet(tmp_path):
     assert outs["one"] == outs["two"]
     df = pd.read_parquet(tmp_path / "two.parquet")
     assert df["id"].nunique() == 5 and df["output"].nunique() > 1
+
+
+def test_polychromic_refuses_fsdp_and_names_the_ddp_config(tiny_model):
+    # Sampling needs the full model every step; under FSDP the trainer says what to launch instead.
+    from lib.train.engine import Engine
+
+    class Sharded(Engine):
+        sharded = True  # what Engine.launch reports under an FSDP accelerate config
+
+    _, tok = tiny_model
+    examples, _ = build_examples(_df(4), tok, 48)
+    model = attach_lora(load_model(MP, tok)[0], LORA, MP)
+    tp = params_for("train", max_steps=1, batch_size=2, checkpoint_every=0)
+    loss = params_for("loss", num_samples=2, diversity="lexical", max_new_tokens=3)
+    engine = Sharded(Dist())
+    engine.wrap(model)
+    with pytest.raises(ValueError, match="configs/accelerate/ddp.yaml"):
+        Trainer("polychromic", model, tok, examples, tp, 3, loss, engine=engine)
+    Trainer("baseline", model, tok, examples, tp, 3, engine=engine)  # FSDP serves baseline
