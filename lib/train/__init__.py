@@ -4,7 +4,9 @@
 One loop, one data order, one LoRA setup; the systems differ only in their objective
 (`objective.make_objective`). Modules: params (the params.yaml sections), examples (data, order,
 sample seeds), losses (pure tensor functions), scorer (credit of a draw), objective (what each
-system optimises), trainer (one step), checkpoint (resume), logging (DVCLive), run (a whole run).
+system optimises), trainer (one step), packed_lm (its differentiable forward, as a module),
+engine (that module wrapped by DDP/FSDP through accelerate), lora_ctx (LoRA switches for the
+passes), checkpoint (resume), logging (DVCLive), run (a whole run).
 """
 
 from lib.schemas import TRAINED_SYSTEMS as SYSTEMS

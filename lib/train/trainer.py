@@ -138,7 +138,7 @@ class Trainer:
 
     def _shares(self, batch: Sequence[Example], draw: Draw | None) -> Shares:
         """Each term is a per-token mean on this rank; weighted by the rank's share of the global
-        tokens, the all-reduced mean gradient is the global per-token mean's."""
+        tokens, the mean gradient over ranks (DDP's) is the global per-token mean's."""
         if self.dist.world == 1:
             return Shares()
         ref = sum(len(e.target_ids) for e in batch)
