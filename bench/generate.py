@@ -37,6 +37,7 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
+from bench.draw import median_ms
 from lib.config import params_for
 from lib.generate import BatchSampler, Prompt, plan
 
@@ -218,17 +219,8 @@ def step_costs(model, prompts, args, pad) -> str:
     dec = sampler._decoder
     rows = dec.rows
 
-    def ms(fn, n=10) -> float:
-        fn()
-        times = []
-        for _ in range(n):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        return sorted(times)[len(times) // 2]
+    def ms(fn: Callable[[], object]) -> float:
+        return median_ms(fn, logits.device, 10)
 
     logits = dec._run().float()
     flat = torch.softmax(logits / args.temperature, -1)
