@@ -27,6 +27,9 @@ def repo(tmp_path_factory):
     old = dict(K.EXTRA_ENV)
     K.EXTRA_ENV.update({"ANTHROPIC_API_KEY": CANARY})
     root = scratch_repo(tmp_path_factory.mktemp("killrepo"))
+    # Enough steps after the first checkpoint (step 2) that a kill within 0.1 s of it lands in the
+    # run: at the smoke config's 3 steps, a fast step finished the run first.
+    K.set_param(root, "train", "max_steps", 12)
     K.dvc_cmd(["repro", "train_baseline"], root)
     yield root
     K.EXTRA_ENV.clear()
