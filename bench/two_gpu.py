@@ -96,6 +96,7 @@ def train_run(args: argparse.Namespace) -> None:
         f"train.batch_size={args.batch_size}",
         f"train.max_steps={args.steps}",
         "train.checkpoint_every=0",
+        "train.val_every=0",  # val curves are not what this measures (and need a val split)
         "lora.dropout=0.0",  # per-rank masks: 1 vs 2 processes compare only without dropout
         *args.set,
     ]
@@ -143,8 +144,19 @@ def _load(d: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(d).glob("rank*.json"))]
 
 
+def _present(dirs: list[str]) -> list[str]:
+    """The runs that wrote their logs; a failed run is named on stderr and left out of a table."""
+    ok = [d for d in dirs if _load(d)]
+    for d in sorted(set(dirs) - set(ok)):
+        print(f"{d}: no rank*.json (the run failed; see its log)", file=sys.stderr)
+    return ok
+
+
 def curves(dirs: list[str]) -> None:
-    runs = {d: _load(d)[0] for d in dirs}  # rank 0's logs (the mean over ranks)
+    runs = {d: _load(d)[0] for d in _present(dirs)}  # rank 0's logs (the mean over ranks)
+    if len(runs) < 2:
+        print("(curves: fewer than two runs finished)")
+        return
     heads = [f"{r['world']} proc × batch {r['batch_size']}" for r in runs.values()]
     print("| step | " + " | ".join(f"loss, {h}" for h in heads) + " | max rel. diff |")
     print("|---|" + "---|" * (len(heads) + 1))
@@ -159,7 +171,7 @@ def throughput(dirs: list[str]) -> None:
     print("| run | GPUs | batch / GPU | s/step (median, step 1 excluded) | samples/s | vs 1 GPU |")
     print("|---|---|---|---|---|---|")
     one: dict[str, float] = {}
-    for d in dirs:
+    for d in _present(dirs):
         r = _load(d)[0]
         times = [s["step_time"] for s in r["steps"][1:]] or [r["steps"][0]["step_time"]]
         sec = statistics.median(times)
@@ -176,7 +188,7 @@ def throughput(dirs: list[str]) -> None:
 def memory(dirs: list[str]) -> None:
     print("| run | GPUs | peak GiB per GPU (training, after wrap) | by rank |")
     print("|---|---|---|---|")
-    for d in dirs:
+    for d in _present(dirs):
         ranks = _load(d)
         peaks = [max(s.get("gpu_peak_gib", 0.0) for s in r["steps"]) for r in ranks]
         by = ", ".join(f"{p:.1f}" for p in peaks)

@@ -75,7 +75,9 @@ def main(argv: list[str]) -> int:
     dev, fd = got
     os.set_inheritable(fd, True)  # the exec'd command holds the lock from here on
     os.environ["CUDA_VISIBLE_DEVICES"] = dev
-    print(f"gpu_pin: GPU {dev} -> {' '.join(argv)}", file=sys.stderr, flush=True)
+    # The time stamp lets a queue's logs show which stages shared the machine (bench/gpu_queue.sh).
+    when = time.strftime("%H:%M:%S")
+    print(f"gpu_pin: GPU {dev} at {when} -> {' '.join(argv)}", file=sys.stderr, flush=True)
     os.execvp(argv[0], argv)
     return 127  # not reached
 
