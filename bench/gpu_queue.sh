@@ -58,10 +58,13 @@ trap 'kill $sampler 2>/dev/null || true' EXIT
 
 t0=$(date +%s)
 dvc queue start -j "$jobs" >/dev/null
-# Workers detach; wait until nothing is queued or running.
-while dvc queue status 2>/dev/null | grep -qE 'Queued|Running'; do sleep 2; done
+# Workers detach; wait until nothing is queued or running (status read whole: `grep -q` on a
+# pipe would end it early under pipefail).
+sleep 2
+while st=$(dvc queue status 2>/dev/null) && grep -qE 'Queued|Running' <<<"$st"; do sleep 2; done
 t1=$(date +%s)
 kill $sampler 2>/dev/null || true
+dvc queue stop >/dev/null 2>&1 || true  # the idle workers
 
 {
   echo "## dvc queue: ${#names[@]} experiments of $target, $jobs workers, $((t1 - t0)) s in all"
@@ -89,3 +92,4 @@ done
   dvc exp show --no-pager --md --drop '.*' --keep "Experiment|train.lr|seed|State" || true
 } >>"$md"
 cat "$md"
+! grep -q Failed <<<"$(dvc queue status 2>/dev/null)"

@@ -8,23 +8,9 @@
 # in $STATE and restored first, since a fresh copy of the checkout brings the committed ones back
 # and DVC would then rerun every stage whose outputs they are.
 set -euo pipefail
-site=${SITE:-/root/site}
 state=${STATE:-/root/state}
-if [[ ! -f $site/.wheels ]]; then
-  bash scripts/gpu_site.sh "$site" >/dev/null
-  touch "$site/.wheels"
-fi
-mkdir -p "$site/bin" "$state"
-# dvc.yaml's stages run `python -m`: a wrapper, not a link (a link to a venv's interpreter from
-# outside the venv loses the venv's site-packages).
-printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >"$site/bin/python"
-chmod +x "$site/bin/python"
-if [[ ! -x $site/bin/dvc ]]; then  # pip --target skips scripts when bin/ already exists
-  printf '#!/bin/sh\nexec python3 -m dvc "$@"\n' >"$site/bin/dvc"
-  chmod +x "$site/bin/dvc"
-fi
-export PYTHONPATH=$site:$PWD PATH=$site/bin:$PATH HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export POLYCHROMIC_CACHE=${POLYCHROMIC_CACHE:-/root/cache}
+mkdir -p "$state"
+source scripts/gpu_env.sh
 if [[ -f $state/dvc.lock ]]; then
   cp "$state/dvc.lock" dvc.lock
   for d in metrics plots; do [[ -d $state/$d ]] && rm -rf "$d" && cp -a "$state/$d" "$d"; done
