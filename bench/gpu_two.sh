@@ -76,19 +76,24 @@ part_b() {
 }
 
 part_c() {
-  say "## c) peak GPU memory, train_baseline, Qwen3-8B shapes, batch 8 per GPU"
+  # C_ROWS=bf16|nf4|all: the NF4 rows need bitsandbytes, which may reach the machine later.
+  local rows=${C_ROWS:-all}
+  say "## c) peak GPU memory, train_baseline, Qwen3-8B shapes, batch 8 per GPU ($rows)"
   local common=(--system baseline --base "$ckpt" --batch-size 8 --steps 3)
-  run c-bf16-1 "${one[@]}" -- "${common[@]}"
-  run c-bf16-ddp2 "${ddp[@]}" -- "${common[@]}"
-  run c-bf16-fsdp2 "${fsdp[@]}" -- "${common[@]}"
-  local dirs=("$out"/c-bf16-1 "$out"/c-bf16-ddp2 "$out"/c-bf16-fsdp2)
-  if python3 -c "import bitsandbytes" 2>/dev/null; then
+  if [[ $rows != nf4 ]]; then
+    run c-bf16-1 "${one[@]}" -- "${common[@]}"
+    run c-bf16-ddp2 "${ddp[@]}" -- "${common[@]}"
+    run c-bf16-fsdp2 "${fsdp[@]}" -- "${common[@]}"
+  fi
+  if [[ $rows == bf16 ]]; then
+    :
+  elif python3 -c "import bitsandbytes" 2>/dev/null; then
     run c-nf4-1 "${one[@]}" -- "${common[@]}" --load-in-4bit
     run c-nf4-fsdp2 "${fsdp[@]}" -- "${common[@]}" --load-in-4bit
-    dirs+=("$out"/c-nf4-1 "$out"/c-nf4-fsdp2)
   else
     say "(no bitsandbytes: the QLoRA rows are skipped)"
   fi
+  local dirs=("$out"/c-bf16-1 "$out"/c-bf16-ddp2 "$out"/c-bf16-fsdp2 "$out"/c-nf4-1 "$out"/c-nf4-fsdp2)
   table memory "${dirs[@]}"
   table throughput "${dirs[@]}"
 }
