@@ -5,7 +5,9 @@
 #   bash bench/gpu_queue.sh                     # 2 experiments of train_baseline, 2 workers
 #   PROFILES="configs/gpu.yaml configs/code.yaml" TARGET=train_baseline \
 #     SETS="train.lr=1e-4 train.lr=3e-4" JOBS=2 OUT=/some/dir bash bench/gpu_queue.sh
-# Each word of SETS is one experiment's `-S` (comma-separated for several keys). While the queue
+#   COMMON="data.domain=jsonl split.allow_small=true" bash bench/gpu_queue.sh   # no data package
+# Each word of SETS is one experiment's `-S` (comma-separated for several keys); each word of
+# COMMON is a `-S` of every experiment. While the queue
 # runs, the GPUs' compute processes are sampled once a second into $OUT/gpu_use.csv; afterwards
 # $OUT/queue.md has `dvc queue status`, which GPU each experiment's stages took (from
 # `dvc queue logs`), their overlap in time, and `dvc exp show`. Where the checkout has no .git (the
@@ -16,8 +18,9 @@ out=${OUT:-/tmp/gpu_queue}
 mkdir -p "$out"
 jobs=${JOBS:-2}
 target=${TARGET:-train_baseline}
-profiles=${PROFILES:-configs/gpu.yaml configs/code.yaml}
+profiles=${PROFILES:-configs/gpu.yaml}
 read -r -a sets <<<"${SETS:-train.lr=1e-4 train.lr=3e-4}"
+read -r -a common <<<"${COMMON:-}"
 launcher=${LAUNCHER:-python scripts/gpu_pin.py python}
 md=$out/queue.md
 : >"$md"
@@ -42,6 +45,7 @@ names=()
 for i in "${!sets[@]}"; do
   name="q$i-$(date +%s)"
   args=(-S "launcher=$launcher")
+  for s in "${common[@]}"; do args+=(-S "$s"); done
   IFS=, read -r -a kv <<<"${sets[$i]}"
   for s in "${kv[@]}"; do args+=(-S "$s"); done
   dvc exp run --queue -n "$name" "${args[@]}" "$target" >/dev/null

@@ -319,3 +319,39 @@ def test_polychromic_refuses_fsdp_and_names_the_ddp_config(tiny_model):
     with pytest.raises(ValueError, match="configs/accelerate/ddp.yaml"):
         Trainer("polychromic", model, tok, examples, tp, 3, loss, engine=engine)
     Trainer("baseline", model, tok, examples, tp, 3, engine=engine)  # FSDP serves baseline
+
+
+class _FakeAccelerator:
+    """What accelerate's Accelerator gives a plain one-process run on a GPU machine: device
+    `cuda` with no index (seen on the H200: the first 1-GPU bench run crashed in set_device)."""
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+        self.process_index, self.num_processes, self.local_process_index = 0, 1, 0
+
+    def __call__(self, **_kw):
+        return self
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"), [("cuda", []), ("cuda:1", [torch.device("cuda:1")])]
+)
+def test_engine_launch_sets_the_device_only_when_it_has_an_index(monkeypatch, device, expected):
+    # torch.cuda.set_device(torch.device("cuda")) raises ValueError ("Expected a torch.device with
+    # a specified index") even without a GPU: a bare device must not reach it.
+    import accelerate
+
+    from lib.train.engine import Engine
+
+    monkeypatch.setattr(accelerate, "Accelerator", _FakeAccelerator(device))
+    calls: list[torch.device] = []
+
+    def set_device(d):
+        if d.index is None:
+            raise ValueError("Expected a torch.device with a specified index")
+        calls.append(d)
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    engine = Engine.launch(cpu=False)
+    assert calls == expected
+    assert (engine.dist.rank, engine.dist.world) == (0, 1)

@@ -63,7 +63,8 @@ class Engine:
         acc = Accelerator(
             cpu=cpu, mixed_precision="no", device_placement=False, kwargs_handlers=[ddp]
         )
-        if acc.device.type == "cuda":
+        # One process gets a bare "cuda" (no index), which set_device refuses: it keeps the current one.
+        if acc.device.type == "cuda" and acc.device.index is not None:
             torch.cuda.set_device(acc.device)
         dist = Dist(acc.process_index, acc.num_processes, acc.local_process_index)
         return cls(dist, acc)
