@@ -131,6 +131,7 @@ GENERATIONS = _schema(
     _f("seed", pa.int64()),
 )
 
+
 # Every per-prompt metric, declared once: its column in the score table, how tables and figures
 # name it (`label`, `latex`), which way is better (None: no direction) and what it is. The score
 # table's columns, the paper table's rows and the figures' labels all read this. NaN = missing

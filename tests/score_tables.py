@@ -88,6 +88,7 @@ seed: 7
 stats:
   bootstrap: 300
   alpha: 0.05
+  power: 0.8
   ci_format: halfwidth
   decimals: 3
 plot:
