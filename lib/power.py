@@ -58,14 +58,14 @@ def min_detectable_effect(diffs: Sequence[float], alpha: float, power: float) ->
     MDE = d*·SD(diff) (ddof 1), d* the standardized effect at which the test at level `alpha` on
     the n pairs rejects with probability `power` (noncentral t; Cohen 1988, ch. 2). Its normal
     approximation is (z_{1−alpha/2} + z_power)·SD/√n, which the t version exceeds at small n.
-    NaN when n < 2 or SD = 0 (no variance estimate: undefined, not 0).
+    NaN when n < 2 or every difference is equal (no variance estimate: undefined, not 0).
     """
     if not 0 < alpha < power < 1:
         raise ValueError(f"min_detectable_effect: need 0 < alpha < power < 1, got {alpha}, {power}")
     d = np.asarray(diffs, float)
     if d.size < 2:
         return math.nan
-    sd = float(d.std(ddof=1))
-    if not sd > 0:
+    if (d == d[0]).all():  # no spread; the computed SD may be 1e-17 rather than 0
         return math.nan
+    sd = float(d.std(ddof=1))
     return detectable_d(int(d.size), float(alpha), float(power)) * sd

@@ -352,7 +352,7 @@ def compute_stats(
     family = sum(comparisons[o][m]["p_wilcoxon"] is not None for o, m in cells)
     for o, m in cells:
         c = comparisons[o][m]
-        if family and c["sd_diff"] is not None and c["sd_diff"] > 0:
+        if family and c["mde"] is not None:  # None: fewer than 2 pairs or no spread
             d = detectable_d(c["n_pairs"], p.alpha / family, p.power)
             c["mde_bonferroni"] = d * c["sd_diff"]
     return {
