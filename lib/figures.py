@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from lib.config import param  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
-from lib.schemas import PASS_AT_K, SYSTEMS  # noqa: E402
+from lib.schemas import METRICS, PASS_AT_K, PASS_HAT_K, SYSTEMS  # noqa: E402
 
 COLORS = {
     "zero_shot": "#999999",  # grey
@@ -39,20 +39,9 @@ LABELS = {
     "gem": "GEM",
     "polychromic": "Polychromic",
 }
-METRIC_LABELS = {
-    "self_bleu": "Self-BLEU ↓",
-    "inv_self_bleu": "1 − Self-BLEU ↑",
-    "distinct_1": "Distinct-1 ↑",
-    "distinct_2": "Distinct-2 ↑",
-    "distinct_1_li": "Distinct-1 (per token) ↑",
-    "distinct_2_li": "Distinct-2 (per token) ↑",
-    "semantic_diversity": "Semantic diversity ↑",
-    "semantic_diversity_train": "Semantic diversity (training encoder) ↑",
-    "rouge_l": "ROUGE-L ↑",
-    "bertscore_f1": "BERTScore F1 ↑",
-    "mean_length": "Mean length (tokens)",
-    **{f"pass_at_{k}": f"Pass@{k} ↑" for k in range(1, 11)},
-}
+# Labels with their direction, from the one metric table (lib.schemas.METRICS); inv_self_bleu is
+# the figures' own derived axis.
+METRIC_LABELS = {m.name: m.display for m in METRICS} | {"inv_self_bleu": "1 − Self-BLEU ↑"}
 OUTCOME_COLORS = {"win": "#009E73", "tie": "#BBBBBB", "loss": "#D55E00"}
 
 
@@ -111,12 +100,14 @@ def summary_value(stats: Mapping[str, Any], metric: str, system: str) -> tuple[f
 # ---- data for `dvc plots` ---------------------------------------------------------------------
 
 
-def pass_at_k_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
+def pass_at_k_frame(stats: Mapping[str, Any], family: str = "pass_at_k") -> pd.DataFrame:
+    """Per system and k: the mean and CI of Pass@k (`family` pass_at_k) or pass^k (pass_hat_k)."""
+    cols = {"pass_at_k": PASS_AT_K, "pass_hat_k": PASS_HAT_K}[family]
     rows = []
     for s in SYSTEMS:
-        for k, col in enumerate(PASS_AT_K, start=1):
+        for k, col in enumerate(cols, start=1):
             m, lo, hi = summary_value(stats, col, s)
-            rows.append({"system": s, "k": k, "pass_at_k": m, "ci_low": lo, "ci_high": hi})
+            rows.append({"system": s, "k": k, family: m, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
 
 
@@ -189,25 +180,33 @@ def _legend_below(fig: plt.Figure, axes: Iterable[plt.Axes], ncol: int = 5) -> N
 
 
 def pass_at_k_figure(stats: Mapping[str, Any]) -> plt.Figure | None:
-    """Pass@k for k = 1…10 per system with the bootstrap CI as a band; None if no Pass@k at all."""
+    """Pass@k (any of k passes) and pass^k (all k pass) for k = 1…10 per system, a panel each,
+    with the bootstrap CI as a band; a family no system has is left out, None if neither."""
     _style()
-    df = pass_at_k_frame(stats)
-    if df["pass_at_k"].isna().all():
+    titles = {"pass_at_k": "Pass@k (any of k passes)", "pass_hat_k": "Pass^k (all k pass)"}
+    frames = {f: pass_at_k_frame(stats, f) for f in titles}
+    frames = {f: df for f, df in frames.items() if not df[f].isna().all()}
+    if not frames:
         return None
-    fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    for s in SYSTEMS:
-        d = df[(df["system"] == s) & df["pass_at_k"].notna()]
-        if d.empty:
-            continue
-        ax.plot(d["k"], d["pass_at_k"], color=COLORS[s], marker=MARKERS[s], ms=4, label=LABELS[s])
-        ax.fill_between(d["k"], d["ci_low"], d["ci_high"], color=COLORS[s], alpha=0.15, lw=0)
-    ax.set_xlabel("k (samples per prompt)")
-    ax.set_ylabel("Pass@k")
-    ax.set_xticks(range(1, 11))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, loc="best")
-    ax.set_title(f"Pass@k ({_ci_label(stats)})")
+    fig, axes = plt.subplots(
+        1, len(frames), figsize=(4.2 * len(frames), 3.2), squeeze=False, sharey=True
+    )
+    for ax, (family, df) in zip(axes[0], frames.items(), strict=True):
+        for s in SYSTEMS:
+            d = df[(df["system"] == s) & df[family].notna()]
+            if d.empty:
+                continue
+            ax.plot(d["k"], d[family], color=COLORS[s], marker=MARKERS[s], ms=4, label=LABELS[s])
+            ax.fill_between(d["k"], d["ci_low"], d["ci_high"], color=COLORS[s], alpha=0.15, lw=0)
+        ax.set_xlabel("k (samples per prompt)")
+        ax.set_title(titles[family])
+        ax.set_xticks(range(1, 11))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean over prompts")
+    axes[0][0].legend(frameon=False, loc="best")
+    fig.suptitle(f"Pass@k and pass^k ({_ci_label(stats)})", y=1.0)
+    fig.tight_layout()
     return fig
 
 

@@ -18,23 +18,39 @@ import regex
 BLEU_MAX_ORDER = 4
 
 
-# --- Pass@k -------------------------------------------------------------------------------------
+# --- Pass@k and pass^k ----------------------------------------------------------------------------
+
+
+def _check_nck(fn: str, n: int, c: int, k: int) -> None:
+    """n samples, c of them passing, k drawn: integers with 0 <= c <= n and 1 <= k <= n."""
+    for name, v in (("n", n), ("c", c), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise ValueError(f"{fn}: {name} must be an integer, got {v!r}")
+    if n < 1:
+        raise ValueError(f"{fn}: n must be >= 1, got {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"{fn}: need 0 <= c <= n, got c={c}, n={n}")
+    if not 1 <= k <= n:
+        raise ValueError(f"{fn}: need 1 <= k <= n, got k={k}, n={n}")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased Pass@k (Chen et al. 2021): 1 − C(n−c, k)/C(n, k), 1.0 when n − c < k."""
-    for name, v in (("n", n), ("c", c), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer):
-            raise ValueError(f"pass_at_k: {name} must be an integer, got {v!r}")
-    if n < 1:
-        raise ValueError(f"pass_at_k: n must be >= 1, got {n}")
-    if not 0 <= c <= n:
-        raise ValueError(f"pass_at_k: need 0 <= c <= n, got c={c}, n={n}")
-    if not 1 <= k <= n:
-        raise ValueError(f"pass_at_k: need 1 <= k <= n, got k={k}, n={n}")
+    _check_nck("pass_at_k", n, c, k)
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass^k (Yao et al. 2024, τ-bench): C(c, k)/C(n, k), 0.0 when c < k.
+
+    The probability that all k of k samples drawn without replacement from the n pass: the
+    chance that k tries all succeed, where Pass@k is the chance that one of them does. pass^1 =
+    Pass@1 = c/n; pass^k falls with k as Pass@k rises. Exact: a ratio of integers, rounded once.
+    """
+    _check_nck("pass_hat_k", n, c, k)
+    return math.comb(int(c), int(k)) / math.comb(int(n), int(k))  # comb(c, k) = 0 when c < k
 
 
 # --- Self-BLEU ------------------------------------------------------------------------------------
@@ -201,6 +217,26 @@ def semantic_diversity(embeddings: np.ndarray) -> float:
     cos = u @ u.T  # (n, n)
     iu = np.triu_indices(len(u), k=1)
     return float(np.mean(1.0 - cos[iu]))
+
+
+def effective_diversity(embeddings: np.ndarray, passed: Sequence[bool]) -> float:
+    """Semantic diversity among the samples that pass: semantic_diversity(e[passed]).
+
+    Quality-thresholded ("effective") diversity (Shypula et al. 2025): how different the good
+    answers are from each other, so failing samples cannot buy diversity. `passed[i]` is sample
+    i's checker verdict (the one Pass@k counts). Fewer than 2 passing samples raise ValueError
+    (the score stage stores NaN): there is no pair to compare, which is not "no diversity".
+    """
+    mask = np.asarray(passed)
+    e = np.asarray(embeddings)
+    if mask.dtype != bool or mask.ndim != 1 or e.ndim != 2 or len(mask) != len(e):
+        raise ValueError(
+            f"effective_diversity: need (n, d) embeddings and n bools, got {e.shape} and "
+            f"{mask.shape} {mask.dtype}"
+        )
+    if mask.sum() < 2:
+        raise ValueError(f"effective_diversity: needs >= 2 passing samples, got {int(mask.sum())}")
+    return semantic_diversity(e[mask])
 
 
 # --- ROUGE-L ---------------------------------------------------------------------------------------

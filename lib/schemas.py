@@ -131,22 +131,79 @@ GENERATIONS = _schema(
     _f("seed", pa.int64()),
 )
 
-# Metric columns of the per-prompt score table, in the order reports show them. NaN = missing
+
+# Every per-prompt metric, declared once: its column in the score table, how tables and figures
+# name it (`label`, `latex`), which way is better (None: no direction) and what it is. The score
+# table's columns, the paper table's rows and the figures' labels all read this. NaN = missing
 # (could not be computed or not applicable, e.g. Pass@k on `creative` without a judge), never 0.0.
-PASS_AT_K = tuple(f"pass_at_{k}" for k in range(1, 11))
-SCORE_METRICS = (
-    "self_bleu",  # ↓, leave-one-out sacrebleu sentence BLEU / 100
-    "distinct_1",  # ↑, distinct / total n-grams
-    "distinct_2",
-    "distinct_1_li",  # ↑, Li et al. (2016): distinct n-grams / tokens
-    "distinct_2_li",
-    "semantic_diversity",  # ↑, mean pairwise 1 − cos, evaluation encoder (score.eval_encoder)
-    "semantic_diversity_train",  # ↑, same with the encoder training scored against (MiniLM)
-    "rouge_l",  # mean over samples of ROUGE-L F vs the reference (max over references)
-    "bertscore_f1",  # mean over samples, evaluation encoder at layer score.bertscore_layer
-    "mean_length",  # mean whitespace tokens per sample
-    *PASS_AT_K,
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str  # Unicode, without the direction arrow
+    higher_is_better: bool | None
+    definition: str
+    latex: str | None = None  # LaTeX label where the escaped `label` would not do
+
+    @property
+    def display(self) -> str:
+        """The label with its direction: `Self-BLEU ↓`."""
+        arrow = {True: " ↑", False: " ↓", None: ""}[self.higher_is_better]
+        return self.label + arrow
+
+
+K_MAX = 10  # Pass@k and pass^k for k = 1..K_MAX (generate.num_samples samples per prompt)
+PASS_AT_K = tuple(f"pass_at_{k}" for k in range(1, K_MAX + 1))
+PASS_HAT_K = tuple(f"pass_hat_{k}" for k in range(1, K_MAX + 1))
+METRICS: tuple[Metric, ...] = (
+    Metric("self_bleu", "Self-BLEU", False, "leave-one-out sacrebleu sentence BLEU / 100"),
+    Metric("distinct_1", "Distinct-1", True, "distinct / total unigrams"),
+    Metric("distinct_2", "Distinct-2", True, "distinct / total bigrams"),
+    Metric("distinct_1_li", "Distinct-1 (per token)", True, "Li et al. (2016): distinct / tokens"),
+    Metric("distinct_2_li", "Distinct-2 (per token)", True, "Li et al. (2016): distinct / tokens"),
+    Metric(
+        "semantic_diversity",
+        "Semantic diversity",
+        True,
+        "mean pairwise 1 − cos, evaluation encoder (score.eval_encoder)",
+    ),
+    Metric(
+        "semantic_diversity_train",
+        "Semantic diversity (training encoder)",
+        True,
+        "the same with the encoder training scored against (MiniLM)",
+    ),
+    Metric(
+        "effective_diversity",
+        "Effective diversity",
+        True,
+        "semantic diversity among the samples that pass the checker; NaN with fewer than 2",
+    ),
+    Metric("rouge_l", "ROUGE-L", True, "mean over samples of ROUGE-L F (max over references)"),
+    Metric(
+        "bertscore_f1",
+        "BERTScore F1",
+        True,
+        "mean over samples, evaluation encoder at layer score.bertscore_layer",
+    ),
+    Metric("mean_length", "Mean length (tokens)", None, "mean whitespace tokens per sample"),
+    *(
+        Metric(f"pass_at_{k}", f"Pass@{k}", True, f"1 − C(n−c, {k})/C(n, {k}): any of {k} passes")
+        for k in range(1, K_MAX + 1)
+    ),
+    *(
+        Metric(
+            f"pass_hat_{k}",
+            f"Pass^{k}",
+            True,
+            f"C(c, {k})/C(n, {k}): all of {k} pass (τ-bench)",
+            latex=f"Pass$^{{{k}}}$",
+        )
+        for k in range(1, K_MAX + 1)
+    ),
 )
+METRIC = {m.name: m for m in METRICS}
+# Metric columns of the per-prompt score table, in the order reports show them.
+SCORE_METRICS = tuple(m.name for m in METRICS)
 
 # One row per (system, test input), aggregated over its samples (stage score@<system>).
 SCORES = _schema(

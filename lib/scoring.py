@@ -1,9 +1,10 @@
-"""Stage `score`: per-prompt diversity, quality and Pass@k over a system's samples.
+"""Stage `score`: per-prompt diversity, quality, Pass@k and pass^k over a system's samples.
 
 One row per test id (schema SCORES). Embeddings are computed once per distinct text, batched;
 BERTScore runs once over all (sample, references) pairs; code samples run in parallel sandboxes.
 
-Instruments (DESIGN.md §4): semantic diversity, BERTScore and the social checker use the
+Instruments (DESIGN.md §4): semantic diversity (and effective diversity, the same among the samples
+that pass the checker Pass@k counts), BERTScore and the social checker use the
 evaluation encoder `score.eval_encoder`, not the one training scored samples with
 (`lib.embed.TRAIN_ENCODER`, MiniLM); `semantic_diversity_train` keeps the training encoder's view
 beside it, so a gain that only the training encoder sees shows up as a gap between the two.
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from lib import checkers, metrics
 from lib.config import param
 from lib.sandbox import SandboxLimits
-from lib.schemas import PASS_AT_K, SCORE_METRICS
+from lib.schemas import PASS_AT_K, PASS_HAT_K, SCORE_METRICS
 
 NAN = float("nan")
 
@@ -205,12 +206,20 @@ def score_generations(
         flags = [passed.get(r) for r in g["row_"]]
         if all(f is None for f in flags):
             row["n_pass"] = None
-            row.update({c: NAN for c in PASS_AT_K})
+            row.update({c: NAN for c in (*PASS_AT_K, *PASS_HAT_K, "effective_diversity")})
         else:
             c = int(sum(bool(f) for f in flags))
             row["n_pass"] = c
-            for k, col in enumerate(PASS_AT_K, start=1):
-                row[col] = metrics.pass_at_k(n, c, k) if k <= n else NAN
+            for k, (at, hat) in enumerate(zip(PASS_AT_K, PASS_HAT_K, strict=True), start=1):
+                row[at] = metrics.pass_at_k(n, c, k) if k <= n else NAN
+                row[hat] = metrics.pass_hat_k(n, c, k) if k <= n else NAN
+            row["effective_diversity"] = (
+                metrics.effective_diversity(
+                    np.stack([emb[t] for t in texts]), np.array([bool(f) for f in flags])
+                )
+                if c >= 2
+                else NAN  # no pair of passing samples: missing, not "no diversity"
+            )
         rows.append(row)
 
     eval_model = model_name(params.eval_encoder)

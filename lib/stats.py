@@ -10,7 +10,12 @@ everywhere), never 0. Reported per comparison:
   over prompts, d_z = mean(diff) / SD(diff), matched-pairs rank-biserial correlation;
 - unpaired (the source design's tests, on the same prompts): Mann-Whitney U p, Cohen's d with the
   pooled SD;
-- Holm-adjusted p-values over the whole family (every opponent × metric with a finite p).
+- Holm-adjusted p-values over the whole family (every opponent × metric with a finite p);
+- the minimum detectable effect (`mde`): the smallest true mean paired difference a two-sided paired
+  t-test at level `stats.alpha` detects with probability `stats.power`, given the observed SD of the
+  per-prompt differences and n; `mde_bonferroni` the same at alpha / family size (Holm's strictest
+  step, so an upper bound on what a Holm-corrected † needs). A sensitivity analysis: it uses the
+  observed SD, never the observed difference.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from lib.config import param
+from lib.config import ParamsError, param
+from lib.power import detectable_d, min_detectable_effect
 from lib.schemas import SCORE_METRICS, SYSTEMS
 
 TARGET = "polychromic"
@@ -39,8 +45,15 @@ class StatsParams:
 
     bootstrap: int = param(ge=1)  # resamples for every percentile CI
     alpha: float = param(gt=0, lt=1)  # CI level 1 − alpha; significance threshold after Holm
+    power: float = param(gt=0, lt=1)  # of the minimum detectable effect (two-sided, level alpha)
     ci_format: Literal["halfwidth", "interval"] = param()
     decimals: int = param(ge=0, le=10)
+
+    def __post_init__(self) -> None:
+        if self.power <= self.alpha:  # at d = 0 the test already rejects with probability alpha
+            raise ParamsError(
+                f"power = {self.power} <= stats.alpha = {self.alpha}: need power > alpha"
+            )
 
 
 def _rng(seed: int, *key: str) -> np.random.Generator:
@@ -167,6 +180,9 @@ def compare_one(
         "p_mannwhitney",
         "p_mannwhitney_holm",
         "cohens_d",
+        "sd_diff",
+        "mde",
+        "mde_bonferroni",
     ]
     if t.size == 0:
         return res | dict.fromkeys(nulls)
@@ -191,7 +207,14 @@ def compare_one(
         "p_mannwhitney": p_u,
         "p_mannwhitney_holm": None,
         "cohens_d": cohens_d(t, o),
+        "sd_diff": float(diffs.std(ddof=1)) if diffs.size >= 2 else None,
+        "mde": _none_if_nan(min_detectable_effect(diffs, p.alpha, p.power)),
+        "mde_bonferroni": None,  # needs the family size: filled across the family
     }
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
 
 def _by_id(df: pd.DataFrame, metric: str, where: str) -> pd.Series:
@@ -277,6 +300,19 @@ def judge_summary(
     return out
 
 
+def effective_diversity_coverage(scores: pd.DataFrame) -> dict[str, Any]:
+    """Prompts where effective diversity is defined (≥ 2 passing samples), of all prompts.
+
+    `fraction` is None where no prompt has a checker (`n_pass` null everywhere, e.g. creative):
+    effective diversity does not apply there, which is not the same as covering no prompt.
+    """
+    defined = int(np.isfinite(scores["effective_diversity"].to_numpy(float)).sum())
+    checked = int(scores["n_pass"].notna().sum())
+    n = int(len(scores))
+    frac = defined / n if checked and n else None
+    return {"defined": defined, "checked": checked, "prompts": n, "fraction": frac}
+
+
 def compute_stats(
     scores: Mapping[str, pd.DataFrame],
     p: StatsParams,
@@ -314,6 +350,11 @@ def compute_stats(
         for (o, m), v in zip(cells, adj, strict=True):
             comparisons[o][m][adj_key] = None if math.isnan(v) else v
     family = sum(comparisons[o][m]["p_wilcoxon"] is not None for o, m in cells)
+    for o, m in cells:
+        c = comparisons[o][m]
+        if family and c["mde"] is not None:  # None: fewer than 2 pairs or no spread
+            d = detectable_d(c["n_pairs"], p.alpha / family, p.power)
+            c["mde_bonferroni"] = d * c["sd_diff"]
     return {
         "summary": summary,
         "comparisons": comparisons,
@@ -326,5 +367,10 @@ def compute_stats(
             "seed": seed,
             "ci": "percentile bootstrap over prompts",
             "holm_family_size": family,
+            "power": p.power,
+            "mde": "two-sided paired t-test (noncentral t), observed SD of the differences",
+        },
+        "effective_diversity_coverage": {
+            sy: effective_diversity_coverage(scores[sy]) for sy in SYSTEMS
         },
     }

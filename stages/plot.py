@@ -42,12 +42,13 @@ def build(args: argparse.Namespace, p: F.PlotParams, out: Path) -> list[str]:
             return
         made.extend(str(x.relative_to(out)) for x in F.save(figure, out, name, p))
 
-    pk = F.pass_at_k_frame(stats)
-    F.write_csv(pk, data / "pass_at_k.csv")
-    F.write_csv(
-        pk.pivot(index="k", columns="system", values="pass_at_k")[list(SYSTEMS)].reset_index(),
-        data / "pass_at_k_wide.csv",
-    )
+    for family in ("pass_at_k", "pass_hat_k"):  # Pass@k and pass^k, k = 1..10
+        pk = F.pass_at_k_frame(stats, family)
+        F.write_csv(pk, data / f"{family}.csv")
+        F.write_csv(
+            pk.pivot(index="k", columns="system", values=family)[list(SYSTEMS)].reset_index(),
+            data / f"{family}_wide.csv",
+        )
     fig("pass_at_k", F.pass_at_k_figure(stats))
 
     to = F.tradeoff_frame(stats, p.diversity_metric, p.tradeoff_quality)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from lib.io import write_parquet
-from lib.schemas import JUDGMENTS, PASS_AT_K, SCORE_METRICS, SCORES, SYSTEMS
+from lib.schemas import JUDGMENTS, PASS_AT_K, PASS_HAT_K, SCORE_METRICS, SCORES, SYSTEMS
 
 # Per-system offsets: polychromic is the most diverse (low Self-BLEU, high semantic diversity),
 # baseline has the best ROUGE-L, polychromic the best Pass@k.
@@ -37,6 +37,10 @@ def score_table(system: str, n_ids: int = 8, seed: int = 0) -> pd.DataFrame:
     df["bertscore_f1"] = 0.8 + noise()
     for k, col in enumerate(PASS_AT_K, start=1):
         df[col] = np.clip(0.1 + lv * np.log1p(k) / 3 + noise(), 0, 1)
+    # pass^k falls with k from pass^1 = Pass@1; effective diversity is at most the semantic one
+    for k, col in enumerate(PASS_HAT_K, start=1):
+        df[col] = df["pass_at_1"] ** (1 + (k - 1) / 3)
+    df["effective_diversity"] = 0.8 * df["semantic_diversity"]
     return df[SCORES.columns]
 
 
@@ -88,6 +92,7 @@ seed: 7
 stats:
   bootstrap: 300
   alpha: 0.05
+  power: 0.8
   ci_format: halfwidth
   decimals: 3
 plot:

@@ -55,6 +55,7 @@ BAD = [
     ("generate", "max_new_tokens", {"social": 0}, r"accepted: x >= 1"),
     ("gem", "beta", 0, r"accepted: 0 < x <= 1"),
     ("stats", "alpha", 1.0, r"accepted: 0 < x < 1"),
+    ("stats", "power", 1.0, r"accepted: 0 < x < 1"),
     ("lora", "r", "16", r"expected an integer"),
 ]
 
@@ -135,6 +136,8 @@ def test_no_section_dataclass_carries_a_default(section):
         ),
         ({"judge": {"opponents": ["gem", "gpt"]}}, r"judge\.opponents = \['gem', 'gpt'\]"),
         ({"judge": {"backoff_base_s": 90.0}}, r"judge\.backoff_base_s = 90\.0 > backoff_max_s"),
+        # at d = 0 the test already rejects with probability alpha: power <= alpha detects nothing
+        ({"stats": {"power": 0.05}}, r"stats\.power = 0\.05 <= stats\.alpha = 0\.05"),
     ],
 )
 def test_relations_between_keys(tmp_path, overrides, msg):

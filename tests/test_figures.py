@@ -15,7 +15,7 @@ from score_tables import PARAMS_YAML, score_table, write_judgments, write_scores
 
 from lib import figures as F
 from lib.config import params_for
-from lib.schemas import SYSTEMS
+from lib.schemas import SCORE_METRICS, SYSTEMS
 from lib.stats import compute_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,9 @@ def test_stage_plot_all_figures(tmp_path):
         ]
     assert set(pd.read_csv(out / "data" / "metrics_long.csv")["system"]) == set(SYSTEMS)
     assert len(pd.read_csv(out / "data" / "judge.csv")) == 4
-    assert len(pd.read_csv(out / "data" / "per_prompt.csv")) == 5 * 8 * 20
+    assert len(pd.read_csv(out / "data" / "per_prompt.csv")) == 5 * 8 * len(SCORE_METRICS)
+    hat = pd.read_csv(out / "data" / "pass_hat_k_wide.csv")
+    assert list(hat.columns) == ["k", *SYSTEMS] and list(hat["k"]) == list(range(1, 11))
 
 
 def test_stage_plot_skips_missing_optional_inputs(tmp_path, capsys):
@@ -297,15 +299,14 @@ def test_training_figure_partial_logs(tmp_path):
 
 def test_pass_at_k_figure_none_when_all_missing():
     st = _stats(**{f"pass_at_{k}": s for k in range(1, 11) for s in SYSTEMS[:1]})
-    assert F.pass_at_k_figure(st) is not None  # other systems still have Pass@k
-    for k in range(1, 11):
-        for s in SYSTEMS:
-            st["summary"][f"pass_at_{k}"][s] = {
-                "mean": None,
-                "ci_low": None,
-                "ci_high": None,
-                "n": 0,
-            }
+    assert len(F.pass_at_k_figure(st).axes) == 2  # other systems still have Pass@k; and pass^k
+    missing = {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    for family in ("pass_at", "pass_hat"):
+        for k in range(1, 11):
+            for s in SYSTEMS:
+                st["summary"][f"{family}_{k}"][s] = missing
+        if family == "pass_at":  # pass^k alone: its panel only
+            assert [ax.get_title() for ax in F.pass_at_k_figure(st).axes] == ["Pass^k (all k pass)"]
     assert F.pass_at_k_figure(st) is None
 
 

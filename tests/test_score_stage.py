@@ -153,6 +153,96 @@ def test_pass_at_k_per_domain(scored):
     assert df.loc["w1", [f"pass_at_{k}" for k in range(1, 11)]].isna().all()
 
 
+def test_pass_hat_k_and_effective_diversity_in_the_stage(scored):
+    df = scored[0].to_pandas().set_index("id")
+    # q1: c = 3 of n = 10 pass. pass^2 = C(3,2)/C(10,2) = 3/45; pass^4 = 0 (c < k): a value.
+    assert df.loc["q1", "pass_hat_1"] == pytest.approx(0.3)
+    assert df.loc["q1", "pass_hat_2"] == pytest.approx(3 / 45)
+    assert df.loc["q1", [f"pass_hat_{k}" for k in range(4, 11)]].eq(0.0).all()
+    assert df.loc["q2", "pass_hat_1"] == 0.0  # nothing passes
+    # q1's three passing samples are one sentence, c1's four one body: zero diversity, a value
+    assert df.loc["q1", "effective_diversity"] == pytest.approx(0.0, abs=1e-6)
+    assert df.loc["c1", "effective_diversity"] == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(df.loc["q2", "effective_diversity"])  # no passing pair: missing, never 0
+    # creative: no checker, so neither applies
+    assert df.loc["w1", [f"pass_hat_{k}" for k in range(1, 11)]].isna().all()
+    assert np.isnan(df.loc["w1", "effective_diversity"])
+
+
+R = 1 / np.sqrt(2)
+# One hand-made eval-encoder vector per text (the embed_fn), so every value is derived by hand.
+# The qa checker passes a sample that holds the answer "Paris" as a whole token.
+HAND = {
+    "Paris, surely": [1.0, 0.0, 0.0],  # passes
+    "It is Paris": [1.0, 1.0, 0.0],  # passes; cos to the one above = 1/√2 = R
+    "Rome": [0.0, 0.0, 1.0],
+    "Berlin maybe": [0.0, 1.0, 1.0],
+    "A poem": [1.0, 0.0, 1.0],
+    "Another poem": [0.0, 1.0, 0.0],
+}
+
+
+def _hand_gens() -> pd.DataFrame:
+    rows = []
+    prompts = {
+        "p4": ("qa", ["Paris, surely", "Rome", "It is Paris", "Berlin maybe"]),  # c = 2 of 4
+        "p3": ("qa", ["Paris, surely", "Rome", "Berlin maybe"]),  # c = 1 of 3
+        "p2": ("qa", ["Rome", "Berlin maybe"]),  # c = 0 of 2
+        "w2": ("creative", ["A poem", "Another poem"]),  # no checker
+    }
+    for id_, (domain, outs) in prompts.items():
+        ref = "Paris" if domain == "qa" else None
+        for i, out in enumerate(outs):
+            rows.append(
+                {"system": "baseline", "id": id_, "sample": i, "domain": domain, "input": id_,
+                 "reference": ref, "references": [ref] if ref else [], "meta": "{}",
+                 "prompt": id_, "output": out, "n_tokens": 1, "finish_reason": "eos", "seed": i}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_pass_hat_k_and_effective_diversity_hand_made(monkeypatch):
+    """Bugs caught: effective diversity over every sample (or 0 where fewer than 2 pass); pass^k
+    0 instead of NaN for k > n, or Pass@k's formula."""
+    from lib.scoring import score_generations
+
+    monkeypatch.setattr(metrics, "bertscore_f1", lambda c, r, **kw: (np.full(len(c), 0.5), "h"))
+
+    def hand(texts):
+        return np.array([HAND[t] for t in texts])
+
+    p = params_for("score", eval_encoder=MINILM, bertscore_layer=6)
+    df, m = score_generations(
+        _hand_gens(), _val(), p, "baseline", embed_fn=hand, train_embed_fn=hand
+    )
+    df = df.set_index("id")
+    assert df.loc[["p2", "p3", "p4"], "n_pass"].tolist() == [0, 1, 2]
+    assert pd.isna(df.loc["w2", "n_pass"])
+    # p4: the passing pair is "Paris, surely" and "It is Paris": 1 − cos = 1 − R ≈ 0.293.
+    # Over all four samples it would be (1 + (1 − R) + 1 + 1 + (1 − R) + 1/2)/6 = (5.5 − 2R)/6.
+    assert df.loc["p4", "effective_diversity"] == pytest.approx(1 - R, abs=1e-12)
+    assert df.loc["p4", "semantic_diversity"] == pytest.approx((5.5 - 2 * R) / 6, abs=1e-12)
+    # p4, n = 4, c = 2: pass^1 = 2/4, pass^2 = C(2,2)/C(4,2) = 1/6, pass^3 = pass^4 = 0 (c < k),
+    # pass^5..10 NaN (k > n: not computable). Pass@2 = 1 − C(2,2)/C(4,2) = 5/6 for contrast.
+    hat = df.loc["p4", [f"pass_hat_{k}" for k in range(1, 11)]].to_numpy(float)
+    assert hat[:4] == pytest.approx([0.5, 1 / 6, 0.0, 0.0], abs=1e-15)
+    assert np.isnan(hat[4:]).all()
+    assert df.loc["p4", "pass_at_2"] == pytest.approx(5 / 6)
+    # p3: one passing sample, p2: none: no pair, so effective diversity is missing (never 0);
+    # pass^1 = 1/3 and 0, pass^2 = 0 (c < 2), pass^4 NaN (k > n = 3)
+    assert np.isnan(df.loc["p3", "effective_diversity"]) and np.isnan(
+        df.loc["p2", "effective_diversity"]
+    )
+    assert df.loc["p3", "pass_hat_1"] == pytest.approx(1 / 3) and df.loc["p3", "pass_hat_2"] == 0.0
+    assert df.loc["p2", "pass_hat_1"] == 0.0 and np.isnan(df.loc["p3", "pass_hat_4"])
+    # creative: no checker, nothing applies
+    assert df.loc["w2", ["effective_diversity", "pass_hat_1", "pass_hat_2"]].isna().all()
+    # the metrics JSON: effective diversity's mean is over the one prompt that has it
+    assert m["n_prompts_with"]["effective_diversity"] == 1
+    assert m["mean"]["effective_diversity"] == pytest.approx(1 - R)
+    assert m["n_prompts_with"]["pass_hat_1"] == 3 and m["n_prompts_with"]["pass_hat_4"] == 1
+
+
 def test_social_checker_uses_calibrated_tau(scored):
     df, m = scored[0].to_pandas().set_index("id"), scored[1]
     val = _val()

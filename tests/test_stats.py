@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,13 +13,15 @@ from scipy import stats as sps
 from score_tables import PARAMS_YAML, judgments, score_table, write_judgments, write_scores
 
 from lib.config import params_for
+from lib.power import detectable_d, min_detectable_effect
 from lib.report import to_latex, to_markdown
-from lib.schemas import SCORE_METRICS, SYSTEMS
+from lib.schemas import METRIC, METRICS, SCORE_METRICS, SYSTEMS
 from lib.stats import (
     bootstrap_ci,
     cohens_d,
     compare_one,
     compute_stats,
+    effective_diversity_coverage,
     holm,
     judge_summary,
     paired_d,
@@ -73,6 +76,120 @@ def test_compare_one_matches_scipy_and_drops_nan_pairs():
     # Pairing is by id, not by position.
     r2 = compare_one(t, o.iloc[::-1], P, 0, "m", "o")
     assert r2["p_wilcoxon"] == r["p_wilcoxon"] and r2["diff"] == r["diff"]
+
+
+def test_min_detectable_effect_matches_independent_computations():
+    """MDE = d*·SD(diff): d* the standardized effect at which a two-sided paired t-test at alpha
+    rejects with probability `power`. Checked against three computations that share no steps."""
+    from statsmodels.stats.power import TTestPower
+
+    # 20 differences alternating ±1: mean 0, SD (ddof 1) = √(20/19)
+    diffs = np.array([1.0, -1.0] * 10)
+    sd = math.sqrt(20 / 19)
+    # (1) statsmodels' solver, where it converges (n = 20, alpha 0.05, power 0.8): d* = 0.6604
+    d_sm = TTestPower().solve_power(nobs=20, alpha=0.05, power=0.8, alternative="two-sided")
+    assert d_sm == pytest.approx(0.6604, abs=1e-4)
+    assert min_detectable_effect(diffs, 0.05, 0.8) == pytest.approx(d_sm * sd, rel=1e-6)
+    # (2) the normal approximation (z_0.975 + z_0.8)·SD/√n = 2.8016·SD/√n: the t-test needs a
+    #     little more at n = 2000 (0.05 %), 12 % more at n = 10 (t_9 has heavier tails)
+    z = sps.norm.isf(0.025) + sps.norm.ppf(0.8)
+    assert z == pytest.approx(2.8016, abs=1e-4)
+    big = min_detectable_effect(np.tile([1.0, -1.0], 1000), 0.05, 0.8)
+    normal = z * math.sqrt(2000 / 1999) / math.sqrt(2000)
+    assert normal < big < normal * 1.001
+    small = min_detectable_effect(diffs[:10], 0.05, 0.8)
+    assert small > 1.1 * z * math.sqrt(10 / 9) / math.sqrt(10)
+    # (3) the definition, simulated: differences N(d*, 1) on n = 10 prompts at the Bonferroni
+    #     alpha 0.05/124; the t-test rejects 80 % of 40,000 draws (SE 0.2 %). statsmodels'
+    #     solve_power answers d = 1.85 here, without a warning, whose power is 0.64.
+    n, alpha = 10, 0.05 / 124
+    d = detectable_d(n, alpha, 0.8)
+    x = np.random.default_rng(0).normal(d, 1.0, size=(40_000, n))
+    t = x.mean(axis=1) / (x.std(axis=1, ddof=1) / math.sqrt(n))
+    assert (np.abs(t) > sps.t.isf(alpha / 2, n - 1)).mean() == pytest.approx(0.8, abs=0.01)
+
+
+def test_min_detectable_effect_is_missing_not_zero_without_a_variance():
+    assert math.isnan(min_detectable_effect([0.3], 0.05, 0.8))  # n = 1: no SD
+    # every difference equal: no variance estimate, undefined (its float SD is 3e-17, not 0)
+    assert math.isnan(min_detectable_effect([0.2, 0.2, 0.2], 0.05, 0.8))
+    with pytest.raises(ValueError, match=r"need 0 < alpha < power < 1, got 0.8, 0.8"):
+        min_detectable_effect([1.0, 2.0], 0.8, 0.8)
+
+
+def test_comparisons_report_the_mde_at_alpha_and_at_the_bonferroni_alpha():
+    scores = {s: score_table(s) for s in SYSTEMS}
+    st = compute_stats(scores, P, 0)
+    family = st["settings"]["holm_family_size"]
+    assert st["settings"]["power"] == P.power == 0.8  # params.yaml's stats.power
+    t = scores["polychromic"].set_index("id")["pass_at_10"]
+    for opp in ("zero_shot", "gem"):
+        c = st["comparisons"][opp]["pass_at_10"]
+        diffs = (t - scores[opp].set_index("id")["pass_at_10"]).to_numpy()
+        assert c["sd_diff"] == pytest.approx(diffs.std(ddof=1))
+        assert c["mde"] == pytest.approx(min_detectable_effect(diffs, 0.05, 0.8))
+        assert c["mde_bonferroni"] == pytest.approx(
+            min_detectable_effect(diffs, 0.05 / family, 0.8)
+        )
+        assert c["mde_bonferroni"] > c["mde"] > 0
+    # a system identical to polychromic: every difference 0, no SD, so no MDE (null, never 0)
+    scores["gem"] = scores["polychromic"].assign(system="gem")
+    c = compute_stats(scores, P, 0)["comparisons"]["gem"]["pass_at_10"]
+    assert c["mde"] is None and c["mde_bonferroni"] is None and c["sd_diff"] == 0.0
+
+
+def test_effective_diversity_coverage_is_defined_of_all_prompts():
+    # 4 prompts: c = 3 and c = 5 have a value; c = 1 has none (no passing pair); one has no checker
+    df = pd.DataFrame(
+        {
+            "n_pass": pd.array([3, 1, None, 5], dtype="Int64"),
+            "effective_diversity": [0.4, np.nan, np.nan, 0.2],
+        }
+    )
+    assert effective_diversity_coverage(df) == {
+        "defined": 2,
+        "checked": 3,
+        "prompts": 4,
+        "fraction": 0.5,  # 2 of 4 prompts, not 2 of the 3 checked
+    }
+    no_checker = df.assign(n_pass=pd.array([None] * 4, dtype="Int64"), effective_diversity=np.nan)
+    assert effective_diversity_coverage(no_checker)["fraction"] is None  # n/a, not 0 coverage
+    st = compute_stats({s: score_table(s) for s in SYSTEMS}, P, 0)
+    assert st["effective_diversity_coverage"]["gem"] == {
+        "defined": 8,
+        "checked": 8,
+        "prompts": 8,
+        "fraction": 1.0,
+    }
+
+
+def test_pass_hat_k_and_effective_diversity_are_compared_like_pass_at_k():
+    scores = {s: score_table(s) for s in SYSTEMS}
+    st = compute_stats(scores, P, 0)
+    for m in ("pass_hat_5", "pass_hat_10", "effective_diversity"):
+        c = st["comparisons"]["baseline"][m]
+        assert c["n_pairs"] == 8 and c["p_holm"] is not None and c["mde"] is not None
+        t = scores["polychromic"][m].to_numpy()
+        assert c["p_wilcoxon"] == pytest.approx(sps.wilcoxon(t, scores["baseline"][m]).pvalue)
+        assert st["summary"][m]["gem"]["mean"] == pytest.approx(scores["gem"][m].mean())
+
+
+def test_metric_labels_and_directions_have_one_home():
+    from lib import figures as F
+    from lib.report.rows import TABLE_METRICS, metric_row
+
+    assert [m.name for m in METRICS] == list(SCORE_METRICS)
+    for m in METRICS:
+        assert F.METRIC_LABELS[m.name] == m.display
+    for name in TABLE_METRICS:
+        row = metric_row(name)
+        assert (row.label, row.higher_is_better) == (
+            METRIC[name].display,
+            METRIC[name].higher_is_better,
+        )
+    assert (
+        METRIC["pass_hat_5"].display == "Pass^5 ↑" and METRIC["self_bleu"].display == "Self-BLEU ↓"
+    )
 
 
 def test_bootstrap_ci_percentile_definition_and_seeding():
@@ -192,6 +309,42 @@ def test_table_bold_and_dagger_markdown():
     # zero_shot: 7 wins, 1 tie, 0 losses -> (7 + 1/2) / 8 = 0.9375
     assert judge[0].startswith("0.938 ±") and judge[0].endswith("(7/1/0)")
     assert "**local**" in md
+
+
+def _md_rows(md: str) -> dict[str, list[str]]:
+    out = {}
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("| ").split(" | ")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+def test_table_shows_pass_hat_k_effective_diversity_coverage_and_mde():
+    scores = {s: score_table(s, 20) for s in SYSTEMS}
+    scores["zero_shot"]["n_pass"] = pd.NA  # no checker: coverage n/a
+    scores["zero_shot"]["effective_diversity"] = np.nan
+    scores["gem"].loc[:9, "effective_diversity"] = np.nan  # 10 of 20 prompts without a pair
+    st = compute_stats(scores, P, 0, judgments())
+    md = to_markdown(st)
+    rows = _md_rows(md)
+    for label in ("Pass^5 ↑", "Pass^10 ↑", "Effective diversity ↑"):
+        assert label in rows, label
+    cov = rows["Effective-diversity coverage"]
+    assert cov[0] == "n/a" and cov[3] == "0.500 (10/20)" and cov[4] == "1.000 (20/20)"
+    mde = rows["Min. detectable Pass@10 diff. (Poly. vs column)"]
+    for i, s in enumerate(SYSTEMS[:4]):
+        c = st["comparisons"][s]["pass_at_10"]
+        assert mde[i] == f"{c['mde']:.3f} ({c['mde_bonferroni']:.3f})"
+    assert mde[4] == "—"
+    family = st["settings"]["holm_family_size"]
+    assert "two-sided paired t-test at alpha = 0.05 finds with power 0.8" in md
+    assert (
+        f"n = 20 paired prompts (noncentral t); in parentheses the same at alpha / {family}" in md
+    )
+    tex = to_latex(st)
+    assert r"Pass$^{5}$ $\uparrow$ & " in tex
+    assert "^" not in re.sub(r"\$[^$]*\$", "", tex)  # a text-mode ^ does not compile
 
 
 def test_table_latex_booktabs():
