@@ -160,9 +160,17 @@ def token_noise(u: torch.Tensor, id_hash: torch.Tensor) -> torch.Tensor:
     (B, K) float32 > 0. Keyed by token id, so a token gets the same noise whichever other tokens
     are candidates.
     """
-    key = (u.double() * 2.0**32).long().clamp(max=_M32)  # (B,)
-    h = _mix32(id_hash ^ key[:, None]) >> 8  # (B, K), 24 bits: exact in float32
-    return -torch.log((h.float() + 0.5) * 2.0**-24)  # U in (0, 1) strictly, so E > 0
+    h = _mix32(id_hash ^ _u_key(u)[:, None]) >> 8  # (B, K), 24 bits: exact in float32
+    return _exponential(h)
+
+
+def _u_key(u: torch.Tensor) -> torch.Tensor:
+    return (u.double() * 2.0**32).long().clamp(max=_M32)  # (B,) int64 < 2**32
+
+
+def _exponential(h: torch.Tensor) -> torch.Tensor:
+    # 24-bit hashes → Exponential(1): U in (0, 1) strictly, so E > 0.
+    return -torch.log((h.float() + 0.5) * 2.0**-24)
 
 
 def _race(kept: torch.Tensor, id_hash: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -201,3 +209,123 @@ def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float, *, full=_full_nucle
         rows = (~fits).nonzero().squeeze(-1)
         out[rows] = _race(full(probs[rows], top_p), table[None, :], u[rows])
     return out
+
+
+# Rejection rounds per draw_rejection call. A row falls back to `draw` after R rejected rounds,
+# with probability at most (1 - top_p)^R a row and step: 1e-4 at top_p 0.9, i.e. ~1 row of the
+# 10,240 a 320-row × 32-token bench batch draws (each round is a full-vocabulary pass).
+REJECTION_ROUNDS = 4
+_ROUND_SALT = 0x9E3779B9  # round r's key: mix32(u's key + (r + 1)·salt), never u's key itself
+
+
+def _rejection_group(
+    probs: torch.Tensor, u: torch.Tensor, table: torch.Tensor, top_p: float, start: int, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rounds start .. start+count-1 for every row at once: (proposals (B, count), accepted)."""
+    vocab = probs.shape[-1]
+    r = torch.arange(start + 1, start + count + 1, dtype=torch.long, device=probs.device)
+    keys = _mix32((_u_key(u)[:, None] + r * _ROUND_SALT) & _M32)  # (B, count): one per round
+    noise = _exponential(_mix32(table ^ keys[:, :, None]) >> 8)  # (B, count, V)
+    p = probs[:, None, :]  # (B, 1, V)
+    tok = (p / noise).argmax(-1)  # (B, count): the race over the full distribution
+    pj = probs.gather(-1, tok)[..., None]  # (B, count, 1)
+    # Mass before the proposal in the canonical order, float64 sums of float32 values.
+    above = torch.where(p > pj, p, 0.0).sum(-1, dtype=torch.float64)
+    ids = torch.arange(vocab, device=probs.device)
+    ties = ((p == pj) & (ids < tok[..., None])).sum(-1)  # equal values at a smaller index
+    return tok, above + pj[..., 0].double() * ties < top_p
+
+
+def _rejection_core(probs, u, table, top_p: float, rounds: int, group: int):
+    toks, oks = [], []
+    for start in range(0, rounds, group):
+        tok, ok = _rejection_group(probs, u, table, top_p, start, min(group, rounds - start))
+        toks.append(tok)
+        oks.append(ok)
+    tok, ok = torch.cat(toks, -1), torch.cat(oks, -1)  # (B, rounds)
+    first = ok.int().argmax(-1, keepdim=True)  # the first accepted round (0 if none)
+    return tok.gather(-1, first).squeeze(-1), ~ok.any(-1)
+
+
+_COMPILED_REJECTION: dict[int, object] = {}  # by rounds: the rounds compiled for CUDA
+
+
+def _compiled_rejection(rounds: int):
+    if rounds not in _COMPILED_REJECTION:
+
+        def core(probs, u, table, top_p):  # all rounds in one group: 2 fused passes over (B, V)
+            return _rejection_core(probs, u, table, top_p, rounds, rounds)
+
+        # dynamic: the number of rows changes from step to step, as for `_compiled_threshold`.
+        _COMPILED_REJECTION[rounds] = torch.compile(core, dynamic=True, fullgraph=True)
+    return _COMPILED_REJECTION[rounds]
+
+
+def rejection_rounds(
+    probs: torch.Tensor,
+    u: torch.Tensor,
+    top_p: float,
+    rounds: int = REJECTION_ROUNDS,
+    *,
+    compiled: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw_rejection` without its fallback and with no host sync: (tokens (B,), rejected (B,)).
+
+    A rejected row's token is a rejected proposal, not a draw: the caller redraws those rows with
+    `draw` (a CUDA graph can hold this part; the fallback stays outside). `compiled`: None = the
+    inductor build on CUDA float32 (all rounds in one group: inductor fuses the R races into one
+    pass over (B, V) and the R membership sums into another), the eager loop of one round at a
+    time elsewhere; True/False force it (tests, bench). Both give the same tokens up to the last
+    bits of the log in the noise (inductor's log differs from eager's there).
+    """
+    if rounds < 1:
+        raise ValueError(f"rejection_rounds: rounds must be >= 1, not {rounds}")
+    table = _id_hash(probs.shape[-1], probs.device)
+    if compiled is None:
+        compiled = probs.device.type == "cuda" and probs.dtype == torch.float32
+    if compiled:
+        try:
+            return _compiled_rejection(rounds)(probs, u, table, top_p)  # type: ignore[operator]
+        except Exception as e:  # inductor can fail to build a shape; the eager rounds are exact
+            warnings.warn(f"top-p: the compiled rejection rounds failed, eager: {e}", stacklevel=2)
+            _COMPILED_REJECTION[rounds] = lambda p, uu, t, tp: _rejection_core(
+                p, uu, t, tp, rounds, 1
+            )
+            return _rejection_core(probs, u, table, top_p, rounds, 1)
+    return _rejection_core(probs, u, table, top_p, rounds, 1)
+
+
+def draw_rejection(
+    probs: torch.Tensor,
+    u: torch.Tensor,
+    top_p: float,
+    rounds: int = REJECTION_ROUNDS,
+    *,
+    compiled: bool | None = None,
+) -> torch.Tensor:
+    """One token per row from `_filter_top_p(probs, top_p)` (B, V) by rejection, driven by u (B,).
+
+    Round r = 1..R proposes j_r = argmax_j p_j / E_{r,j}, E_{r,j} ~ Exponential(1) a hash of
+    (u, r, token id) (`token_noise`'s hash with r mixed into u's key): the exponential race, a
+    draw from the full p (Efraimidis & Spirakis 2006; the Gumbel-max trick with G = -log E).
+    j is accepted iff it is in the nucleus N as `_nucleus_keep` takes it (p descending, ties by
+    position), i.e. iff its mass before it in that order is below top_p:
+        S(>p_j) + p_j · #{i < j : p_i = p_j} < top_p,   S(>y) = Σ_{p_i > y} p_i  (float64 sums),
+    the tie rule of `_nucleus_keep_threshold`. A row keeps its first accepted proposal.
+    Exactness: the rounds are independent draws from p, so the first accepted one is a draw from
+    p restricted to N and renormalised, i.e. from `_filter_top_p`; a round accepts with
+    probability p(N) >= top_p (N's mass reaches top_p, or N is the whole row), so a row is still
+    rejected after R rounds with probability (1 - p(N))^R <= (1 - top_p)^R, and only then is
+    drawn by the exact `draw` (whose noise is keyed by u alone, independent of the rounds').
+    The rounds have fixed shapes and no host sync (`rejection_rounds`); the fallback costs one
+    host sync (`rejected.any()`). Row i's token depends on row i and u_i only. As with the
+    threshold nucleus, a token whose mass before it lies within float64 rounding of top_p can
+    land on either side of the edge. top_p = 1 is `draw`'s inverse CDF.
+    """
+    if top_p >= 1.0:
+        return draw(probs, u, top_p)
+    tok, rejected = rejection_rounds(probs, u, top_p, rounds, compiled=compiled)
+    if bool(rejected.any()):  # the one host sync: almost never true
+        rows = rejected.nonzero().squeeze(-1)
+        tok = tok.index_put((rows,), draw(probs[rows], u[rows], top_p))
+    return tok
