@@ -213,52 +213,74 @@ def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float, *, full=_full_nucle
 
 # Rejection rounds per draw_rejection call. A row falls back to `draw` after R rejected rounds,
 # with probability at most (1 - top_p)^R a row and step: 1e-4 at top_p 0.9, i.e. ~1 row of the
-# 10,240 a 320-row × 32-token bench batch draws (each round is a full-vocabulary pass).
+# 10,240 a 320-row × 32-token bench batch draws.
 REJECTION_ROUNDS = 4
+PROPOSALS = ("independent", "ranked")
 _ROUND_SALT = 0x9E3779B9  # round r's key: mix32(u's key + (r + 1)·salt), never u's key itself
 
 
-def _rejection_group(
-    probs: torch.Tensor, u: torch.Tensor, table: torch.Tensor, top_p: float, start: int, count: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rounds start .. start+count-1 for every row at once: (proposals (B, count), accepted)."""
-    vocab = probs.shape[-1]
+def _in_nucleus(probs: torch.Tensor, tok: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Whether each token of tok (B, R) is in its row's nucleus as `_nucleus_keep` takes it: its
+    mass before it in the canonical order, S(>p_j) + p_j·#{i < j : p_i = p_j}, is < top_p (float64
+    sums of the float32 values, no float64 copy of probs) → (B, R) bool."""
+    p = probs[:, None, :]  # (B, 1, V)
+    pj = probs.gather(-1, tok)[..., None]  # (B, R, 1)
+    above = torch.where(p > pj, p, 0.0).sum(-1, dtype=torch.float64)
+    ids = torch.arange(probs.shape[-1], device=probs.device)
+    ties = ((p == pj) & (ids < tok[..., None])).sum(-1)  # equal values at a smaller index
+    return above + pj[..., 0].double() * ties < top_p
+
+
+def _independent(probs, u, table, start: int, count: int) -> torch.Tensor:
+    """Rounds start .. start+count-1 of independent races over the full distribution: (B, count)."""
     r = torch.arange(start + 1, start + count + 1, dtype=torch.long, device=probs.device)
     keys = _mix32((_u_key(u)[:, None] + r * _ROUND_SALT) & _M32)  # (B, count): one per round
     noise = _exponential(_mix32(table ^ keys[:, :, None]) >> 8)  # (B, count, V)
-    p = probs[:, None, :]  # (B, 1, V)
-    tok = (p / noise).argmax(-1)  # (B, count): the race over the full distribution
-    pj = probs.gather(-1, tok)[..., None]  # (B, count, 1)
-    # Mass before the proposal in the canonical order, float64 sums of float32 values.
-    above = torch.where(p > pj, p, 0.0).sum(-1, dtype=torch.float64)
-    ids = torch.arange(vocab, device=probs.device)
-    ties = ((p == pj) & (ids < tok[..., None])).sum(-1)  # equal values at a smaller index
-    return tok, above + pj[..., 0].double() * ties < top_p
+    return (probs[:, None, :] / noise).argmax(-1)
 
 
-def _rejection_core(probs, u, table, top_p: float, rounds: int, group: int):
-    toks, oks = [], []
-    for start in range(0, rounds, group):
-        tok, ok = _rejection_group(probs, u, table, top_p, start, min(group, rounds - start))
-        toks.append(tok)
-        oks.append(ok)
-    tok, ok = torch.cat(toks, -1), torch.cat(oks, -1)  # (B, rounds)
+def _ranked(probs, u, table, rounds: int) -> torch.Tensor:
+    """The R best tokens of `draw`'s own race over the whole vocabulary, best first, ties by
+    position (each an argmax with the earlier winners masked out, as `_race`'s argmax breaks
+    ties): (B, R)."""
+    score = probs / token_noise(u, table[None, :])  # (B, V), ≥ 0
+    ids = torch.arange(probs.shape[-1], device=probs.device)
+    winners: list[torch.Tensor] = []
+    for _ in range(rounds):
+        s = score
+        for w in winners:
+            s = torch.where(ids == w, -1.0, s)
+        winners.append(s.argmax(-1, keepdim=True))
+    return torch.cat(winners, -1)
+
+
+def _rejection_core(probs, u, table, top_p: float, rounds: int, group: int, proposals: str):
+    if proposals == "ranked":
+        toks = [_ranked(probs, u, table, rounds)]
+    else:
+        toks = [
+            _independent(probs, u, table, s, min(group, rounds - s))
+            for s in range(0, rounds, group)
+        ]
+    tok = torch.cat(toks, -1)  # (B, rounds)
+    ok = torch.cat([_in_nucleus(probs, t, top_p) for t in toks], -1)
     first = ok.int().argmax(-1, keepdim=True)  # the first accepted round (0 if none)
     return tok.gather(-1, first).squeeze(-1), ~ok.any(-1)
 
 
-_COMPILED_REJECTION: dict[int, object] = {}  # by rounds: the rounds compiled for CUDA
+_COMPILED_REJECTION: dict[tuple[int, str], object] = {}  # the rounds compiled for CUDA
 
 
-def _compiled_rejection(rounds: int):
-    if rounds not in _COMPILED_REJECTION:
+def _compiled_rejection(rounds: int, proposals: str):
+    key = (rounds, proposals)
+    if key not in _COMPILED_REJECTION:
 
-        def core(probs, u, table, top_p):  # all rounds in one group: 2 fused passes over (B, V)
-            return _rejection_core(probs, u, table, top_p, rounds, rounds)
+        def core(probs, u, table, top_p):  # all rounds in one group: few fused passes over (B, V)
+            return _rejection_core(probs, u, table, top_p, rounds, rounds, proposals)
 
         # dynamic: the number of rows changes from step to step, as for `_compiled_threshold`.
-        _COMPILED_REJECTION[rounds] = torch.compile(core, dynamic=True, fullgraph=True)
-    return _COMPILED_REJECTION[rounds]
+        _COMPILED_REJECTION[key] = torch.compile(core, dynamic=True, fullgraph=True)
+    return _COMPILED_REJECTION[key]
 
 
 def rejection_rounds(
@@ -267,32 +289,34 @@ def rejection_rounds(
     top_p: float,
     rounds: int = REJECTION_ROUNDS,
     *,
+    proposals: str = "independent",
     compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`draw_rejection` without its fallback and with no host sync: (tokens (B,), rejected (B,)).
 
     A rejected row's token is a rejected proposal, not a draw: the caller redraws those rows with
     `draw` (a CUDA graph can hold this part; the fallback stays outside). `compiled`: None = the
-    inductor build on CUDA float32 (all rounds in one group: inductor fuses the R races into one
-    pass over (B, V) and the R membership sums into another), the eager loop of one round at a
-    time elsewhere; True/False force it (tests, bench). Both give the same tokens up to the last
-    bits of the log in the noise (inductor's log differs from eager's there).
+    inductor build on CUDA float32 (all rounds in one group, so inductor can fuse the R races into
+    one pass over (B, V) and the R membership sums into another), the eager loop of one round at
+    a time elsewhere; True/False force it (tests, bench). Both give the same tokens up to the last
+    bits of the log in the noise (inductor's log can differ from eager's there).
     """
     if rounds < 1:
         raise ValueError(f"rejection_rounds: rounds must be >= 1, not {rounds}")
+    if proposals not in PROPOSALS:
+        raise ValueError(f"rejection_rounds: proposals '{proposals}' is not one of {PROPOSALS}")
     table = _id_hash(probs.shape[-1], probs.device)
     if compiled is None:
         compiled = probs.device.type == "cuda" and probs.dtype == torch.float32
     if compiled:
         try:
-            return _compiled_rejection(rounds)(probs, u, table, top_p)  # type: ignore[operator]
+            return _compiled_rejection(rounds, proposals)(probs, u, table, top_p)  # type: ignore[operator]
         except Exception as e:  # inductor can fail to build a shape; the eager rounds are exact
             warnings.warn(f"top-p: the compiled rejection rounds failed, eager: {e}", stacklevel=2)
-            _COMPILED_REJECTION[rounds] = lambda p, uu, t, tp: _rejection_core(
-                p, uu, t, tp, rounds, 1
+            _COMPILED_REJECTION[(rounds, proposals)] = lambda p, uu, t, tp: _rejection_core(
+                p, uu, t, tp, rounds, 1, proposals
             )
-            return _rejection_core(probs, u, table, top_p, rounds, 1)
-    return _rejection_core(probs, u, table, top_p, rounds, 1)
+    return _rejection_core(probs, u, table, top_p, rounds, 1, proposals)
 
 
 def draw_rejection(
@@ -301,30 +325,39 @@ def draw_rejection(
     top_p: float,
     rounds: int = REJECTION_ROUNDS,
     *,
+    proposals: str = "independent",
     compiled: bool | None = None,
 ) -> torch.Tensor:
     """One token per row from `_filter_top_p(probs, top_p)` (B, V) by rejection, driven by u (B,).
 
-    Round r = 1..R proposes j_r = argmax_j p_j / E_{r,j}, E_{r,j} ~ Exponential(1) a hash of
-    (u, r, token id) (`token_noise`'s hash with r mixed into u's key): the exponential race, a
-    draw from the full p (Efraimidis & Spirakis 2006; the Gumbel-max trick with G = -log E).
-    j is accepted iff it is in the nucleus N as `_nucleus_keep` takes it (p descending, ties by
-    position), i.e. iff its mass before it in that order is below top_p:
+    Round r = 1..R proposes a token j_r and accepts it iff j_r is in the nucleus N as
+    `_nucleus_keep` takes it (p descending, ties by position), i.e. iff
         S(>p_j) + p_j · #{i < j : p_i = p_j} < top_p,   S(>y) = Σ_{p_i > y} p_i  (float64 sums),
-    the tie rule of `_nucleus_keep_threshold`. A row keeps its first accepted proposal.
-    Exactness: the rounds are independent draws from p, so the first accepted one is a draw from
-    p restricted to N and renormalised, i.e. from `_filter_top_p`; a round accepts with
-    probability p(N) >= top_p (N's mass reaches top_p, or N is the whole row), so a row is still
-    rejected after R rounds with probability (1 - p(N))^R <= (1 - top_p)^R, and only then is
-    drawn by the exact `draw` (whose noise is keyed by u alone, independent of the rounds').
-    The rounds have fixed shapes and no host sync (`rejection_rounds`); the fallback costs one
-    host sync (`rejected.any()`). Row i's token depends on row i and u_i only. As with the
-    threshold nucleus, a token whose mass before it lies within float64 rounding of top_p can
-    land on either side of the edge. top_p = 1 is `draw`'s inverse CDF.
+    the tie rule of `_nucleus_keep_threshold`; a row keeps its first accepted proposal. With
+    E_j ~ Exponential(1) a hash of (u, token id) (`token_noise`), argmax_j p_j / E_j is a draw from
+    p: the exponential race (Efraimidis & Spirakis 2006; the Gumbel-max trick with G = -log E).
+    `proposals`:
+    - "independent": j_r wins a race of its own, its noise keyed by (u, r, token id). The rounds
+      are independent draws from p, so the first accepted one is a draw from p restricted to N
+      and renormalised, i.e. from `_filter_top_p`.
+    - "ranked": j_1..j_R are the R best tokens of one race, `draw`'s own (noise keyed by (u, token
+      id)). The first of them in N is argmax_{j in N} p_j / E_j, which is exactly `draw`'s token:
+      the same draw, found without computing N; the race order is a sample without replacement
+      from p (Plackett-Luce), so this too accepts each round with probability >= p(N).
+    A round accepts with probability >= p(N) >= top_p (N's mass reaches top_p, or N is the whole
+    row), so a row is still rejected after R rounds with probability <= (1 - top_p)^R and only
+    then drawn by the exact `draw` (whose noise is keyed by u alone: independent of the
+    "independent" rounds, and the ranked rounds' own race). The rounds have fixed shapes and no
+    host sync (`rejection_rounds`); the fallback costs one host sync (`rejected.any()`). Row i's
+    token depends on row i and u_i only. As with the threshold nucleus, a token whose mass before
+    it lies within float64 rounding of top_p can land on either side of the edge. top_p = 1 is
+    `draw`'s inverse CDF.
     """
     if top_p >= 1.0:
         return draw(probs, u, top_p)
-    tok, rejected = rejection_rounds(probs, u, top_p, rounds, compiled=compiled)
+    tok, rejected = rejection_rounds(
+        probs, u, top_p, rounds, proposals=proposals, compiled=compiled
+    )
     if bool(rejected.any()):  # the one host sync: almost never true
         rows = rejected.nonzero().squeeze(-1)
         tok = tok.index_put((rows,), draw(probs[rows], u[rows], top_p))

@@ -15,6 +15,7 @@ import torch
 
 import lib.sampling
 from lib.draw import (
+    PROPOSALS,
     REJECTION_ROUNDS,
     _filter_top_p,
     _id_hash,
@@ -77,56 +78,60 @@ def test_rejection_draws_follow_the_nucleus_distribution():
         _check_frequencies(tok[~rejected], want)  # accepted proposals alone: p restricted to N
 
 
+@pytest.mark.parametrize("proposals", PROPOSALS)
 @pytest.mark.parametrize("top_p", [0.2, 0.3, 0.4375, 0.45, 0.6, 0.8, 0.95])
-def test_a_proposal_is_accepted_exactly_when_it_is_in_the_nucleus(top_p):
+def test_a_proposal_is_accepted_exactly_when_it_is_in_the_nucleus(top_p, proposals):
     # (b) One round: every proposal is judged, so accepted ⇔ kept by _nucleus_keep for each of
     # 50,000 uniforms (every token gets proposed). top_p 0.4375 is exactly the mass before token 3
     # (out); at 0.6 token 5 ties with kept 1 and 3 but comes later (out).
     n = 50_000
     probs, u = SIX.expand(n, -1).contiguous(), _uniforms(n, seed=1)
-    tok, rejected = rejection_rounds(probs, u, top_p, 1)
+    tok, rejected = rejection_rounds(probs, u, top_p, 1, proposals=proposals)
     assert set(tok.tolist()) == set(range(6))
     kept = _nucleus_keep(SIX[None], top_p)[0] > 0
     assert torch.equal(~rejected, kept[tok])
-    assert kept[draw_rejection(probs, u, top_p)].all()
+    assert kept[draw_rejection(probs, u, top_p, proposals=proposals)].all()
 
 
-def test_rejection_draws_stay_in_the_nucleus_of_large_rows():
+@pytest.mark.parametrize("proposals", PROPOSALS)
+def test_rejection_draws_stay_in_the_nucleus_of_large_rows(proposals):
     # (b) Flat, peaked and tied rows of 600 tokens: every token drawn is in its row's nucleus.
     probs = _mixed_rows(600, 600, seed=2).repeat(4, 1)
     u = _uniforms(len(probs), seed=3)
     for top_p in (0.5, 0.9, 0.99):
         kept = _nucleus_keep(probs, top_p) > 0
         for rounds in (1, REJECTION_ROUNDS):
-            tok = draw_rejection(probs, u, top_p, rounds)
+            tok = draw_rejection(probs, u, top_p, rounds, proposals=proposals)
             assert kept.gather(-1, tok[:, None]).all()
 
 
-def test_a_row_draws_the_same_token_alone_as_in_any_batch():
+@pytest.mark.parametrize("proposals", PROPOSALS)
+def test_a_row_draws_the_same_token_alone_as_in_any_batch(proposals):
     # (c) 300 rows, one round at top_p 0.9: about a tenth of the flat rows fall back to draw.
     probs, u = _mixed_rows(300, 600, seed=4), _uniforms(300, seed=5)
     others, u_others = _mixed_rows(300, 600, seed=6), _uniforms(300, seed=7)
     for rounds in (1, REJECTION_ROUNDS):
-        batch = draw_rejection(probs, u, 0.9, rounds)
+        batch = draw_rejection(probs, u, 0.9, rounds, proposals=proposals)
         if rounds == 1:
-            assert 5 <= int(rejection_rounds(probs, u, 0.9, 1)[1].sum()) <= 60
+            assert 5 <= int(rejection_rounds(probs, u, 0.9, 1, proposals=proposals)[1].sum()) <= 60
         for i in range(300):
-            alone = draw_rejection(probs[i : i + 1], u[i : i + 1], 0.9, rounds)
+            alone = draw_rejection(probs[i : i + 1], u[i : i + 1], 0.9, rounds, proposals=proposals)
             assert torch.equal(alone, batch[i : i + 1]), i
         for i in range(0, 300, 37):  # row i among other rows, at another position
             mixed, mu = others.clone(), u_others.clone()
             mixed[150], mu[150] = probs[i], u[i]
-            assert draw_rejection(mixed, mu, 0.9, rounds)[150] == batch[i], i
+            assert draw_rejection(mixed, mu, 0.9, rounds, proposals=proposals)[150] == batch[i], i
 
 
-def test_rejected_rows_fall_back_to_the_exact_draw():
+@pytest.mark.parametrize("proposals", PROPOSALS)
+def test_rejected_rows_fall_back_to_the_exact_draw(proposals):
     # (d) One round at top_p 0.3: the nucleus is {2, 1} (mass 0.4375), so 56% of the rows are
     # rejected and redrawn by `draw`; the result still follows the nucleus distribution.
     n, top_p = 20_000, 0.3
     probs, u = SIX.expand(n, -1).contiguous(), _uniforms(n, seed=8)
-    tok, rejected = rejection_rounds(probs, u, top_p, 1)
+    tok, rejected = rejection_rounds(probs, u, top_p, 1, proposals=proposals)
     assert _within(int(rejected.sum()), n, 0.5625)
-    got = draw_rejection(probs, u, top_p, 1)
+    got = draw_rejection(probs, u, top_p, 1, proposals=proposals)
     assert torch.equal(got[rejected], draw(probs[rejected], u[rejected], top_p))
     assert torch.equal(got[~rejected], tok[~rejected])
     _check_frequencies(got, _filter_top_p(SIX[None], top_p)[0])
@@ -137,51 +142,72 @@ def test_all_rounds_in_one_group_is_the_round_by_round_loop():
     probs, u = _mixed_rows(90, 600, seed=9), _uniforms(90, seed=10)
     table = _id_hash(600, probs.device)
     for rounds in (1, 3, REJECTION_ROUNDS):
-        one = _rejection_core(probs, u, table, 0.9, rounds, 1)
+        one = _rejection_core(probs, u, table, 0.9, rounds, 1, "independent")
         for group in (2, rounds):
-            got = _rejection_core(probs, u, table, 0.9, rounds, group)
+            got = _rejection_core(probs, u, table, 0.9, rounds, group, "independent")
             assert all(torch.equal(a, b) for a, b in zip(got, one, strict=True)), (rounds, group)
+
+
+@pytest.mark.parametrize("rounds", [1, 2, REJECTION_ROUNDS])
+def test_ranked_proposals_give_draws_own_token(rounds):
+    # "ranked": the first of the race's R best tokens in the nucleus is the race's winner over
+    # the nucleus, `draw`'s token, whatever R (R only sets how often the fallback runs).
+    probs = torch.cat([_mixed_rows(600, 600, seed=13), SIX.expand(300, -1).repeat(1, 100)])
+    u = _uniforms(len(probs), seed=14)
+    for top_p in (0.3, 0.6, 0.9, 0.99):
+        tok, rejected = rejection_rounds(probs, u, top_p, rounds, proposals="ranked")
+        want = draw(probs, u, top_p)
+        assert torch.equal(tok[~rejected], want[~rejected])
+        assert torch.equal(draw_rejection(probs, u, top_p, rounds, proposals="ranked"), want)
+        if rounds == 1 and top_p == 0.6:
+            assert int(rejected.sum()) >= 50  # the fallback ran on many rows
 
 
 def test_rejection_arguments():
     probs, u = SIX.expand(4, -1).contiguous(), _uniforms(4)
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         draw_rejection(probs, u, 0.9, rounds=0)
+    with pytest.raises(ValueError, match="proposals 'best' is not one of"):
+        draw_rejection(probs, u, 0.9, proposals="best")
     assert torch.equal(draw_rejection(probs, u, 1.0), draw(probs, u, 1.0))  # inverse CDF
 
 
+@pytest.mark.parametrize("proposals", PROPOSALS)
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
-def test_the_compiled_rounds_draw_valid_tokens(device):
+def test_the_compiled_rounds_draw_valid_tokens(device, proposals):
     # What CUDA runs (inductor; ~20 s to build on a CPU): tokens in the nucleus, the same rows
     # rejected, and the eager tokens but for the last bits of the noise's log.
     probs = _mixed_rows(120, 600, seed=11).to(device)
     u = _uniforms(120, seed=12).to(device)
-    tok, rejected = rejection_rounds(probs, u, 0.9, 2, compiled=True)
-    eager_tok, eager_rejected = rejection_rounds(probs, u, 0.9, 2, compiled=False)
+    tok, rejected = rejection_rounds(probs, u, 0.9, 2, compiled=True, proposals=proposals)
+    eager_tok, eager_rejected = rejection_rounds(
+        probs, u, 0.9, 2, compiled=False, proposals=proposals
+    )
     kept = _nucleus_keep(probs, 0.9) > 0
-    assert kept.gather(-1, tok[~rejected][:, None]).all()
+    assert kept[~rejected].gather(-1, tok[~rejected][:, None]).all()
     assert (tok == eager_tok).float().mean() >= 0.95
     assert (rejected == eager_rejected).float().mean() >= 0.95
-    alone = rejection_rounds(probs[7:8], u[7:8], 0.9, 2, compiled=True)
+    alone = rejection_rounds(probs[7:8], u[7:8], 0.9, 2, compiled=True, proposals=proposals)
     assert torch.equal(alone[0], tok[7:8]) and torch.equal(alone[1], rejected[7:8])
 
 
 @NO_CUDA
-def test_the_cuda_rounds_do_not_wait_on_the_host():
+@pytest.mark.parametrize("proposals", PROPOSALS)
+def test_the_cuda_rounds_do_not_wait_on_the_host(proposals):
     g = torch.Generator(device="cuda").manual_seed(0)
     probs = torch.softmax(0.3 * torch.randn(320, 151936, device="cuda", generator=g), -1)
     u = torch.rand(320, device="cuda", generator=g, dtype=torch.float64)
-    rejection_rounds(probs, u, 0.9)  # built before the check
+    rejection_rounds(probs, u, 0.9, proposals=proposals)  # built before the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        tok, rejected = rejection_rounds(probs, u, 0.9)
+        tok, rejected = rejection_rounds(probs, u, 0.9, proposals=proposals)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     kept = _nucleus_keep(probs, 0.9) > 0
-    assert kept.gather(-1, tok[~rejected][:, None]).all()
-    assert kept.gather(-1, draw_rejection(probs, u, 0.9)[:, None]).all()
+    assert kept[~rejected].gather(-1, tok[~rejected][:, None]).all()
+    assert kept.gather(-1, draw_rejection(probs, u, 0.9, proposals=proposals)[:, None]).all()
 
 
 # _Rows.step: rejection on CUDA only; a CPU draws what it drew before.
