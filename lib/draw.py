@@ -215,7 +215,7 @@ def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float, *, full=_full_nucle
 # with probability at most (1 - top_p)^R a row and step: 1e-4 at top_p 0.9, i.e. ~1 row of the
 # 10,240 a 320-row × 32-token bench batch draws.
 REJECTION_ROUNDS = 4
-PROPOSALS = ("independent", "ranked")
+PROPOSALS = ("ranked", "independent")  # the default first
 _ROUND_SALT = 0x9E3779B9  # round r's key: mix32(u's key + (r + 1)·salt), never u's key itself
 
 
@@ -289,17 +289,19 @@ def rejection_rounds(
     top_p: float,
     rounds: int = REJECTION_ROUNDS,
     *,
-    proposals: str = "independent",
+    proposals: str = "ranked",
     compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`draw_rejection` without its fallback and with no host sync: (tokens (B,), rejected (B,)).
 
     A rejected row's token is a rejected proposal, not a draw: the caller redraws those rows with
     `draw` (a CUDA graph can hold this part; the fallback stays outside). `compiled`: None = the
-    inductor build on CUDA float32 (all rounds in one group, so inductor can fuse the R races into
-    one pass over (B, V) and the R membership sums into another), the eager loop of one round at
-    a time elsewhere; True/False force it (tests, bench). Both give the same tokens up to the last
-    bits of the log in the noise (inductor's log can differ from eager's there).
+    inductor build on CUDA float32, eager elsewhere; True/False force it (tests, bench). Compiled,
+    the R proposals are built in few passes over (B, V) ("ranked": one pass computes and keeps
+    the race's scores, then R - 1 masked argmax passes over them; "independent": the R races in
+    one group) and the R membership sums fuse into one more; eager, "independent" runs a round
+    at a time. Compiled and eager give the same tokens up to the last bits of the log in the
+    noise (inductor's log can differ from eager's there).
     """
     if rounds < 1:
         raise ValueError(f"rejection_rounds: rounds must be >= 1, not {rounds}")
@@ -325,33 +327,37 @@ def draw_rejection(
     top_p: float,
     rounds: int = REJECTION_ROUNDS,
     *,
-    proposals: str = "independent",
+    proposals: str = "ranked",
     compiled: bool | None = None,
 ) -> torch.Tensor:
     """One token per row from `_filter_top_p(probs, top_p)` (B, V) by rejection, driven by u (B,).
 
-    Round r = 1..R proposes a token j_r and accepts it iff j_r is in the nucleus N as
-    `_nucleus_keep` takes it (p descending, ties by position), i.e. iff
+    Round r = 1..R proposes a token j_r from the full distribution and accepts it iff j_r is in
+    the nucleus N as `_nucleus_keep` takes it (p descending, ties by position), i.e. iff
         S(>p_j) + p_j · #{i < j : p_i = p_j} < top_p,   S(>y) = Σ_{p_i > y} p_i  (float64 sums),
-    the tie rule of `_nucleus_keep_threshold`; a row keeps its first accepted proposal. With
-    E_j ~ Exponential(1) a hash of (u, token id) (`token_noise`), argmax_j p_j / E_j is a draw from
-    p: the exponential race (Efraimidis & Spirakis 2006; the Gumbel-max trick with G = -log E).
-    `proposals`:
+    the tie rule of `_nucleus_keep_threshold`; a row keeps its first accepted proposal. Proposals
+    come from the exponential race: with E_j ~ Exponential(1) a hash of u and the token id
+    (`token_noise`), argmax_j p_j / E_j is a draw from p, and the order of p_j / E_j a sample of p
+    without replacement (Efraimidis & Spirakis 2006; the Gumbel-max / Gumbel-top-k trick with
+    G = -log E). `proposals`:
+    - "ranked" (default): j_1..j_R are the R best tokens of `draw`'s own race (noise keyed by
+      (u, token id)), best first, ties by position. The first of them in N is argmax over N of
+      p_j / E_j, which is `draw`'s token: the same draw, found without computing N. Round r is
+      rejected only if the r best are all outside N: probability <= (1 - p(N))^r (each pick
+      without replacement lands outside N with probability (q - taken) / (1 - taken) <= q,
+      q = 1 - p(N)).
     - "independent": j_r wins a race of its own, its noise keyed by (u, r, token id). The rounds
       are independent draws from p, so the first accepted one is a draw from p restricted to N
-      and renormalised, i.e. from `_filter_top_p`.
-    - "ranked": j_1..j_R are the R best tokens of one race, `draw`'s own (noise keyed by (u, token
-      id)). The first of them in N is argmax_{j in N} p_j / E_j, which is exactly `draw`'s token:
-      the same draw, found without computing N; the race order is a sample without replacement
-      from p (Plackett-Luce), so this too accepts each round with probability >= p(N).
-    A round accepts with probability >= p(N) >= top_p (N's mass reaches top_p, or N is the whole
-    row), so a row is still rejected after R rounds with probability <= (1 - top_p)^R and only
-    then drawn by the exact `draw` (whose noise is keyed by u alone: independent of the
-    "independent" rounds, and the ranked rounds' own race). The rounds have fixed shapes and no
-    host sync (`rejection_rounds`); the fallback costs one host sync (`rejected.any()`). Row i's
-    token depends on row i and u_i only. As with the threshold nucleus, a token whose mass before
-    it lies within float64 rounding of top_p can land on either side of the edge. top_p = 1 is
-    `draw`'s inverse CDF.
+      and renormalised, i.e. from `_filter_top_p`, though not `draw`'s token; rejected after R
+      rounds with probability (1 - p(N))^R.
+    p(N) >= top_p (N's mass reaches top_p, or N is the whole row), so a row is still rejected
+    after R rounds with probability <= (1 - top_p)^R (1e-4 at top_p 0.9 and R = 4), and only then
+    drawn by the exact `draw`: for "ranked" the token the rounds would have found later, for
+    "independent" a draw whose noise (keyed by u alone) is independent of the rounds'. The rounds
+    have fixed shapes and no host sync (`rejection_rounds`); the fallback costs one host sync
+    (`rejected.any()`). Row i's token depends on row i and u_i only. As with the threshold
+    nucleus, a token whose mass before it lies within float64 rounding of top_p can land on
+    either side of the edge. top_p = 1 is `draw`'s inverse CDF.
     """
     if top_p >= 1.0:
         return draw(probs, u, top_p)

@@ -63,18 +63,34 @@ def _mixed_rows(n: int, vocab: int, seed: int) -> torch.Tensor:
     return torch.where((kind == 0)[:, None], flat, torch.where((kind == 1)[:, None], peaked, tied))
 
 
-def test_rejection_draws_follow_the_nucleus_distribution():
+def _ranked_all_outside(outside: list[float], rounds: int, left: float = 1.0) -> float:
+    """P(the `rounds` first picks of a sample of p without replacement all lie outside N)."""
+    if rounds == 0:
+        return 1.0
+    return sum(
+        q / left * _ranked_all_outside(outside[:i] + outside[i + 1 :], rounds - 1, left - q)
+        for i, q in enumerate(outside)
+    )
+
+
+@pytest.mark.parametrize("proposals", PROPOSALS)
+def test_rejection_draws_follow_the_nucleus_distribution(proposals):
     # (a) 20,000 draws of one distribution: frequencies of _filter_top_p's, whether a row is
-    # accepted in a round or redrawn by the fallback; and rounds reject at (1 - p(N))^R, which
-    # they do only if each round's noise is its own.
+    # accepted in a round or redrawn by the fallback; and rounds reject as often as they should:
+    # independent rounds at (1 - p(N))^R (only if each round's noise is its own), ranked ones when
+    # the race's R best are all outside N (tokens 0, 4, 5: never for R > 3).
     n, top_p = 20_000, 0.6
     probs, u = SIX.expand(n, -1).contiguous(), _uniforms(n)
     want = _filter_top_p(SIX[None], top_p)[0]
     assert torch.equal(want, torch.tensor([0, 0.3, 0.4, 0.3, 0, 0]))
-    _check_frequencies(draw_rejection(probs, u, top_p), want)
-    for rounds in (1, 2, REJECTION_ROUNDS):
-        tok, rejected = rejection_rounds(probs, u, top_p, rounds)
-        assert _within(int(rejected.sum()), n, 0.375**rounds), (rounds, int(rejected.sum()))
+    _check_frequencies(draw_rejection(probs, u, top_p, proposals=proposals), want)
+    for rounds in (1, 2, 3, REJECTION_ROUNDS):
+        tok, rejected = rejection_rounds(probs, u, top_p, rounds, proposals=proposals)
+        if proposals == "independent":
+            q = 0.375**rounds
+        else:
+            q = _ranked_all_outside([0.125, 0.0625, 0.1875], rounds)
+        assert _within(int(rejected.sum()), n, q), (rounds, int(rejected.sum()), n * q)
         _check_frequencies(tok[~rejected], want)  # accepted proposals alone: p restricted to N
 
 
@@ -161,6 +177,17 @@ def test_ranked_proposals_give_draws_own_token(rounds):
         assert torch.equal(draw_rejection(probs, u, top_p, rounds, proposals="ranked"), want)
         if rounds == 1 and top_p == 0.6:
             assert int(rejected.sum()) >= 50  # the fallback ran on many rows
+
+
+def test_ranked_proposals_come_in_race_order_ties_by_position(monkeypatch):
+    # With every noise 1 the race's scores are the probabilities themselves: SIX's race order is
+    # its canonical order, the tie group 1, 3, 5 by position.
+    import lib.draw
+
+    monkeypatch.setattr(lib.draw, "token_noise", lambda u, ids: torch.ones(len(u), ids.shape[-1]))
+    probs, u = SIX.expand(2, -1).contiguous(), _uniforms(2)
+    got = lib.draw._ranked(probs, u, _id_hash(6, probs.device), 6)
+    assert got.tolist() == [[2, 1, 3, 5, 0, 4]] * 2
 
 
 def test_rejection_arguments():

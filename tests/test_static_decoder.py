@@ -150,20 +150,28 @@ def test_static_decoder_checks_for_the_end_every_k_steps(model, monkeypatch):
         assert abs(a.logprob - b.logprob) <= 1e-4 * max(1.0, abs(b.logprob))
 
 
-def test_static_decoder_samples_what_sample_samples_drawing_by_rejection(gqa_model, monkeypatch):
-    # The CUDA draw (`draw_rejection`) forced on a CPU: both decoders go through it, alike.
+@pytest.mark.parametrize("proposals", ["ranked", "independent"])
+def test_static_decoder_samples_what_sample_samples_drawing_by_rejection(
+    gqa_model, monkeypatch, proposals
+):
+    # The CUDA draw (`draw_rejection`) forced on a CPU: both decoders go through it, alike; with
+    # ranked proposals (the default) they draw `draw`'s tokens, with independent ones others.
     import lib.sampling
+    from lib.draw import draw_rejection
 
-    monkeypatch.setattr(lib.sampling, "_by_rejection", lambda device, top_p: top_p < 1)
     kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=0.7, top_p=0.9)
     seeds = [31, 32, 33, 34]
+    old = sample(gqa_model, PROMPTS, seeds, max_new_tokens=7, **kw)
+    monkeypatch.setattr(lib.sampling, "_by_rejection", lambda device, top_p: top_p < 1)
+    monkeypatch.setattr(
+        lib.sampling, "draw_rejection", lambda *a: draw_rejection(*a, proposals=proposals)
+    )
     want = sample(gqa_model, PROMPTS, seeds, max_new_tokens=7, **kw)
     dec = StaticDecoder(gqa_model, rows=4, width=9, max_new_tokens=7, mode="eager")
     got = dec.sample(PROMPTS, seeds, **kw)
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    monkeypatch.undo()
-    old = sample(gqa_model, PROMPTS, seeds, max_new_tokens=7, **kw)
-    assert [c.token_ids for c in old] != [c.token_ids for c in want]  # another (valid) draw
+    same = [c.token_ids for c in old] == [c.token_ids for c in want]
+    assert same == (proposals == "ranked")
 
 
 @pytest.mark.parametrize("decoder", ["sample", "static"])
