@@ -9,7 +9,11 @@ a canonical order (probability descending, ties by position). `_nucleus_keep` so
 probabilities on, the threshold nucleus compiled by inductor (2.5 ms against the sort's 6.8 ms at
 320 rows × 151,936 tokens on an H200); the sort below that, and on a CPU, where 31 eager masked
 sums are slower than the sort (as they are on the H200: 17 ms). CPU draws are therefore
-unchanged. bench/draw.py measures all of them.
+unchanged. `draw_rejection` (what `lib.sampling` draws with on CUDA) finds the same token with no
+nucleus at all: the race's R best tokens over the whole vocabulary, the first of them in the
+nucleus by a membership test (masked float64 sums), compiled by inductor into a few passes over
+(B, V) with no host sync; rows whose R best all miss it (probability <= (1 - top_p)^R) fall back
+to `draw`. bench/draw.py measures all of them.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ Speed (all exact: none of it changes which token a row draws for a given seed an
   is not inside them find it over the whole vocabulary, on a GPU with no sort when they are many
   (`_nucleus_keep_threshold`, compiled: 31 masked sums bisect for the smallest kept probability;
   2.5 ms instead of the sort's 6.8 ms for 320 rows of Qwen3's 151,936 tokens on an H200).
+  On CUDA, top-p draws go through `lib.draw.draw_rejection` instead (`_by_rejection`): `draw`'s
+  token, found among the race's 4 best over the whole vocabulary by a nucleus membership test,
+  compiled, with no host sync but a rare fallback to `draw` (and, compiled, up to the last bits
+  of inductor's log). A CPU keeps `draw`: its samples are unchanged.
 """
 
 from __future__ import annotations
