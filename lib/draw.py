@@ -259,15 +259,15 @@ def _ranked(probs, u, table, rounds: int) -> torch.Tensor:
 
 
 def _rejection_core(probs, u, table, top_p: float, rounds: int, group: int, proposals: str):
+    # `group` rounds at a time: 1 eagerly (temporaries of (B, 1, V)), all of them compiled.
+    starts = range(0, rounds, group)
     if proposals == "ranked":
-        toks = [_ranked(probs, u, table, rounds)]
+        tok = _ranked(probs, u, table, rounds)  # (B, rounds)
     else:
-        toks = [
-            _independent(probs, u, table, s, min(group, rounds - s))
-            for s in range(0, rounds, group)
-        ]
-    tok = torch.cat(toks, -1)  # (B, rounds)
-    ok = torch.cat([_in_nucleus(probs, t, top_p) for t in toks], -1)
+        tok = torch.cat(
+            [_independent(probs, u, table, s, min(group, rounds - s)) for s in starts], -1
+        )
+    ok = torch.cat([_in_nucleus(probs, tok[:, s : s + group], top_p) for s in starts], -1)
     first = ok.int().argmax(-1, keepdim=True)  # the first accepted round (0 if none)
     return tok.gather(-1, first).squeeze(-1), ~ok.any(-1)
 

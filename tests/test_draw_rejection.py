@@ -153,14 +153,15 @@ def test_rejected_rows_fall_back_to_the_exact_draw(proposals):
     _check_frequencies(got, _filter_top_p(SIX[None], top_p)[0])
 
 
-def test_all_rounds_in_one_group_is_the_round_by_round_loop():
+@pytest.mark.parametrize("proposals", PROPOSALS)
+def test_all_rounds_in_one_group_is_the_round_by_round_loop(proposals):
     # The compiled build runs all rounds as one (B, R, V) group; eagerly it must be the same.
     probs, u = _mixed_rows(90, 600, seed=9), _uniforms(90, seed=10)
     table = _id_hash(600, probs.device)
     for rounds in (1, 3, REJECTION_ROUNDS):
-        one = _rejection_core(probs, u, table, 0.9, rounds, 1, "independent")
+        one = _rejection_core(probs, u, table, 0.9, rounds, 1, proposals)
         for group in (2, rounds):
-            got = _rejection_core(probs, u, table, 0.9, rounds, group, "independent")
+            got = _rejection_core(probs, u, table, 0.9, rounds, group, proposals)
             assert all(torch.equal(a, b) for a, b in zip(got, one, strict=True)), (rounds, group)
 
 
