@@ -19,6 +19,7 @@ to `draw`. bench/draw.py measures all of them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -272,10 +273,10 @@ def _rejection_core(probs, u, table, top_p: float, rounds: int, group: int, prop
     return tok.gather(-1, first).squeeze(-1), ~ok.any(-1)
 
 
-_COMPILED_REJECTION: dict[tuple[int, str], object] = {}  # the rounds compiled for CUDA
+_COMPILED_REJECTION: dict[tuple[int, str], Callable] = {}  # the rounds compiled for CUDA
 
 
-def _compiled_rejection(rounds: int, proposals: str):
+def _compiled_rejection(rounds: int, proposals: str) -> Callable:
     key = (rounds, proposals)
     if key not in _COMPILED_REJECTION:
 
@@ -316,7 +317,7 @@ def rejection_rounds(
         compiled = probs.device.type == "cuda" and probs.dtype == torch.float32
     if compiled:
         try:
-            return _compiled_rejection(rounds, proposals)(probs, u, table, top_p)  # type: ignore[operator]
+            return _compiled_rejection(rounds, proposals)(probs, u, table, top_p)
         except Exception as e:  # inductor can fail to build a shape; the eager rounds are exact
             warnings.warn(f"top-p: the compiled rejection rounds failed, eager: {e}", stacklevel=2)
             _COMPILED_REJECTION[(rounds, proposals)] = lambda p, uu, t, tp: _rejection_core(

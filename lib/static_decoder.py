@@ -115,10 +115,10 @@ class StaticDecoder:
     prompt-sized static cache and expands them into the decoder's, all replayed as one CUDA graph
     per number of distinct prompts (an eager prefill through 36 LoRA-wrapped layers is
     launch-bound: ~150 ms at 8B for 8 prompts whose arithmetic takes ~25 ms). Each row then draws
-    only from its own seed's uniforms through the same `_Rows` step as `sample`. Finished rows decode padding until
-    every row has ended (no compaction; checked every `_DONE_CHECK_EVERY` steps). On CPU it samples exactly what `sample` samples; on CUDA
-    the static cache's attention shapes differ from the dynamic cache's, so a bf16 near-tie can
-    resolve to another token.
+    only from its own seed's uniforms through the same `_Rows` step as `sample`. Finished rows
+    decode padding until every row has ended (no compaction; checked every `_DONE_CHECK_EVERY`
+    steps). On CPU it samples exactly what `sample` samples; on CUDA the static cache's attention
+    shapes differ from the dynamic cache's, so a bf16 near-tie can resolve to another token.
     """
 
     MODES = ("graph", "compile", "eager")
