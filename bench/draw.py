@@ -1,5 +1,6 @@
 """Full-vocabulary top-p nucleus: the stable sort (`_nucleus_keep`) vs the sort-free bisection
-(`_nucleus_keep_threshold`), eager and (CUDA) compiled, side by side on the same probabilities.
+(`_nucleus_keep_threshold`), eager and (CUDA) compiled, side by side on the same probabilities;
+then the top-p draw by rejection (`draw_rejection`) against `draw`.
 
     python bench/draw.py --device cpu --rows 32 --vocab 49152
     python bench/draw.py --device cuda            # 320 rows × Qwen3's 151,936 tokens
@@ -10,9 +11,18 @@ events on a GPU) of: the sort nucleus; the threshold nucleus run eagerly; on CUD
 nucleus compiled as `draw` uses it (built before timing); and a whole `draw` through the sort vs
 through `_full_nucleus` (the compiled nucleus from 2^24 probabilities on CUDA, else the sort),
 each with its ratio to the sort.
-"equal": every nucleus and both draws equal (torch.equal). On CUDA it then runs both threshold
-nuclei under `torch.cuda.set_sync_debug_mode("error")`: passed = no op waited on the host. No
-timed assertions.
+"equal": every nucleus and both draws equal (torch.equal).
+Second table, the rejection draw (`draw_rejection`: `--rounds` R proposals from the full
+distribution, each accepted iff its token is in the nucleus, rows rejected R times redrawn by
+`draw`), for both kinds of proposals: "independent" (R races of their own) and "ranked" (the R
+best of `draw`'s own race, which gives `draw`'s token). Columns: `draw_rejection` eager and
+compiled (CUDA, or `--compile` on a CPU), with its fallback's host sync; the compiled rounds
+alone (`rejection_rounds`, no fallback, no sync: what a CUDA graph could hold); the rows rejected
+R times; "valid": every token drawn is in its row's nucleus; "= draw": tokens equal to `draw`'s
+(eager, compiled; only "ranked" is meant to match, and compiled only up to the last bits of
+inductor's log). On CUDA it then runs both threshold nuclei and the compiled rejection rounds
+under `torch.cuda.set_sync_debug_mode("error")`: passed = no op waited on the host. No timed
+assertions.
 """
 
 from __future__ import annotations
@@ -27,7 +37,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.draw import _compiled_threshold, _nucleus_keep, _nucleus_keep_threshold, draw  # noqa: E402
+from lib.draw import (  # noqa: E402
+    PROPOSALS,
+    REJECTION_ROUNDS,
+    _compiled_threshold,
+    _nucleus_keep,
+    _nucleus_keep_threshold,
+    draw,
+    draw_rejection,
+    rejection_rounds,
+)
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -48,12 +67,12 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> f
     return sorted(times)[len(times) // 2]
 
 
-def sync_free(fn: Callable, probs: torch.Tensor, top_p: float) -> str:
-    fn(probs, top_p)  # compiled before the check
+def sync_free(fn: Callable, *args) -> str:
+    fn(*args)  # compiled before the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        fn(probs, top_p)
+        fn(*args)
         return "passed"
     except RuntimeError as e:
         return f"FAILED: {str(e).splitlines()[0]}"
@@ -70,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vocab", type=int, default=151_936)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=REJECTION_ROUNDS, help="rejection rounds")
+    ap.add_argument(
+        "--compile", action="store_true", help="compiled rejection columns on a CPU too"
+    )
     args = ap.parse_args(argv)
     dev, p, n = torch.device(args.device), args.top_p, args.repeats
     cuda = dev.type == "cuda"
@@ -84,10 +107,12 @@ def main(argv: list[str] | None = None) -> None:
         "| probabilities | sort nucleus | threshold, eager | threshold, compiled "
         "| draw through the sort | draw | equal |\n|---|---|---|---|---|---|---|"
     )
+    dists = {}
     for name, scale in (("flat", 0.3), ("peaked", 6.0)):
         probs = torch.softmax(
             scale * torch.randn(args.rows, args.vocab, device=dev, generator=g), -1
         )
+        dists[name] = probs
         fns = {"sort": _nucleus_keep, "eager": _nucleus_keep_threshold}
         if cuda:
             fns["compiled"] = _compiled_threshold()
@@ -102,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {name} | {ms['sort']:.2f} | {cell['eager']} | {cell.get('compiled', '—')} "
             f"| {d_sort:.2f} | {d_new:.2f} ({d_sort / d_new:.2f}×) | {same} |"
         )
+    rejection_table(dists, u, p, args, dev)
     if cuda:
         for k in ("eager", "compiled"):
             print(
@@ -109,7 +135,56 @@ def main(argv: list[str] | None = None) -> None:
                 f"{sync_free(fns[k], probs, p)}",
                 end="",
             )
-        print()
+        for prop in PROPOSALS:
+            free = sync_free(
+                lambda *a, k=prop: rejection_rounds(*a, proposals=k), probs, u, p, args.rounds
+            )
+            print(
+                f"\ncompiled rejection rounds ({prop}) under set_sync_debug_mode('error'): {free}"
+            )
+
+
+def rejection_table(dists: dict, u: torch.Tensor, p: float, args, dev) -> None:
+    compiled = dev.type == "cuda" or args.compile
+    rounds, n = args.rounds, args.repeats
+    print(
+        f"\nRejection, {rounds} rounds (ms, and `draw`'s time over each)\n\n"
+        "| probabilities | proposals | draw | rejection, eager | rejection, compiled "
+        "| compiled rounds alone (no sync) | rejected R times | valid | = draw |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    for name, probs in dists.items():
+        kept = _nucleus_keep(probs, p) > 0
+        ref = draw(probs, u, p)
+        d_ms = median_ms(lambda: draw(probs, u, p), dev, n)  # noqa: B023
+        for prop in PROPOSALS:
+            kw = {"proposals": prop}
+            draws = {
+                "eager": lambda pr, kw=kw: draw_rejection(pr, u, p, rounds, compiled=False, **kw)
+            }
+            fns = dict(draws)
+            if compiled:
+                draws["compiled"] = lambda pr, kw=kw: draw_rejection(
+                    pr, u, p, rounds, compiled=True, **kw
+                )
+                fns["compiled"] = draws["compiled"]
+                fns["rounds"] = lambda pr, kw=kw: rejection_rounds(
+                    pr, u, p, rounds, compiled=True, **kw
+                )
+            ms = {k: median_ms(lambda f=f: f(probs), dev, n) for k, f in fns.items()}  # noqa: B023
+            tok, rejected = rejection_rounds(probs, u, p, rounds, compiled=compiled, **kw)
+            valid = bool(kept[~rejected].gather(-1, tok[~rejected][:, None]).all())
+            same = []
+            for f in draws.values():
+                got = f(probs)
+                valid = valid and bool(kept.gather(-1, got[:, None]).all())
+                same.append(f"{int((got == ref).sum())}/{len(ref)}")
+            cell = {k: f"{v:.2f} ({d_ms / v:.2f}×)" for k, v in ms.items()}
+            print(
+                f"| {name} | {prop} | {d_ms:.2f} | {cell['eager']} | {cell.get('compiled', '—')} "
+                f"| {cell.get('rounds', '—')} | {int(rejected.sum())}/{len(rejected)} | {valid} "
+                f"| {', '.join(same)} |"
+            )
 
 
 if __name__ == "__main__":

@@ -210,9 +210,11 @@ def run_graph_reused(model, prompts, args, pad) -> tuple[int, int]:
 
 def step_costs(model, prompts, args, pad) -> str:
     """Where a graphed step's time goes: one graph replay of the model's decode step, and the
-    sampler's draw over the logits (flat random-weight distributions need the full-vocabulary
-    nucleus; a peaked one fits in the top 256), each the median of CUDA-event timings."""
-    from lib.sampling import draw
+    top-p draw over the logits (flat random-weight distributions need the full-vocabulary
+    nucleus; a peaked one fits in the top 256), each the median of CUDA-event timings: `draw`
+    and `draw_rejection` (what `_Rows` draws with on CUDA), and its sync-free rounds alone."""
+    from lib.draw import rejection_rounds
+    from lib.sampling import draw, draw_rejection
 
     sampler = BatchSampler(model, "auto")
     _run_batches(sampler, prompts, args, pad, temperature=0.0)
@@ -227,10 +229,18 @@ def step_costs(model, prompts, args, pad) -> str:
     g = torch.Generator(device=logits.device).manual_seed(0)
     peaked = torch.softmax(6 * torch.randn(logits.shape, device=logits.device, generator=g), -1)
     u = torch.rand(rows, device=logits.device, dtype=torch.float64, generator=g)
+    top_p = args.top_p
+
+    def draws(probs: torch.Tensor) -> str:
+        return (
+            f"draw {ms(lambda: draw(probs, u, top_p)):.2f} ms, "
+            f"draw_rejection {ms(lambda: draw_rejection(probs, u, top_p)):.2f} ms "
+            f"(rounds alone {ms(lambda: rejection_rounds(probs, u, top_p)):.2f} ms)"
+        )
+
     return (
-        f"per step at {rows} rows: graph replay {ms(dec._run):.2f} ms; top-p {args.top_p} draw: "
-        f"flat (these logits) {ms(lambda: draw(flat, u, args.top_p)):.2f} ms, peaked "
-        f"{ms(lambda: draw(peaked, u, args.top_p)):.2f} ms; greedy argmax "
+        f"per step at {rows} rows: graph replay {ms(dec._run):.2f} ms; top-p {top_p}: "
+        f"flat (these logits) {draws(flat)}; peaked {draws(peaked)}; greedy argmax "
         f"{ms(lambda: logits.argmax(-1)):.2f} ms; softmax "
         f"{ms(lambda: torch.softmax(logits / args.temperature, -1)):.2f} ms"
     )

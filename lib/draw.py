@@ -9,12 +9,17 @@ a canonical order (probability descending, ties by position). `_nucleus_keep` so
 probabilities on, the threshold nucleus compiled by inductor (2.5 ms against the sort's 6.8 ms at
 320 rows × 151,936 tokens on an H200); the sort below that, and on a CPU, where 31 eager masked
 sums are slower than the sort (as they are on the H200: 17 ms). CPU draws are therefore
-unchanged. bench/draw.py measures all of them.
+unchanged. `draw_rejection` (what `lib.sampling` draws with on CUDA) finds the same token with no
+nucleus at all: the race's R best tokens over the whole vocabulary, the first of them in the
+nucleus by a membership test (masked float64 sums), compiled by inductor into a few passes over
+(B, V) with no host sync; rows whose R best all miss it (probability <= (1 - top_p)^R) fall back
+to `draw`. bench/draw.py measures all of them.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -160,9 +165,17 @@ def token_noise(u: torch.Tensor, id_hash: torch.Tensor) -> torch.Tensor:
     (B, K) float32 > 0. Keyed by token id, so a token gets the same noise whichever other tokens
     are candidates.
     """
-    key = (u.double() * 2.0**32).long().clamp(max=_M32)  # (B,)
-    h = _mix32(id_hash ^ key[:, None]) >> 8  # (B, K), 24 bits: exact in float32
-    return -torch.log((h.float() + 0.5) * 2.0**-24)  # U in (0, 1) strictly, so E > 0
+    h = _mix32(id_hash ^ _u_key(u)[:, None]) >> 8  # (B, K), 24 bits: exact in float32
+    return _exponential(h)
+
+
+def _u_key(u: torch.Tensor) -> torch.Tensor:
+    return (u.double() * 2.0**32).long().clamp(max=_M32)  # (B,) int64 < 2**32
+
+
+def _exponential(h: torch.Tensor) -> torch.Tensor:
+    # 24-bit hashes → Exponential(1): U in (0, 1) strictly, so E > 0.
+    return -torch.log((h.float() + 0.5) * 2.0**-24)
 
 
 def _race(kept: torch.Tensor, id_hash: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -201,3 +214,162 @@ def draw(probs: torch.Tensor, u: torch.Tensor, top_p: float, *, full=_full_nucle
         rows = (~fits).nonzero().squeeze(-1)
         out[rows] = _race(full(probs[rows], top_p), table[None, :], u[rows])
     return out
+
+
+# Rejection rounds per draw_rejection call. A row falls back to `draw` after R rejected rounds,
+# with probability at most (1 - top_p)^R a row and step: 1e-4 at top_p 0.9, i.e. ~1 row of the
+# 10,240 a 320-row × 32-token bench batch draws.
+REJECTION_ROUNDS = 4
+PROPOSALS = ("ranked", "independent")  # the default first
+_ROUND_SALT = 0x9E3779B9  # round r's key: mix32(u's key + (r + 1)·salt), never u's key itself
+
+
+def _in_nucleus(probs: torch.Tensor, tok: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Whether each token of tok (B, R) is in its row's nucleus as `_nucleus_keep` takes it: its
+    mass before it in the canonical order, S(>p_j) + p_j·#{i < j : p_i = p_j}, is < top_p (float64
+    sums of the float32 values, no float64 copy of probs) → (B, R) bool."""
+    p = probs[:, None, :]  # (B, 1, V)
+    pj = probs.gather(-1, tok)[..., None]  # (B, R, 1)
+    above = torch.where(p > pj, p, 0.0).sum(-1, dtype=torch.float64)
+    ids = torch.arange(probs.shape[-1], device=probs.device)
+    ties = ((p == pj) & (ids < tok[..., None])).sum(-1)  # equal values at a smaller index
+    return above + pj[..., 0].double() * ties < top_p
+
+
+def _independent(probs, u, table, start: int, count: int) -> torch.Tensor:
+    """Rounds start .. start+count-1 of independent races over the full distribution: (B, count)."""
+    r = torch.arange(start + 1, start + count + 1, dtype=torch.long, device=probs.device)
+    keys = _mix32((_u_key(u)[:, None] + r * _ROUND_SALT) & _M32)  # (B, count): one per round
+    noise = _exponential(_mix32(table ^ keys[:, :, None]) >> 8)  # (B, count, V)
+    return (probs[:, None, :] / noise).argmax(-1)
+
+
+def _ranked(probs, u, table, rounds: int) -> torch.Tensor:
+    """The R best tokens of `draw`'s own race over the whole vocabulary, best first, ties by
+    position (each an argmax with the earlier winners masked out, as `_race`'s argmax breaks
+    ties): (B, R)."""
+    score = probs / token_noise(u, table[None, :])  # (B, V), ≥ 0
+    ids = torch.arange(probs.shape[-1], device=probs.device)
+    winners: list[torch.Tensor] = []
+    for _ in range(rounds):
+        s = score
+        for w in winners:
+            s = torch.where(ids == w, -1.0, s)
+        winners.append(s.argmax(-1, keepdim=True))
+    return torch.cat(winners, -1)
+
+
+def _rejection_core(probs, u, table, top_p: float, rounds: int, group: int, proposals: str):
+    # `group` rounds at a time: 1 eagerly (temporaries of (B, 1, V)), all of them compiled.
+    starts = range(0, rounds, group)
+    if proposals == "ranked":
+        tok = _ranked(probs, u, table, rounds)  # (B, rounds)
+    else:
+        tok = torch.cat(
+            [_independent(probs, u, table, s, min(group, rounds - s)) for s in starts], -1
+        )
+    ok = torch.cat([_in_nucleus(probs, tok[:, s : s + group], top_p) for s in starts], -1)
+    first = ok.int().argmax(-1, keepdim=True)  # the first accepted round (0 if none)
+    return tok.gather(-1, first).squeeze(-1), ~ok.any(-1)
+
+
+_COMPILED_REJECTION: dict[tuple[int, str], Callable] = {}  # the rounds compiled for CUDA
+
+
+def _compiled_rejection(rounds: int, proposals: str) -> Callable:
+    key = (rounds, proposals)
+    if key not in _COMPILED_REJECTION:
+
+        def core(probs, u, table, top_p):  # all rounds in one group: few fused passes over (B, V)
+            return _rejection_core(probs, u, table, top_p, rounds, rounds, proposals)
+
+        # dynamic: the number of rows changes from step to step, as for `_compiled_threshold`.
+        _COMPILED_REJECTION[key] = torch.compile(core, dynamic=True, fullgraph=True)
+    return _COMPILED_REJECTION[key]
+
+
+def rejection_rounds(
+    probs: torch.Tensor,
+    u: torch.Tensor,
+    top_p: float,
+    rounds: int = REJECTION_ROUNDS,
+    *,
+    proposals: str = "ranked",
+    compiled: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw_rejection` without its fallback and with no host sync: (tokens (B,), rejected (B,)).
+
+    A rejected row's token is a rejected proposal, not a draw: the caller redraws those rows with
+    `draw` (a CUDA graph can hold this part; the fallback stays outside). `compiled`: None = the
+    inductor build on CUDA float32, eager elsewhere; True/False force it (tests, bench). Compiled,
+    the R proposals are built in few passes over (B, V) ("ranked": one pass computes and keeps
+    the race's scores, then R - 1 masked argmax passes over them; "independent": the R races in
+    one group) and the R membership sums fuse into one more; eager, "independent" runs a round
+    at a time. Compiled and eager give the same tokens up to the last bits of the log in the
+    noise (inductor's log can differ from eager's there).
+    """
+    if rounds < 1:
+        raise ValueError(f"rejection_rounds: rounds must be >= 1, not {rounds}")
+    if proposals not in PROPOSALS:
+        raise ValueError(f"rejection_rounds: proposals '{proposals}' is not one of {PROPOSALS}")
+    table = _id_hash(probs.shape[-1], probs.device)
+    if compiled is None:
+        compiled = probs.device.type == "cuda" and probs.dtype == torch.float32
+    if compiled:
+        try:
+            return _compiled_rejection(rounds, proposals)(probs, u, table, top_p)
+        except Exception as e:  # inductor can fail to build a shape; the eager rounds are exact
+            warnings.warn(f"top-p: the compiled rejection rounds failed, eager: {e}", stacklevel=2)
+            _COMPILED_REJECTION[(rounds, proposals)] = lambda p, uu, t, tp: _rejection_core(
+                p, uu, t, tp, rounds, 1, proposals
+            )
+    return _rejection_core(probs, u, table, top_p, rounds, 1, proposals)
+
+
+def draw_rejection(
+    probs: torch.Tensor,
+    u: torch.Tensor,
+    top_p: float,
+    rounds: int = REJECTION_ROUNDS,
+    *,
+    proposals: str = "ranked",
+    compiled: bool | None = None,
+) -> torch.Tensor:
+    """One token per row from `_filter_top_p(probs, top_p)` (B, V) by rejection, driven by u (B,).
+
+    Round r = 1..R proposes a token j_r from the full distribution and accepts it iff j_r is in
+    the nucleus N as `_nucleus_keep` takes it (p descending, ties by position), i.e. iff
+        S(>p_j) + p_j · #{i < j : p_i = p_j} < top_p,   S(>y) = Σ_{p_i > y} p_i  (float64 sums),
+    the tie rule of `_nucleus_keep_threshold`; a row keeps its first accepted proposal. Proposals
+    come from the exponential race: with E_j ~ Exponential(1) a hash of u and the token id
+    (`token_noise`), argmax_j p_j / E_j is a draw from p, and the order of p_j / E_j a sample of p
+    without replacement (Efraimidis & Spirakis 2006; the Gumbel-max / Gumbel-top-k trick with
+    G = -log E). `proposals`:
+    - "ranked" (default): j_1..j_R are the R best tokens of `draw`'s own race (noise keyed by
+      (u, token id)), best first, ties by position. The first of them in N is argmax over N of
+      p_j / E_j, which is `draw`'s token: the same draw, found without computing N. Round r is
+      rejected only if the r best are all outside N: probability <= (1 - p(N))^r (each pick
+      without replacement lands outside N with probability (q - taken) / (1 - taken) <= q,
+      q = 1 - p(N)).
+    - "independent": j_r wins a race of its own, its noise keyed by (u, r, token id). The rounds
+      are independent draws from p, so the first accepted one is a draw from p restricted to N
+      and renormalised, i.e. from `_filter_top_p`, though not `draw`'s token; rejected after R
+      rounds with probability (1 - p(N))^R.
+    p(N) >= top_p (N's mass reaches top_p, or N is the whole row), so a row is still rejected
+    after R rounds with probability <= (1 - top_p)^R (1e-4 at top_p 0.9 and R = 4), and only then
+    drawn by the exact `draw`: for "ranked" the token the rounds would have found later, for
+    "independent" a draw whose noise (keyed by u alone) is independent of the rounds'. The rounds
+    have fixed shapes and no host sync (`rejection_rounds`); the fallback costs one host sync
+    (`rejected.any()`). Row i's token depends on row i and u_i only. As with the threshold
+    nucleus, a token whose mass before it lies within float64 rounding of top_p can land on
+    either side of the edge. top_p = 1 is `draw`'s inverse CDF.
+    """
+    if top_p >= 1.0:
+        return draw(probs, u, top_p)
+    tok, rejected = rejection_rounds(
+        probs, u, top_p, rounds, proposals=proposals, compiled=compiled
+    )
+    if bool(rejected.any()):  # the one host sync: almost never true
+        rows = rejected.nonzero().squeeze(-1)
+        tok = tok.index_put((rows,), draw(probs[rows], u[rows], top_p))
+    return tok

@@ -21,6 +21,10 @@ Speed (all exact: none of it changes which token a row draws for a given seed an
   is not inside them find it over the whole vocabulary, on a GPU with no sort when they are many
   (`_nucleus_keep_threshold`, compiled: 31 masked sums bisect for the smallest kept probability;
   2.5 ms instead of the sort's 6.8 ms for 320 rows of Qwen3's 151,936 tokens on an H200).
+  On CUDA, top-p draws go through `lib.draw.draw_rejection` instead (`_by_rejection`): `draw`'s
+  token, found among the race's 4 best over the whole vocabulary by a nucleus membership test,
+  compiled, with no host sync but a rare fallback to `draw` (and, compiled, up to the last bits
+  of inductor's log). A CPU keeps `draw`: its samples are unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 import torch
 
-from lib.draw import _filter_top_p, draw, token_noise  # noqa: F401  (re-exported)
+from lib.draw import _filter_top_p, draw, draw_rejection, token_noise  # noqa: F401  (re-exported)
 
 _COMPACT_FRACTION = 0.25  # drop finished rows once they are this share of the running batch
 
@@ -141,6 +145,12 @@ def _prefill(
     return _Prefill(getattr(res, cache_kw), logits, mask, last, expand)
 
 
+def _by_rejection(device: torch.device, top_p: float) -> bool:
+    """Whether `_Rows` draws top-p by rejection (`draw_rejection`: fused, no host sync but its
+    rare fallback) instead of `draw`: on CUDA only, so CPU samples stay what they were."""
+    return device.type == "cuda" and top_p < 1.0
+
+
 class _Rows:
     """Decoding state both decoders share: every row's tokens, where it ended, and its draw.
 
@@ -177,14 +187,17 @@ class _Rows:
             nxt = z.argmax(-1)
         else:
             probs = torch.softmax(z / self.temperature, dim=-1)
-            nxt = draw(probs, self.uniforms[self.alive, t], self.top_p)
+            drawer = draw_rejection if _by_rejection(probs.device, self.top_p) else draw
+            nxt = drawer(probs, self.uniforms[self.alive, t], self.top_p)
         nxt = torch.where(self.done, torch.full_like(nxt, self.pad), nxt)
         self.out[self.alive, t] = nxt
         # From the model-dtype logits, as the loss scores them (half precision is upcast).
         self.logprob[self.alive] += torch.where(self.done, 0.0, _token_logprob(logits, nxt))
         hit = torch.isin(nxt, self.eos) & ~self.done
-        self.lengths[self.alive[hit]] = t + 1
-        self.eos_hit[self.alive[hit]] = True
+        # Written through `alive` with torch.where, not `x[alive[hit]] = ...`: a boolean index
+        # waits on the host for its size; this does not (same values: `alive` has no repeats).
+        self.lengths[self.alive] = torch.where(hit, t + 1, self.lengths[self.alive])
+        self.eos_hit[self.alive] |= hit
         self.done |= hit
         return nxt
 

@@ -25,6 +25,11 @@ from lib.sampling import (
 )
 
 _GQA_DECODE = "polychromic_gqa_decode"
+# Steps between checks that every row has ended: the check (`bool(rows.done.all())`) waits on the
+# host for the GPU, so done every step it stalls the launch queue each step. Checked at t = 0, k,
+# 2k, ...: a batch whose rows have all ended decodes at most k - 1 steps of padding (finished rows
+# write only padding: `_Rows.step`), outputs unchanged.
+_DONE_CHECK_EVERY = 8
 
 
 def _gqa_decode_attention(
@@ -110,10 +115,10 @@ class StaticDecoder:
     prompt-sized static cache and expands them into the decoder's, all replayed as one CUDA graph
     per number of distinct prompts (an eager prefill through 36 LoRA-wrapped layers is
     launch-bound: ~150 ms at 8B for 8 prompts whose arithmetic takes ~25 ms). Each row then draws
-    only from its own seed's uniforms through the same `_Rows` step as `sample`. Finished rows decode padding until
-    every row has ended (no compaction). On CPU it samples exactly what `sample` samples; on CUDA
-    the static cache's attention shapes differ from the dynamic cache's, so a bf16 near-tie can
-    resolve to another token.
+    only from its own seed's uniforms through the same `_Rows` step as `sample`. Finished rows
+    decode padding until every row has ended (no compaction; checked every `_DONE_CHECK_EVERY`
+    steps). On CPU it samples exactly what `sample` samples; on CUDA the static cache's attention
+    shapes differ from the dynamic cache's, so a bf16 near-tie can resolve to another token.
     """
 
     MODES = ("graph", "compile", "eager")
@@ -291,7 +296,7 @@ class StaticDecoder:
             del pre
         for t in range(new):
             nxt = rows.step(logits, t)
-            if t == new - 1 or bool(rows.done.all()):
+            if t == new - 1 or (t % _DONE_CHECK_EVERY == 0 and bool(rows.done.all())):
                 break
             step_pos = step_pos + 1
             self.ids.copy_(nxt[:, None])

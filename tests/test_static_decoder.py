@@ -126,6 +126,54 @@ def test_static_decoder_refuses_other_shapes(model):
         StaticDecoder(model, rows=4, width=3, max_new_tokens=2, mode="graph")
 
 
+def test_static_decoder_checks_for_the_end_every_k_steps(model, monkeypatch):
+    # Every row emits an EOS at step 2 (EOS = the tokens the rows draw at step 2, T 1): the decoder
+    # only looks at t = 0, k, 2k, ..., so it decodes k steps (2 needed, then padding until t = k)
+    # and returns exactly what `sample` returns.
+    from lib.static_decoder import _DONE_CHECK_EVERY
+
+    seeds = [0, 1, 2, 3]
+    probe = sample(model, PROMPTS, seeds, max_new_tokens=3, eos_token_ids=[-1], pad_token_id=0)
+    kw = dict(eos_token_ids=[c.token_ids[2] for c in probe], pad_token_id=0, temperature=1.0)
+    new = 2 * _DONE_CHECK_EVERY + 3
+    want = sample(model, PROMPTS, seeds, max_new_tokens=new, **kw)
+    assert [(len(c.token_ids), c.finish_reason) for c in want] == [(3, "eos")] * 4
+    dec = StaticDecoder(model, rows=4, width=5, max_new_tokens=new, mode="eager")
+    steps = []
+    monkeypatch.setattr(dec, "step", lambda: steps.append(1) or dec._step())
+    got = dec.sample(PROMPTS, seeds, **kw)
+    assert len(steps) == _DONE_CHECK_EVERY
+    assert [(c.token_ids, c.finish_reason) for c in got] == [
+        (c.token_ids, c.finish_reason) for c in want
+    ]
+    for a, b in zip(got, want, strict=True):  # the padding steps add nothing to a row's log-prob
+        assert abs(a.logprob - b.logprob) <= 1e-4 * max(1.0, abs(b.logprob))
+
+
+@pytest.mark.parametrize("proposals", ["ranked", "independent"])
+def test_static_decoder_samples_what_sample_samples_drawing_by_rejection(
+    gqa_model, monkeypatch, proposals
+):
+    # The CUDA draw (`draw_rejection`) forced on a CPU: both decoders go through it, alike; with
+    # ranked proposals (the default) they draw `draw`'s tokens, with independent ones others.
+    import lib.sampling
+    from lib.draw import draw_rejection
+
+    kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=0.7, top_p=0.9)
+    seeds = [31, 32, 33, 34]
+    old = sample(gqa_model, PROMPTS, seeds, max_new_tokens=7, **kw)
+    monkeypatch.setattr(lib.sampling, "_by_rejection", lambda device, top_p: top_p < 1)
+    monkeypatch.setattr(
+        lib.sampling, "draw_rejection", lambda *a: draw_rejection(*a, proposals=proposals)
+    )
+    want = sample(gqa_model, PROMPTS, seeds, max_new_tokens=7, **kw)
+    dec = StaticDecoder(gqa_model, rows=4, width=9, max_new_tokens=7, mode="eager")
+    got = dec.sample(PROMPTS, seeds, **kw)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    same = [c.token_ids for c in old] == [c.token_ids for c in want]
+    assert same == (proposals == "ranked")
+
+
 @pytest.mark.parametrize("decoder", ["sample", "static"])
 def test_completion_logprob_is_the_teacher_forced_logprob_of_its_tokens(gqa_model, decoder):
     # Completion.logprob = Σ_t log softmax(logits_t)[y_t] at T = 1 without top-p (the log π(y|x)
