@@ -194,6 +194,22 @@ def run_graph(model, prompts, args, pad, temperature=None) -> tuple[int, int]:
     return _run_batches(BatchSampler(model, "auto"), prompts, args, pad, temperature)
 
 
+def run_graph_before(model, prompts, args, pad) -> tuple[int, int]:
+    """The graphed stage path as it was before the decode kernels and the rejection draw:
+    transformers' attention (cuDNN sdpa) and RMSNorm modules, and `draw` with its host syncs."""
+    import lib.sampling
+    import lib.static_decoder
+
+    kernels, by_rejection = lib.static_decoder.CUDA_DECODE_KERNELS, lib.sampling._by_rejection
+    lib.static_decoder.CUDA_DECODE_KERNELS = False
+    lib.sampling._by_rejection = lambda device, top_p: False
+    try:
+        return _run_batches(BatchSampler(model, "auto"), prompts, args, pad)
+    finally:
+        lib.static_decoder.CUDA_DECODE_KERNELS = kernels
+        lib.sampling._by_rejection = by_rejection
+
+
 def run_graph_greedy(model, prompts, args, pad) -> tuple[int, int]:
     return run_graph(model, prompts, args, pad, temperature=0.0)
 
@@ -343,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         "nrs": run_nrs,
         "stage": run_stage,
         "graph": run_graph,
+        "graph_before": run_graph_before,
         "graph_greedy": run_graph_greedy,
         "graph_reused": run_graph_reused,
     }

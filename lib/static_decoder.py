@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
 
+from lib.decode_kernels import fused_rms_norms, matmul_decode_attention
 from lib.sampling import (
     Completion,
     _check,
@@ -25,6 +26,10 @@ from lib.sampling import (
 )
 
 _GQA_DECODE = "polychromic_gqa_decode"
+# The graphed CUDA step's own kernels (lib.decode_kernels: matmul attention for the new token,
+# fused RMSNorm). Off, the step runs transformers' modules as the CPU does (bench/generate.py
+# measures both).
+CUDA_DECODE_KERNELS = True
 # Steps between checks that every row has ended: the check (`bool(rows.done.all())`) waits on the
 # host for the GPU, so done every step it stalls the launch queue each step. Checked at t = 0, k,
 # 2k, ...: a batch whose rows have all ended decodes at most k - 1 steps of padding (finished rows
@@ -46,13 +51,23 @@ def _gqa_decode_attention(
 
     b, hq, q, d = query.shape
     hkv = key.shape[1]
-    if q != 1 or hq == hkv:
+    cuda_kernels = (
+        CUDA_DECODE_KERNELS
+        and query.is_cuda
+        and attention_mask is not None
+        and attention_mask.dtype == torch.bool
+    )
+    if q == 1 and cuda_kernels:  # cuDNN's sdpa wastes a 64-query tile on G rows: lib.decode_kernels
+        scale = d**-0.5 if scaling is None else scaling
+        out = matmul_decode_attention(query, key, value, attention_mask, scale)
+    elif q != 1 or hq == hkv:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw
         )
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query.reshape(b, hkv, hq // hkv, d), key, value, attn_mask=attention_mask, scale=scaling
-    )  # (B, Hkv, G, D)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(b, hkv, hq // hkv, d), key, value, attn_mask=attention_mask, scale=scaling
+        )  # (B, Hkv, G, D)
     return out.reshape(b, hq, 1, d).transpose(1, 2).contiguous(), None
 
 
@@ -191,8 +206,14 @@ class StaticDecoder:
             counter.copy_(self.cache_pos[0])
         if self._attention is None:  # compiled: no config switching inside the traced function
             return self._forward()
-        with _attention(self._config, self._attention):
+        with _attention(self._config, self._attention), self._norms():
             return self._forward()
+
+    def _norms(self) -> AbstractContextManager:
+        """RMSNorm fused for a CUDA step (graph or eager); transformers' own elsewhere."""
+        if CUDA_DECODE_KERNELS and self.device.type == "cuda" and self.mode != "compile":
+            return fused_rms_norms(self.model)
+        return nullcontext()
 
     def _forward(self) -> torch.Tensor:
         return self.model(
@@ -346,15 +367,16 @@ class _StaticPrefill:
         dec = self.dec
         for counter in self.counters or ():  # transformers >= 5.2x writes at its own counter
             counter.zero_()
-        res = dec.model(
-            input_ids=self.ids,
-            position_ids=self.pos,
-            cache_position=dec.prompt_slots,
-            attention_mask=self.mask,
-            use_cache=True,
-            **{dec.kw: self.cache},
-            **self.extra,
-        )
+        with dec._norms():
+            res = dec.model(
+                input_ids=self.ids,
+                position_ids=self.pos,
+                cache_position=dec.prompt_slots,
+                attention_mask=self.mask,
+                use_cache=True,
+                **{dec.kw: self.cache},
+                **self.extra,
+            )
         w = dec.width
         for (k, v), (dk, dv) in zip(_layer_kv(self.cache), _layer_kv(dec.cache), strict=True):
             dk[:, :, :w].copy_(k.index_select(0, self.expand))  # (U, H, w, D) -> (rows, H, w, D)
