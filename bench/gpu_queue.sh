@@ -34,6 +34,19 @@ if [[ ! -d .git ]]; then
   git_ add -A
   git_ commit -qm "snapshot of the working tree (bench/gpu_queue.sh)"
 fi
+# Queued experiments start from HEAD plus the changes to tracked files: an untracked source file
+# would not reach them (they failed on a missing new module this way). SNAPSHOT=1 commits the
+# working tree first (a lent machine's copy, whose .git may be older than its files).
+if [[ ${SNAPSHOT:-0} == 1 ]] && [[ -n $(git status --porcelain) ]]; then
+  git_ add -A
+  git_ commit -qm "snapshot of the working tree (bench/gpu_queue.sh, SNAPSHOT=1)"
+fi
+untracked=$(git ls-files --others --exclude-standard -- lib stages scripts configs bench)
+if [[ -n $untracked ]]; then
+  echo "gpu_queue: untracked files would not reach the queued experiments (git add them, or" \
+    "SNAPSHOT=1): $untracked" >&2
+  exit 2
+fi
 for p in $profiles; do python3 scripts/use_params.py "$p"; done
 # The profiles become the queue's base commit: queued experiments start from HEAD, not from the
 # working tree.
@@ -96,4 +109,8 @@ done
   dvc exp show --no-pager --md --drop '.*' --keep "Experiment|train.lr|seed|State" || true
 } >>"$md"
 cat "$md"
-! grep -q Failed <<<"$(dvc queue status 2>/dev/null)"
+# This run's experiments alone decide the exit status (a queue keeps earlier runs' entries).
+st=$(dvc queue status 2>/dev/null)
+for name in "${names[@]}"; do
+  grep -E "\b$name\b" <<<"$st" | grep -q Success || exit 1
+done
