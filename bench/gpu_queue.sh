@@ -26,27 +26,7 @@ md=$out/queue.md
 : >"$md"
 export NCCL_NVLS_ENABLE=0 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-git_() { git -c user.name=polychromic -c user.email=bench@localhost "$@"; }
-if [[ ! -d .git ]]; then
-  git_ init -q
-  # What the lent machine's copy carries beside the tree (wheels, model parts) stays out.
-  printf '/.whl/\n/.gpu/\n/site/\n/tok/\n' >>.git/info/exclude
-  git_ add -A
-  git_ commit -qm "snapshot of the working tree (bench/gpu_queue.sh)"
-fi
-# Queued experiments start from HEAD plus the changes to tracked files: an untracked source file
-# would not reach them (they failed on a missing new module this way). SNAPSHOT=1 commits the
-# working tree first (a lent machine's copy, whose .git may be older than its files).
-if [[ ${SNAPSHOT:-0} == 1 ]] && [[ -n $(git status --porcelain) ]]; then
-  git_ add -A
-  git_ commit -qm "snapshot of the working tree (bench/gpu_queue.sh, SNAPSHOT=1)"
-fi
-untracked=$(git ls-files --others --exclude-standard -- lib stages scripts configs bench)
-if [[ -n $untracked ]]; then
-  echo "gpu_queue: untracked files would not reach the queued experiments (git add them, or" \
-    "SNAPSHOT=1): $untracked" >&2
-  exit 2
-fi
+source scripts/queue_guard.sh
 for p in $profiles; do python3 scripts/use_params.py "$p"; done
 # The profiles become the queue's base commit: queued experiments start from HEAD, not from the
 # working tree.

@@ -3,19 +3,37 @@
 # split (test is looked at once, for the chosen configuration). λ = 0 trains exactly like baseline
 # whatever the objective, so it runs once. Afterwards: `dvc exp show`, and the Pareto front with
 # `python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective`.
-#   bash scripts/sweep.sh                  # λ in {0, 0.1, 0.3, 1.0} × {additive, multiplicative}
+#   bash scripts/sweep.sh                  # RESULTS.md's v2 grid: λ in {0, 0.1, 0.3, 1, 3} ×
+#                                          # {additive, multiplicative, passk}: 13 experiments
 #   LAMBDAS="0 0.5" OBJECTIVES=additive bash scripts/sweep.sh
+#   QUEUE=1 JOBS=2 bash scripts/sweep.sh   # queued, 2 at a time, each stage on its own GPU
+# QUEUE=1 queues every configuration (`dvc exp run --queue`) with scripts/gpu_pin.py as the launcher
+# and runs them with `dvc queue start -j $JOBS`, then waits (docs/training.md, "A queue across
+# GPUs"); SNAPSHOT=1 commits a lent machine's copy first (scripts/queue_guard.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-lambdas=${LAMBDAS:-0 0.1 0.3 1.0}
-objectives=${OBJECTIVES:-additive multiplicative}
+if [[ ${QUEUE:-0} == 1 ]]; then source scripts/queue_guard.sh; fi
+lambdas=${LAMBDAS:-0 0.1 0.3 1 3}
+objectives=${OBJECTIVES:-additive multiplicative passk}
 for obj in $objectives; do
   for lam in $lambdas; do
     if [[ $lam == 0 && $obj != "${objectives%% *}" ]]; then continue; fi
     name="val-${obj:0:4}-l${lam}"
     echo "== $name"
-    dvc exp run -n "$name" -S eval_split=val -S "loss.lambda=$lam" -S "loss.objective=$obj" "$@"
+    args=(-n "$name" -S eval_split=val -S "loss.lambda=$lam" -S "loss.objective=$obj")
+    if [[ ${QUEUE:-0} == 1 ]]; then
+      dvc exp run --queue "${args[@]}" -S "launcher=python scripts/gpu_pin.py python" "$@"
+    else
+      dvc exp run "${args[@]}" "$@"
+    fi
   done
 done
+if [[ ${QUEUE:-0} == 1 ]]; then
+  dvc queue start -j "${JOBS:-2}"
+  sleep 2  # status read whole: `grep -q` on a pipe would end it early under pipefail
+  while st=$(dvc queue status 2>/dev/null) && grep -qE 'Queued|Running' <<<"$st"; do sleep 10; done
+  dvc queue stop >/dev/null 2>&1 || true
+  dvc queue status
+fi
 dvc exp show --no-pager --md --drop '.*' \
   --keep 'Experiment|loss.lambda|loss.objective|headline/polychromic.json:(pass_at_10|pass_at_1|semantic_diversity|self_bleu|rouge_l)$'

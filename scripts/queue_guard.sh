@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sourced before `dvc exp run --queue` (scripts/sweep.sh QUEUE=1, bench/gpu_queue.sh): queued
+# experiments start from HEAD plus the changes to tracked files, so an untracked source file would
+# never reach them. SNAPSHOT=1 commits the working tree first (a lent GPU machine's copy, whose .git
+# may be older than its files); otherwise untracked sources stop the run, named.
+git_() { git -c user.name=polychromic -c user.email=bench@localhost "$@"; }
+if [[ ! -d .git ]]; then  # a copy of the tree without git: DVC experiments are git commits
+  git_ init -q
+  printf '/.whl/\n/.gpu/\n/site/\n/tok/\n' >>.git/info/exclude
+  git_ add -A
+  git_ commit -qm "snapshot of the working tree (scripts/queue_guard.sh)"
+fi
+if [[ ${SNAPSHOT:-0} == 1 ]] && [[ -n $(git status --porcelain) ]]; then
+  git_ add -A
+  git_ commit -qm "snapshot of the working tree (SNAPSHOT=1)"
+fi
+untracked=$(git ls-files --others --exclude-standard -- lib stages scripts configs bench)
+if [[ -n $untracked ]]; then
+  echo "queue: untracked files would not reach the queued experiments (git add them, or" \
+    "SNAPSHOT=1): $untracked" >&2
+  exit 2
+fi
