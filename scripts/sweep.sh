@@ -36,4 +36,4 @@ if [[ ${QUEUE:-0} == 1 ]]; then
   dvc queue status
 fi
 dvc exp show --no-pager --md --drop '.*' \
-  --keep 'Experiment|loss.lambda|loss.objective|headline/polychromic.json:(pass_at_10|pass_at_1|semantic_diversity|self_bleu|rouge_l)$'
+  --keep 'Experiment|loss.lambda|loss.objective|metrics/headline/polychromic.json:(pass_at_10|pass_at_1|pass_hat_5|semantic_diversity|effective_diversity|self_bleu|rouge_l)$'
