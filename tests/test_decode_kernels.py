@@ -130,3 +130,24 @@ def test_graphed_greedy_tokens_with_and_without_the_cuda_kernels(monkeypatch):
         comps = dec.sample(prompts, [0, 1, 2], eos_token_ids=[-1], pad_token_id=0, temperature=0.0)
         outs.append([c.token_ids for c in comps])
     assert outs[0] == outs[1]
+
+
+def test_fused_rms_norm_rounds_bf16_once():
+    # In bf16 (unit roundoff u = 2^-8) the fused norm applies the weight before its one rounding,
+    # so every element is within u of the exact value (float64 reference); transformers rounds
+    # before and after the weight, and ~10% of these elements land outside u. Catches the
+    # upcast-normalise-downcast-then-weight form coming back.
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    torch.manual_seed(0)
+    norm = Qwen3RMSNorm(4096, eps=1e-6).to(torch.bfloat16)
+    norm.weight.data.uniform_(0.5, 1.5)
+    x = (torch.randn(64, 4096) * 3).bfloat16()
+    x64, w64 = x.double(), norm.weight.double()
+    exact = w64 * x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6)
+    bound = 2**-8 * exact.abs() * 1.001 + 1e-6
+    with fused_rms_norms(torch.nn.Sequential(norm)):
+        fused = norm(x).double()
+    assert bool(((fused - exact).abs() <= bound).all())
+    unfused = norm(x).double()  # transformers' own forward again
+    assert float(((unfused - exact).abs() > bound).float().mean()) > 0.05
