@@ -248,14 +248,12 @@ def _ranked(probs, u, table, rounds: int) -> torch.Tensor:
     """The R best tokens of `draw`'s own race over the whole vocabulary, best first, ties by
     position (each an argmax with the earlier winners masked out, as `_race`'s argmax breaks
     ties): (B, R)."""
-    score = probs / token_noise(u, table[None, :])  # (B, V), ≥ 0
-    ids = torch.arange(probs.shape[-1], device=probs.device)
+    score = probs / token_noise(u, table[None, :])  # (B, V), ≥ 0; a fresh tensor, ours to mask
     winners: list[torch.Tensor] = []
-    for _ in range(rounds):
-        s = score
-        for w in winners:
-            s = torch.where(ids == w, -1.0, s)
-        winners.append(s.argmax(-1, keepdim=True))
+    for r in range(rounds):
+        winners.append(score.argmax(-1, keepdim=True))  # (B, 1)
+        if r < rounds - 1:  # each winner masked once, in place: R - 1 writes of B values
+            score.scatter_(-1, winners[-1], -1.0)
     return torch.cat(winners, -1)
 
 
