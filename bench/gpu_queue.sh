@@ -54,14 +54,9 @@ sampler=$!
 trap 'kill $sampler 2>/dev/null || true' EXIT
 
 t0=$(date +%s)
-dvc queue start -j "$jobs" >/dev/null
-# Workers detach; wait until nothing is queued or running (status read whole: `grep -q` on a
-# pipe would end it early under pipefail).
-sleep 2
-while st=$(dvc queue status 2>/dev/null) && grep -qE 'Queued|Running' <<<"$st"; do sleep 2; done
+queue_run "$jobs" 2
 t1=$(date +%s)
 kill $sampler 2>/dev/null || true
-dvc queue stop >/dev/null 2>&1 || true  # the idle workers
 
 {
   echo "## dvc queue: ${#names[@]} experiments of $target, $jobs workers, $((t1 - t0)) s in all"

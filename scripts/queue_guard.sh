@@ -3,6 +3,7 @@
 # experiments start from HEAD plus the changes to tracked files, so an untracked source file would
 # never reach them. SNAPSHOT=1 commits the working tree first (a lent GPU machine's copy, whose .git
 # may be older than its files); otherwise untracked sources stop the run, named.
+# It also defines `queue_run`, which starts the workers and waits for the queue to drain.
 git_() { git -c user.name=polychromic -c user.email=bench@localhost "$@"; }
 if [[ ! -d .git ]]; then  # a copy of the tree without git: DVC experiments are git commits
   git_ init -q
@@ -20,3 +21,13 @@ if [[ -n $untracked ]]; then
     "SNAPSHOT=1): $untracked" >&2
   exit 2
 fi
+
+# queue_run JOBS POLL: `dvc queue start -j JOBS`, wait (polling every POLL seconds) until nothing is
+# queued or running, then stop the idle workers. The status is read whole: `grep -q` on a pipe
+# would end it early under pipefail.
+queue_run() {
+  dvc queue start -j "$1" >/dev/null
+  sleep 2  # workers detach; give them a moment to take their tasks
+  while st=$(dvc queue status 2>/dev/null) && grep -qE 'Queued|Running' <<<"$st"; do sleep "$2"; done
+  dvc queue stop >/dev/null 2>&1 || true
+}

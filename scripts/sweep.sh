@@ -29,10 +29,7 @@ for obj in $objectives; do
   done
 done
 if [[ ${QUEUE:-0} == 1 ]]; then
-  dvc queue start -j "${JOBS:-2}"
-  sleep 2  # status read whole: `grep -q` on a pipe would end it early under pipefail
-  while st=$(dvc queue status 2>/dev/null) && grep -qE 'Queued|Running' <<<"$st"; do sleep 10; done
-  dvc queue stop >/dev/null 2>&1 || true
+  queue_run "${JOBS:-2}" 10
   dvc queue status
 fi
 dvc exp show --no-pager --md --drop '.*' \
