@@ -262,6 +262,66 @@ def step_costs(model, prompts, args, pad) -> str:
     )
 
 
+def phases(model, prompts, args, pad, calls: int = 3) -> str:
+    """Where a graphed call's time goes, for `calls` consecutive calls on one `BatchSampler`
+    (call 1 builds the decoder and captures its step; later calls reuse it): wall seconds of the
+    prefill, the decode steps (the first of a decoder includes its capture) and the draws with
+    their bookkeeping (`_Rows.step`), each phase fenced by a device synchronise (so the parts add
+    up to a little more than an unfenced call)."""
+    import lib.static_decoder as sd
+
+    spent: dict[str, float] = {}
+
+    def fenced(name: str, fn: Callable) -> Callable:
+        def run(*a, **k):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                torch.cuda.synchronize()
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+
+        return run
+
+    patched = {
+        (sd, "_prefill"): sd._prefill,
+        (sd.StaticDecoder, "_fill_cache"): sd.StaticDecoder._fill_cache,
+        (sd.StaticDecoder, "_static_prefill"): sd.StaticDecoder._static_prefill,
+        (sd.StaticDecoder, "_run"): sd.StaticDecoder._run,
+        (sd._Rows, "step"): sd._Rows.step,
+    }
+    names = {
+        "_prefill": "prefill",
+        "_fill_cache": "prefill",
+        "_static_prefill": "prefill",
+        "_run": "decode",
+        "step": "draw",
+    }
+    for (owner, attr), fn in patched.items():
+        setattr(owner, attr, fenced(names[attr], fn))
+    lines = []
+    try:
+        sampler = BatchSampler(model, "auto")
+        for call in range(1, calls + 1):
+            spent.clear()
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            tokens, _ = _run_batches(sampler, prompts, args, pad)
+            torch.cuda.synchronize()
+            secs = time.perf_counter() - t
+            parts = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in spent.items())
+            rest = secs - sum(spent.values())
+            lines.append(
+                f"call {call}: {secs * 1e3:.0f} ms, {tokens / secs:,.0f} tok/s ({parts}, "
+                f"other {rest * 1e3:.0f} ms)"
+            )
+    finally:
+        for (owner, attr), fn in patched.items():
+            setattr(owner, attr, fn)
+    return "phases of one BatchSampler's calls: " + "; ".join(lines)
+
+
 def limit_tok_s(model: torch.nn.Module, rows: int) -> float:
     """Tokens/s if a decode step of `rows` rows cost only its weight bytes at 4.8 TB/s plus its
     matmul FLOPs at 790 TFLOP/s (the H200's measured rates)."""
@@ -412,6 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     if cuda and {"stage", "graph"} <= set(chosen):
         print(greedy_agreement(model, prompts, args, pad))
         print(step_costs(model, prompts, args, pad))
+        print(phases(model, prompts, args, pad))
 
 
 if __name__ == "__main__":

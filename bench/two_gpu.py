@@ -25,6 +25,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,6 +81,30 @@ def _encoder_stand_in(device) -> str | None:  # noqa: ANN001
         return f"random-weight MiniLM-shaped stand-in ({type(e).__name__})"
 
 
+def _profiled(step, trainer, path: Path):  # noqa: ANN001, ANN202
+    """One `Trainer.step` under torch.profiler: its ops by device time and by host time, to
+    `path` (where a step's wall time goes when its work does not change)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        m = step(trainer)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t
+    table = prof.key_averages()
+    by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    path.write_text(
+        f"wall {wall:.3f} s (profiled), step_time {float(m['step_time']):.3f} s\n"
+        + table.table(sort_by=by, row_limit=25)
+        + "\n"
+        + table.table(sort_by="self_cpu_time_total", row_limit=25)
+    )
+    return m
+
+
 def train_run(args: argparse.Namespace) -> None:
     import torch
 
@@ -107,8 +132,13 @@ def train_run(args: argparse.Namespace) -> None:
     step = Trainer.step
 
     def logged(self):  # noqa: ANN001, ANN202
-        m = step(self)
+        if len(records) + 1 in args.profile_steps:
+            m = _profiled(step, self, out / f"prof-rank{rank}-step{len(records) + 1}.txt")
+        else:
+            m = step(self)
         records.append({k: float(v) for k, v in m.items()})
+        if len(records) in args.profile_steps:
+            records[-1]["profiled"] = 1.0  # slower under the profiler: out of the throughput
         return m
 
     Trainer.step = logged
@@ -173,7 +203,8 @@ def throughput(dirs: list[str]) -> None:
     one: dict[str, float] = {}
     for d in _present(dirs):
         r = _load(d)[0]
-        times = [s["step_time"] for s in r["steps"][1:]] or [r["steps"][0]["step_time"]]
+        steps = [s for s in r["steps"][1:] if not s.get("profiled")]
+        times = [s["step_time"] for s in steps] or [r["steps"][0]["step_time"]]
         sec = statistics.median(times)
         sps = r["batch_size"] * r["world"] / sec
         key = r["system"]
@@ -234,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--pairs", type=int, default=256, help="synthetic pairs when no data split")
     t.add_argument("--set", action="append", default=[], help="params key=value (repeatable)")
     t.add_argument("--out", required=True)
+    t.add_argument(
+        "--profile-steps",
+        type=lambda v: {int(x) for x in v.split(",") if x},
+        default=set(),
+        help="1-based steps to run under torch.profiler (prof-rank<r>-step<n>.txt in --out)",
+    )
     for name in ("curves", "throughput", "memory"):
         sub.add_parser(name).add_argument("dirs", nargs="+")
     c = sub.add_parser("gencmp")
