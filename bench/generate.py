@@ -287,14 +287,14 @@ def phases(model, prompts, args, pad, calls: int = 3) -> str:
     patched = {
         (sd, "_prefill"): sd._prefill,
         (sd.StaticDecoder, "_fill_cache"): sd.StaticDecoder._fill_cache,
-        (sd.StaticDecoder, "_static_prefill"): sd.StaticDecoder._static_prefill,
+        (sd, "packed_prefill"): sd.packed_prefill,
         (sd.StaticDecoder, "_run"): sd.StaticDecoder._run,
         (sd._Rows, "step"): sd._Rows.step,
     }
     names = {
         "_prefill": "prefill",
         "_fill_cache": "prefill",
-        "_static_prefill": "prefill",
+        "packed_prefill": "prefill",
         "_run": "decode",
         "step": "draw",
     }

@@ -257,7 +257,7 @@ PHASES = {
     # (loss.kl_pass separate) is the no-grad call of _packed_logprobs, fused it is in packed_pass.
     ("lib.train.trainer", "Trainer", "draw"): "draw",
     ("lib.static_decoder", None, "_prefill"): "draw/prefill",
-    ("lib.static_decoder", "_StaticPrefill", "run"): "draw/prefill(static)",
+    ("lib.prefill", "PackedPrefill", "run"): "draw/prefill(static)",
     ("lib.static_decoder", "StaticDecoder", "_fill_cache"): "draw/fill_cache",
     ("lib.static_decoder", "StaticDecoder", "_run"): "draw/decode_step",
     ("lib.sampling", "_Rows", "step"): "draw/rows_step",

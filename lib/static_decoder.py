@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from lib.decode_kernels import fused_rms_norms, matmul_decode_attention
+from lib.prefill import PackedPrefill, packed_prefill
 from lib.sampling import (
     Completion,
     _check,
     _layer_kv,
-    _logits_kwarg,
     _Prefill,
     _prefill,
     _Rows,
@@ -95,7 +95,9 @@ def _capture(
     """(the first run's output, the graph, the graph's output buffer) of `step`: run once for real
     on a side stream (the warm-up a capture needs: cuBLAS workspaces, the allocator), then captured
     for replay. Re-running a step is harmless: it writes the same K/V into the same slots. A step
-    that synchronises cannot be captured: then (output, None, None) and a warning."""
+    that synchronises cannot be captured: then (output, None, None) and a warning. (Capturing the
+    decode step without the warm-up saved ~10 ms of a 0.8 s call on an H200, and failed in a
+    fresh process: the first capture hit a lazy initialisation.)"""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -126,10 +128,10 @@ class StaticDecoder:
     - "eager": the same step, uncompiled (CPU, tests).
     `prefill`: "dynamic" runs `sample`'s own `_prefill` (each distinct prompt once, eager) and
     copies its KV rows into the static cache, left-padded to `width`; "static" (the default on
-    CUDA) runs the distinct prompts left-padded to `width` through a fixed-shape forward into a
-    prompt-sized static cache and expands them into the decoder's, all replayed as one CUDA graph
-    per number of distinct prompts (an eager prefill through 36 LoRA-wrapped layers is
-    launch-bound: ~150 ms at 8B for 8 prompts whose arithmetic takes ~25 ms). Each row then draws
+    CUDA) packs the distinct prompts into a few fixed-length rows (`lib.prefill`: no padding's
+    compute) and gathers their K/V into the decoder's cache, replayed as a CUDA graph once a
+    packing shape recurs (an eager prefill through 36 LoRA-wrapped layers is launch-bound:
+    ~150 ms at 8B for 8 prompts whose arithmetic takes ~25 ms). Each row then draws
     only from its own seed's uniforms through the same `_Rows` step as `sample`. Finished rows
     decode padding until every row has ended (no compaction; checked every `_DONE_CHECK_EVERY`
     steps). On CPU it samples exactly what `sample` samples; on CUDA the static cache's attention
@@ -166,7 +168,7 @@ class StaticDecoder:
         if prefill == "auto":
             prefill = "dynamic" if mode == "eager" else "static"
         self.prefill = prefill
-        self._prefills: dict[int, _StaticPrefill] = {}  # by number of distinct prompts
+        self._prefills: dict[tuple[int, ...], PackedPrefill] = {}  # by packing shape
         self.cache = StaticCache(config=base.config, max_cache_len=self.length)
         long = {"dtype": torch.long, "device": self.device}
         self.ids = torch.zeros((rows, 1), **long)  # the step's input token
@@ -237,6 +239,22 @@ class StaticDecoder:
             self.mode = "eager"
         return logits
 
+    def _find_counters(self) -> None:
+        if self._counters is None:
+            layers = getattr(self.cache, "layers", ())
+            found = (getattr(layer, "cumulative_length", None) for layer in layers)
+            self._counters = [c for c in found if isinstance(c, torch.Tensor)]
+
+    def init_cache(self, like: torch.Tensor) -> None:
+        """Allocate the cache's layers (transformers allocates them at their first write) for K/V
+        shaped and typed like `like` (B, H, P, D), by writing zeros to slot 0 of each."""
+        if self._counters is not None:
+            return
+        zeros = like.new_zeros((self.rows, like.shape[1], 1, like.shape[3]))
+        for layer in range(int(self._config.num_hidden_layers)):
+            self.cache.update(zeros, zeros, layer, {"cache_position": self.prompt_slots[:1]})
+        self._find_counters()
+
     def _fill_cache(self, pre: _Prefill) -> None:
         """The prompts' KV rows into slots [0, width), left-padded; later slots stay empty."""
         w, p = self.width, pre.mask.shape[1]
@@ -248,46 +266,9 @@ class StaticDecoder:
                 k = torch.cat([k.new_zeros((*k.shape[:2], w - p, k.shape[3])), k], 2)
                 v = torch.cat([v.new_zeros((*v.shape[:2], w - p, v.shape[3])), v], 2)
             self.cache.update(k, v, layer, {"cache_position": self.prompt_slots})
-        if self._counters is None:
-            layers = getattr(self.cache, "layers", ())
-            found = (getattr(layer, "cumulative_length", None) for layer in layers)
-            self._counters = [c for c in found if isinstance(c, torch.Tensor)]
+        self._find_counters()
         self.mask.fill_(self._shut)
         self.mask[:, 0, 0, w - p : w].masked_fill_(pre.mask.bool(), self._open)
-
-    def _static_prefill(
-        self, prompts: Sequence[Sequence[int]], pad_token_id: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, V) next-token logits and (rows, 1) last position ids, with the prompts' KV in
-        slots [0, width) of the cache (left-padded) and the decode mask set to match."""
-        keys = [tuple(int(t) for t in p) for p in prompts]
-        first: dict[tuple[int, ...], int] = {}
-        for key in keys:
-            first.setdefault(key, len(first))
-        uniq, w = list(first), self.width
-        ids = torch.full((len(uniq), w), pad_token_id, dtype=torch.long)
-        real = torch.zeros((len(uniq), w), dtype=torch.bool)
-        for j, p in enumerate(uniq):
-            ids[j, w - len(p) :] = torch.tensor(p)
-            real[j, w - len(p) :] = True
-        pos = (real.long().cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        causal = torch.ones((w, w), dtype=torch.bool).tril()
-        # A real token sees the real tokens up to itself; padding sees only itself (a fully
-        # masked query would give NaN keys and values, and 0 · NaN poisons every later read).
-        allowed = (causal[None] & real[:, None, :]) | torch.eye(w, dtype=torch.bool)[None]
-        expand = torch.tensor([first[k] for k in keys], dtype=torch.long)
-        st = self._prefills.get(len(uniq))
-        if st is None:
-            st = self._prefills[len(uniq)] = _StaticPrefill(self, len(uniq))
-        st.ids.copy_(ids)
-        st.pos.copy_(pos)
-        st.mask.copy_(torch.where(allowed, self._open, self._shut)[:, None].to(st.mask.dtype))
-        st.expand.copy_(expand)
-        logits = st.run().clone()  # (U, V): a graph reuses its output buffer
-        dev_expand = expand.to(self.device)
-        self.mask.fill_(self._shut)
-        self.mask[:, 0, 0, :w].masked_fill_(real.to(self.device)[dev_expand], self._open)
-        return logits[dev_expand], pos[:, -1:].to(self.device)[dev_expand]
 
     @torch.no_grad()
     def sample(
@@ -308,9 +289,11 @@ class StaticDecoder:
             raise ValueError(f"StaticDecoder: a prompt is longer than the width {self.width}")
         w, new = self.width, self.new
         rows = _Rows(seeds, new, eos_token_ids, pad_token_id, temperature, top_p, self.device)
-        if self.prefill == "static" and self._counters is not None:
-            logits, step_pos = self._static_prefill(prompts, pad_token_id)
-        else:  # dynamic, or the first call (it initialises the cache's layers and counters)
+        if self.prefill == "static":
+            logits, step_pos, slots = packed_prefill(self, prompts, pad_token_id)
+            self.mask.fill_(self._shut)
+            self.mask[:, 0, 0, :w].masked_fill_(slots, self._open)
+        else:
             pre = _prefill(self.model, prompts, pad_token_id, self.device)
             self._fill_cache(pre)
             logits, step_pos = pre.logits, pre.last_pos
@@ -337,66 +320,3 @@ class StaticDecoder:
         head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
         kv = 2 * int(c.num_hidden_layers) * heads * head_dim * 2 * (width + max_new_tokens)
         return kv + 96 * int(c.vocab_size)
-
-
-class _StaticPrefill:
-    """Fixed buffers of a `StaticDecoder`'s prefill for `u` distinct prompts: their ids,
-    positions and masks left-padded to the decoder's width, a static cache of that width, and the
-    row → prompt map that expands their KV into the decoder's cache. `run()` is one CUDA graph
-    (graph, compile) or the same step eagerly (eager: CPU tests)."""
-
-    def __init__(self, dec: StaticDecoder, u: int):
-        from transformers import StaticCache
-
-        self.dec, w = dec, dec.width
-        base = dec.model.get_base_model() if hasattr(dec.model, "get_base_model") else dec.model
-        self.cache = StaticCache(config=base.config, max_cache_len=w)
-        long = {"dtype": torch.long, "device": dec.device}
-        self.ids = torch.zeros((u, w), **long)
-        self.pos = torch.zeros((u, w), **long)
-        self.mask = torch.full((u, 1, w, w), dec._shut, dtype=dec.mask.dtype, device=dec.device)
-        self.expand = torch.zeros((dec.rows,), **long)
-        logits_kw = _logits_kwarg(dec.model)
-        self.extra = {logits_kw: 1} if logits_kw else {}
-        self.counters: list[torch.Tensor] | None = None
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.out: torch.Tensor | None = None
-        self.eager = dec.mode == "eager" or dec.device.type != "cuda"
-
-    def _step(self) -> torch.Tensor:
-        dec = self.dec
-        for counter in self.counters or ():  # transformers >= 5.2x writes at its own counter
-            counter.zero_()
-        with dec._norms():
-            res = dec.model(
-                input_ids=self.ids,
-                position_ids=self.pos,
-                cache_position=dec.prompt_slots,
-                attention_mask=self.mask,
-                use_cache=True,
-                **{dec.kw: self.cache},
-                **self.extra,
-            )
-        w = dec.width
-        for (k, v), (dk, dv) in zip(_layer_kv(self.cache), _layer_kv(dec.cache), strict=True):
-            dk[:, :, :w].copy_(k.index_select(0, self.expand))  # (U, H, w, D) -> (rows, H, w, D)
-            dv[:, :, :w].copy_(v.index_select(0, self.expand))
-        return res.logits[:, -1, :]
-
-    def run(self) -> torch.Tensor:
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out  # type: ignore[return-value]
-        if self.counters is None:
-            logits = self._step()  # the first run initialises the cache's layers
-            found = (
-                getattr(x, "cumulative_length", None) for x in getattr(self.cache, "layers", ())
-            )
-            self.counters = [c for c in found if isinstance(c, torch.Tensor)]
-            if self.eager:
-                return logits
-        if self.eager:
-            return self._step()
-        logits, self.graph, self.out = _capture(self._step, self.dec.device, "prefilling")
-        self.eager = self.graph is None
-        return logits

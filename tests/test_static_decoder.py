@@ -49,14 +49,15 @@ def gqa_model():
 @pytest.mark.parametrize("which", ["tiny_random", "gqa"])
 @pytest.mark.parametrize("prefill", ["dynamic", "static"])
 def test_static_decoder_samples_what_the_dynamic_sampler_samples(
-    model, gqa_model, which, temperature, top_p, prefill
+    model, gqa_model, which, temperature, top_p, prefill, monkeypatch
 ):
     # Width 9 > the longest prompt (7): the prompt KV rows sit right-aligned in the static cache.
     # The decoder is reused across calls (one graph per shape): each call starts clean.
-    # prefill="static" (the GPU default): the distinct prompts left-padded to the width through a
-    # fixed-shape forward into their own static cache, expanded into the decoder's; its first call
-    # prefills dynamically (that initialises the cache), later ones reuse one set of buffers per
-    # number of distinct prompts (3 here, then 4, then 3 again).
+    # prefill="static" (the GPU default): the distinct prompts packed into rows of 9 slots
+    # (lib.prefill; first-fit decreasing: lengths 5, 3 | 2 for PROMPTS, 7, 2 | 4, 1 for `other`),
+    # each attending only to itself, their K/V gathered into the decoder's cache; one set of
+    # buffers per packing shape (distinct prompts, rows, prompts a row, row length).
+    monkeypatch.setattr("lib.prefill.PACK_ROW", 9)
     m = model if which == "tiny_random" else gqa_model
     seeds = [11, 12, 13, 14]
     kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=temperature, top_p=top_p)
@@ -69,7 +70,7 @@ def test_static_decoder_samples_what_the_dynamic_sampler_samples(
         assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
         for a, b in zip(got, want, strict=True):
             assert abs(a.logprob - b.logprob) <= 1e-4 * max(1.0, abs(b.logprob))
-    assert sorted(dec._prefills) == ([3, 4] if prefill == "static" else [])
+    assert sorted(dec._prefills) == ([(3, 2, 2, 9), (4, 2, 2, 9)] if prefill == "static" else [])
     # The model's own attention is back after the step (the decode attention is step-local).
     assert m.config._attn_implementation == "sdpa"
 
@@ -202,3 +203,53 @@ def test_completion_logprob_is_the_teacher_forced_logprob_of_its_tokens(gqa_mode
         want = sum(float(lp[len(prompt) - 1 + t, y]) for t, y in enumerate(c.token_ids))
         assert c.logprob < 0
         assert abs(c.logprob - want) <= 1e-4 * max(1.0, abs(want))
+
+
+def test_pack_is_first_fit_decreasing():
+    # Longest first, each into the first row with room: 7 -> row 0 (room 3); 5 -> row 1 (5);
+    # 4 -> row 1 (1); 3 -> row 0 (0); 2 -> row 2 (8); 1 (index 2, before index 5's 1) -> row 1
+    # (0); 1 -> row 2 (7).
+    from lib.prefill import pack
+
+    assert pack([3, 5, 1, 7, 4, 1, 2], 10) == [[3, 0], [1, 4, 2], [6, 5]]
+    assert pack([], 4) == []
+    with pytest.raises(ValueError, match="a prompt of 11 tokens exceeds a row of 10"):
+        pack([3, 11], 10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.7, 0.9)], ids=["greedy", "top_p"])
+def test_graphed_decoder_replays_what_it_ran_eagerly(gqa_model, temperature, top_p, monkeypatch):
+    # The same decoder eagerly and as CUDA graphs, three calls: the packed prefill runs eagerly
+    # (1st), is captured (2nd) and replays (3rd); the decode step is captured in the 1st. Same
+    # kernels, so the same tokens.
+    monkeypatch.setattr("lib.prefill.PACK_ROW", 9)
+    m = copy.deepcopy(gqa_model).cuda()
+    kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=temperature, top_p=top_p)
+    eager = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="eager", prefill="static")
+    graph = StaticDecoder(m, rows=4, width=9, max_new_tokens=7, mode="graph")
+    seeds = [11, 12, 13, 14]
+    for _ in range(3):
+        want = eager.sample(PROMPTS, seeds, **kw)
+        got = graph.sample(PROMPTS, seeds, **kw)
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+        for a, b in zip(got, want, strict=True):
+            assert abs(a.logprob - b.logprob) <= 1e-5 * max(1.0, abs(b.logprob))
+    assert graph._graph is not None
+    assert [(p.uses, p.graph is not None) for p in graph._prefills.values()] == [(3, True)]
+
+
+def test_packed_prefill_without_logits_to_keep_samples_the_same(gqa_model, monkeypatch):
+    # Models whose forward takes no `logits_to_keep` return every position's logits: the prefill
+    # then picks the same last-token rows itself (2 packed rows of 9, as above).
+    monkeypatch.setattr("lib.prefill.PACK_ROW", 9)
+    monkeypatch.setattr("lib.prefill._logits_kwarg", lambda model: None)
+    kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=0.0)
+    dec = StaticDecoder(
+        gqa_model, rows=4, width=9, max_new_tokens=5, mode="eager", prefill="static"
+    )
+    assert not next(iter(dec._prefills.values()), None) and dec.prefill == "static"
+    got = dec.sample(PROMPTS, [0] * 4, **kw)
+    want = sample(gqa_model, PROMPTS, [0] * 4, max_new_tokens=5, **kw)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert [p.by_tensor for p in dec._prefills.values()] == [False]

@@ -9,9 +9,27 @@ training forward goes through the wrapper; sampling keeps the bare PeftModel (`s
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+
+
+def attention_backends(device: torch.device) -> AbstractContextManager:
+    """sdpa's kernels for the packed pass: on CUDA every backend but cuDNN's. cuDNN builds an
+    execution plan per input shape, and the packed rows change shape every step: on an H200 at
+    Qwen3-8B shapes that was ~1.3 ms of host time per attention call (36 layers, forward and
+    backward, 95 ms of a 0.4 s baseline step whose GPU work is 89 ms) and a 1.5-2.5 s step
+    whenever a new shape needed a new plan (bench/README.md, "Run on two H200s"). The
+    memory-efficient kernel takes the same additive mask with no per-shape planning. A CPU
+    keeps its backends, so CPU results are unchanged."""
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(
+        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    )
 
 
 class PackedLM(torch.nn.Module):
@@ -34,12 +52,13 @@ class PackedLM(torch.nn.Module):
         batch, (2R, W), for the fused KL reference (`lora_row_scale` scales the second copy)."""
         base = self.model.get_base_model()
         rows, width = input_ids.shape
-        hidden = base.get_decoder()(
-            input_ids=input_ids.repeat(copies, 1),
-            attention_mask=attention_mask.repeat(copies, 1, 1, 1),
-            position_ids=position_ids.repeat(copies, 1),
-            use_cache=False,
-        ).last_hidden_state  # (copies·R, W, H)
+        with attention_backends(input_ids.device):
+            hidden = base.get_decoder()(
+                input_ids=input_ids.repeat(copies, 1),
+                attention_mask=attention_mask.repeat(copies, 1, 1, 1),
+                position_ids=position_ids.repeat(copies, 1),
+                use_cache=False,
+            ).last_hidden_state  # (copies·R, W, H)
         keep = torch.cat([keep + c * rows * width for c in range(copies)])  # (copies·K,)
         logits = base.get_output_embeddings()(hidden.flatten(0, 1)[keep])  # (copies·K, V)
         cap = getattr(base.config, "final_logit_softcapping", None)

@@ -1,0 +1,41 @@
+"""The packed training pass's attention on CUDA (lib/train/packed_lm.attention_backends): sdpa
+without cuDNN's kernel, whose per-shape execution plans cost ~1.3 ms of host time a call and
+seconds at every new shape of the packed rows (bench/README.md, "Run on two H200s")."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib.train.packed_lm import PackedLM
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_packed_pass_attends_without_cudnn():
+    from peft import LoraConfig, get_peft_model
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(
+        vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=64, attn_implementation="sdpa",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(cfg).to("cuda", torch.bfloat16)
+    lm = PackedLM(get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])))
+    rows, width = 2, 96
+    ids = torch.randint(0, 512, (rows, width), device="cuda")
+    # Two sequences of 48 packed in each row: block-diagonal causal, additive (lib.packing's
+    # form), which no flash kernel takes.
+    half = torch.ones(width // 2, width // 2, dtype=torch.bool, device="cuda").tril()
+    allowed = torch.block_diag(half, half)
+    mask = torch.zeros(rows, 1, width, width, dtype=torch.bfloat16, device="cuda")
+    mask.masked_fill_(~allowed, torch.finfo(torch.bfloat16).min)
+    pos = torch.arange(width // 2, device="cuda").repeat(rows, 2)
+    keep = torch.arange(rows * width, device="cuda")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        lm(ids, mask, pos, keep).float().square().mean().backward()
+        torch.cuda.synchronize()
+    names = {e.name for e in prof.events()}
+    attention = sorted(n for n in names if n.startswith("aten::") and "attention" in n)
+    assert attention and not [n for n in attention if "cudnn" in n], attention
