@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lib.sampling import _layer_kv, _logits_kwarg
+from lib.sampling import _layer_kv, _logits_kwarg, distinct_prompts
 
 if TYPE_CHECKING:
     from lib.static_decoder import StaticDecoder
@@ -176,12 +176,7 @@ def packed_prefill(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, V) next-token logits, (rows, 1) last position ids and the (rows, width) prompt
     slots of each decoder row, with the prompts' K/V in slots [0, width) of `dec.cache`."""
-    keys = [tuple(int(t) for t in p) for p in prompts]
-    first: dict[tuple[int, ...], int] = {}
-    for key in keys:
-        first.setdefault(key, len(first))
-    uniq = list(first)
-    expand = [first[key] for key in keys]
+    uniq, expand = distinct_prompts(prompts)
     n = max(dec.width, PACK_ROW)
     rows = pack([len(p) for p in uniq], n)
     shape = (len(uniq), len(rows), max(map(len, rows)), n)

@@ -114,16 +114,24 @@ class _Prefill:
     expand: torch.Tensor | None  # (B,) the distinct prompt of each row; None: all distinct
 
 
+def distinct_prompts(
+    prompts: Sequence[Sequence[int]],
+) -> tuple[list[tuple[int, ...]], list[int]]:
+    """(the distinct prompts in order of first appearance, each prompt's index among them): the N
+    samples of an input share one prefill."""
+    first: dict[tuple[int, ...], int] = {}
+    keys = [tuple(int(t) for t in p) for p in prompts]
+    for key in keys:
+        first.setdefault(key, len(first))
+    return list(first), [first[key] for key in keys]
+
+
 def _prefill(
     model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_token_id: int, device
 ) -> _Prefill:
     """Each distinct prompt runs once (the N samples of an input share it); logits of the last
     position only (`logits_to_keep=1`), not (B, P, V)."""
-    keys = [tuple(int(t) for t in p) for p in prompts]
-    first: dict[tuple[int, ...], int] = {}
-    for key in keys:
-        first.setdefault(key, len(first))
-    uniq = list(first)
+    uniq, expand_rows = distinct_prompts(prompts)
     ids, mask = left_pad(uniq, pad_token_id, device)  # (U, P)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P): left padding must not shift positions
     cache_kw = cache_kwarg(model)
@@ -140,7 +148,7 @@ def _prefill(
     logits, last = res.logits[:, -1, :], positions[:, -1:]  # (U, V) model dtype, (U, 1)
     expand = None
     if len(uniq) < len(prompts):
-        expand = torch.tensor([first[k] for k in keys], dtype=torch.long, device=device)
+        expand = torch.tensor(expand_rows, dtype=torch.long, device=device)
         logits, mask, last = logits[expand], mask[expand], last[expand]
     return _Prefill(getattr(res, cache_kw), logits, mask, last, expand)
 
