@@ -139,6 +139,25 @@ def _train(
     return run.stdout
 
 
+def _adapter_generates(params: Path, adapter: Path) -> None:
+    """The 2-process adapter loads as the generate stage loads it (merged) and samples; the
+    merge changed the model (its logits are not the base model's)."""
+    from lib.config import load_section
+    from lib.generate import load_system_model
+    from lib.models import ModelParams
+    from lib.sampling import sample
+
+    mp = load_section(ModelParams, "model", params)
+    tuned, _ = load_system_model(mp, str(adapter))
+    base, _ = load_system_model(mp, None)
+    ids = torch.tensor([[1, 5, 9, 11]])
+    with torch.no_grad():
+        assert not torch.equal(tuned(input_ids=ids).logits, base(input_ids=ids).logits)
+    out = sample(tuned, [[1, 5, 9, 11]], [0], max_new_tokens=4, eos_token_ids=[-1],
+                 pad_token_id=0, temperature=0.0)  # fmt: skip
+    assert len(out[0].token_ids) == 4
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("system", ["baseline", "polychromic"])
 def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, system):
@@ -167,6 +186,7 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, system)
     # Adam turns float-rounding differences of near-zero gradients into ~1e-5 relative ones
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-4 * scale
     assert any(float(v.abs().max()) > 0 for k, v in a.items() if "lora_B" in k), "nothing trained"
+    _adapter_generates(_params(tmp_path, 2), tmp_path / "two/adapter")
 
     curves = {
         n: pd.read_csv(tmp_path / n / "live/plots/metrics/train/loss.tsv", sep="\t")
