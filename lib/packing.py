@@ -40,8 +40,12 @@ class TreePack:
         return torch.where(self.allowed, zero, neg)[:, None]
 
 
-def _bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    # First-fit decreasing; ties by index so the layout is deterministic.
+def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of `lengths` in rows whose lengths sum to at most `capacity` (each fits alone):
+    longest first, each into the first row with room; ties by index, so the layout is a function
+    of the lengths alone. Each row's indices ascending."""
+    if any(n > capacity for n in lengths):
+        raise ValueError(f"packing: a length of {max(lengths)} exceeds a row of {capacity}")
     rows: list[list[int]] = []
     room: list[int] = []
     for g in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
@@ -61,7 +65,7 @@ def _layout(lengths: Sequence[int]) -> list[list[int]]:
     longest, total = max(lengths), sum(lengths)
     best: tuple[float, list[list[int]]] | None = None
     for f in (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0):
-        rows = _bins(lengths, max(longest, int(longest * f)))
+        rows = first_fit_decreasing(lengths, max(longest, int(longest * f)))
         width = max(sum(lengths[g] for g in r) for r in rows)
         cost = len(rows) * width * (1 + width / ATTN_WIDTH)
         if best is None or cost < best[0]:

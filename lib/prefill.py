@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lib.packing import first_fit_decreasing
 from lib.sampling import _layer_kv, _logits_kwarg, distinct_prompts
 
 if TYPE_CHECKING:
@@ -33,26 +34,6 @@ if TYPE_CHECKING:
 PACK_ROW = 256
 # Captured prefill shapes a decoder keeps: each graph holds its own activation pool.
 MAX_GRAPHS = 8
-
-
-def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """First-fit decreasing: indices of `lengths` grouped into rows whose lengths sum to at most
-    `capacity` (every length must fit alone). Ties keep their input order, so the packing is a
-    function of the lengths alone."""
-    if any(n > capacity for n in lengths):
-        raise ValueError(f"pack: a prompt of {max(lengths)} tokens exceeds a row of {capacity}")
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
-        for r, room in enumerate(free):
-            if lengths[i] <= room:
-                rows[r].append(i)
-                free[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            free.append(capacity - lengths[i])
-    return rows
 
 
 class PackedPrefill:
@@ -178,7 +159,7 @@ def packed_prefill(
     slots of each decoder row, with the prompts' K/V in slots [0, width) of `dec.cache`."""
     uniq, expand = distinct_prompts(prompts)
     n = max(dec.width, PACK_ROW)
-    rows = pack([len(p) for p in uniq], n)
+    rows = first_fit_decreasing([len(p) for p in uniq], n)
     shape = (len(uniq), len(rows), max(map(len, rows)), n)
     st = dec._prefills.get(shape)
     if st is None:

@@ -99,3 +99,15 @@ def test_packed_logprobs_equal_one_unpadded_forward_per_continuation(
     tol = 1e-4 if dtype == torch.float32 else 1e-6
     assert sums.tolist() == pytest.approx(want, abs=tol)
     assert float(sums[2]) == 0.0  # the empty continuation owns no target
+
+
+def test_first_fit_decreasing_by_hand():
+    # Longest first, each into the first row with room (capacity 10): 7 (index 3) -> row 0, room
+    # 3; 5 (1) -> row 1, room 5; 4 (4) -> row 1, room 1; 3 (0) -> row 0, room 0; 2 (6) -> row 2,
+    # room 8; 1 (2, before index 5) -> row 1, room 0; 1 (5) -> row 2. Rows list indices ascending.
+    from lib.packing import first_fit_decreasing
+
+    assert first_fit_decreasing([3, 5, 1, 7, 4, 1, 2], 10) == [[0, 3], [1, 2, 4], [5, 6]]
+    assert first_fit_decreasing([], 4) == []
+    with pytest.raises(ValueError, match="a length of 11 exceeds a row of 10"):
+        first_fit_decreasing([3, 11], 10)

@@ -54,7 +54,7 @@ def test_static_decoder_samples_what_the_dynamic_sampler_samples(
     # Width 9 > the longest prompt (7): the prompt KV rows sit right-aligned in the static cache.
     # The decoder is reused across calls (one graph per shape): each call starts clean.
     # prefill="static" (the GPU default): the distinct prompts packed into rows of 9 slots
-    # (lib.prefill; first-fit decreasing: lengths 5, 3 | 2 for PROMPTS, 7, 2 | 4, 1 for `other`),
+    # (lib.prefill, first-fit decreasing: lengths 5 + 3 | 2 for PROMPTS, 7 + 2 | 4 + 1 for `other`),
     # each attending only to itself, their K/V gathered into the decoder's cache; one set of
     # buffers per packing shape (distinct prompts, rows, prompts a row, row length).
     monkeypatch.setattr("lib.prefill.PACK_ROW", 9)
@@ -203,18 +203,6 @@ def test_completion_logprob_is_the_teacher_forced_logprob_of_its_tokens(gqa_mode
         want = sum(float(lp[len(prompt) - 1 + t, y]) for t, y in enumerate(c.token_ids))
         assert c.logprob < 0
         assert abs(c.logprob - want) <= 1e-4 * max(1.0, abs(want))
-
-
-def test_pack_is_first_fit_decreasing():
-    # Longest first, each into the first row with room: 7 -> row 0 (room 3); 5 -> row 1 (5);
-    # 4 -> row 1 (1); 3 -> row 0 (0); 2 -> row 2 (8); 1 (index 2, before index 5's 1) -> row 1
-    # (0); 1 -> row 2 (7).
-    from lib.prefill import pack
-
-    assert pack([3, 5, 1, 7, 4, 1, 2], 10) == [[3, 0], [1, 4, 2], [6, 5]]
-    assert pack([], 4) == []
-    with pytest.raises(ValueError, match="a prompt of 11 tokens exceeds a row of 10"):
-        pack([3, 11], 10)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
