@@ -3,17 +3,19 @@
 # split (test is looked at once, for the chosen configuration). λ = 0 trains exactly like baseline
 # whatever the objective, so it runs once. Afterwards: `dvc exp show`, and the Pareto front with
 # `python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective`.
-#   bash scripts/sweep.sh                  # RESULTS.md's v2 grid: λ in {0, 0.1, 0.3, 1, 3} ×
-#                                          # {additive, multiplicative, passk}: 13 experiments
+#   bash scripts/sweep.sh                  # RESULTS.md's v2 grid (as amended): λ in {0, 3, 10, 30}
+#                                          # × {additive, multiplicative, passk}: 10 experiments
 #   LAMBDAS="0 0.5" OBJECTIVES=additive bash scripts/sweep.sh
 #   QUEUE=1 JOBS=2 bash scripts/sweep.sh   # queued, 2 at a time, each stage on its own GPU
+#   QUEUE=1 JOBS=4 GPU_PIN_SLOTS=2 bash scripts/sweep.sh generate@polychromic
+#                                          # 2 per GPU on two GPUs, up to the val generations
 # QUEUE=1 queues every configuration (`dvc exp run --queue`) with scripts/gpu_pin.py as the launcher
 # and runs them with `dvc queue start -j $JOBS`, then waits (docs/training.md, "A queue across
 # GPUs"); SNAPSHOT=1 commits a lent machine's copy first (scripts/queue_guard.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${QUEUE:-0} == 1 ]]; then source scripts/queue_guard.sh; fi
-lambdas=${LAMBDAS:-0 0.1 0.3 1 3}
+lambdas=${LAMBDAS:-0 3 10 30}
 objectives=${OBJECTIVES:-additive multiplicative passk}
 for obj in $objectives; do
   for lam in $lambdas; do

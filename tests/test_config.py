@@ -173,6 +173,8 @@ def test_deep_merge_keeps_untouched_keys():
         ("configs/smoke.yaml",),
         ("configs/smoke.yaml", "configs/smoke-code.yaml"),  # applied in this order
         ("configs/qwen3-8b-qlora.yaml",),
+        ("configs/gpu.yaml", "configs/social.yaml"),  # issue 18's GPU runs
+        ("configs/gpu.yaml", "configs/code.yaml"),
     ],
 )
 def test_params_and_every_profile_validate(tmp_path, profiles):
