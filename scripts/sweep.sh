@@ -17,8 +17,9 @@ cd "$(dirname "$0")/.."
 if [[ ${QUEUE:-0} == 1 ]]; then source scripts/queue_guard.sh; fi
 lambdas=${LAMBDAS:-0 3 10 30}
 objectives=${OBJECTIVES:-additive multiplicative passk}
-for obj in $objectives; do
-  for lam in $lambdas; do
+# λ outer: a queue cut short has finished every objective at the first λs, not one objective.
+for lam in $lambdas; do
+  for obj in $objectives; do
     if [[ $lam == 0 && $obj != "${objectives%% *}" ]]; then continue; fi
     name="val-${obj:0:4}-l${lam}"
     echo "== $name"
