@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
     model = load_section(ModelParams, "model", args.params)
     lora = load_section(LoraParams, "lora", args.params)
     train_params = load_section(TrainParams, "train", args.params)
+    if train_params.seed is not None:  # retrain on the same data and split (params.yaml train.seed)
+        seed = train_params.seed
     loss = load_section(LossParams, "loss", args.params) if system == "polychromic" else None
     gem = load_section(GemParams, "gem", args.params) if system == "gem" else None
     df = read_parquet(args.train, EXAMPLES)

@@ -57,6 +57,8 @@ BAD = [
     ("stats", "alpha", 1.0, r"accepted: 0 < x < 1"),
     ("stats", "power", 1.0, r"accepted: 0 < x < 1"),
     ("lora", "r", "16", r"expected an integer"),
+    ("train", "seed", -1, r"accepted: x >= 0"),
+    ("train", "seed", 1.5, r"accepted: int \| null"),
 ]
 
 

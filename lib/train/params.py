@@ -38,6 +38,9 @@ class TrainParams:
         param()
     )  # optimizer steps between val evaluations (lib/train/validate.py); <= 0: never
     val_inputs: int = param(ge=1)  # distinct val inputs evaluated, in file order
+    # The training seed (LoRA init, data order, dropout, samples); null: the top-level seed. Setting
+    # it retrains with the data, the split and the generation seeds held fixed.
+    seed: int | None = param(ge=0)
 
 
 @dataclass(frozen=True)
