@@ -528,7 +528,15 @@ def experiment_rows(
             continue
         seen[sig] = len(rows)
         rows.append({"experiment": name, **pvals, "diversity": d, "quality": float(q)})
-    df = pd.DataFrame(rows, columns=["experiment", *params, "diversity", "quality"])
+    return front_rows(
+        pd.DataFrame(rows, columns=["experiment", *params, "diversity", "quality"]), params
+    )
+
+
+def front_rows(df: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
+    """`df` (columns diversity, quality and each param) with `on_front` and a `label` per row
+    ("λ=3, objective=passk"): what `pareto_figure` draws."""
+    df = df.copy()
     df["on_front"] = non_dominated(list(zip(df["diversity"], df["quality"], strict=True)))
     df["label"] = [
         ", ".join(

@@ -1,0 +1,155 @@
+"""Apply RESULTS.md's selection rule to a val sweep's DVC experiments, and draw its Pareto front.
+
+python scripts/select_sweep.py --out reports/social_sweep/selection
+python scripts/select_sweep.py --exp-json exps.json --primary pass_at_10 --out reports/code_sweep/selection
+
+Reads every experiment that `dvc exp show --json` lists with params matching `--where` (default
+eval_split=val) and a scored polychromic (`data/scores/polychromic.parquet` at the experiment's
+commit, through `dvc.api`; score it with `dvc repro --allow-missing score@polychromic` where the
+adapters stayed on the GPU machine). Writes <out>.csv, <out>.md (the table RESULTS.md quotes) and
+<out>.pdf/.png (mean held-out semantic diversity against the primary metric, front marked), and
+prints the chosen configuration. The rule itself is `lib.report.selection.select`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib import figures as F  # noqa: E402
+from lib.config import params_for  # noqa: E402
+from lib.figures import _exp_states, lookup  # noqa: E402
+from lib.io import atomic_path  # noqa: E402
+from lib.report.selection import select  # noqa: E402
+from lib.schemas import METRIC, SCORES  # noqa: E402
+
+SCORES_FILE = "data/scores/polychromic.parquet"
+
+
+def experiments(
+    exp_show: list, where: dict, params: tuple[str, ...]
+) -> dict[str, tuple[str, dict]]:
+    """name -> (commit, {param: value}) of the named experiments whose params match `where`."""
+    out = {}
+    for st in _exp_states(exp_show):
+        name, rev = st.get("name"), str(st.get("rev", ""))
+        if not name or rev == "workspace":
+            continue
+        par = (((st.get("data") or {}).get("params") or {}).get("params.yaml") or {}).get("data")
+        if not par or any(lookup(par, k) != v for k, v in where.items()):
+            continue
+        out[name] = (rev, {p: lookup(par, p) for p in params})
+    return out
+
+
+def read_scores(rev: str) -> pd.DataFrame | None:
+    import dvc.api
+    import pyarrow.parquet as pq
+
+    try:
+        with dvc.api.open(SCORES_FILE, rev=rev, mode="rb") as f:
+            table = pq.read_table(io.BytesIO(f.read()))
+    except Exception as e:  # not scored (no entry), or its output missing from the cache
+        print(f"select_sweep: {rev[:7]}: no {SCORES_FILE} ({type(e).__name__}); skipped")
+        return None
+    SCORES.check(table.schema, where=f"{SCORES_FILE}@{rev[:7]}")
+    return table.to_pandas()
+
+
+def markdown(df: pd.DataFrame, params: tuple[str, ...], primary: str, diversity: str) -> str:
+    head = [
+        "Experiment",
+        *params,
+        METRIC[primary].label,
+        "Best − this",
+        "Paired SE",
+        "Tied",
+        METRIC[diversity].label,
+        "Chosen",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = [
+            r["experiment"],
+            *(str(r[p]) for p in params),
+            f"{r['primary']:.3f}",
+            f"{r['diff']:.3f}",
+            f"{r['paired_se']:.3f}",
+            "yes" if r["tied"] else "no",
+            f"{r['diversity']:.3f}",
+            "**chosen**" if r["chosen"] else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
+    ap.add_argument("--primary", default="pass_at_10")
+    ap.add_argument("--diversity", default="semantic_diversity")
+    ap.add_argument("--param", action="append", help="dotted params.yaml key (repeatable)")
+    ap.add_argument(
+        "--where", action="append", default=[], help="KEY=VALUE (default eval_split=val)"
+    )
+    ap.add_argument("--out", type=Path, required=True, help="path without suffix")
+    ap.add_argument("--formats", default="pdf,png")
+    args = ap.parse_args(argv)
+
+    if args.exp_json is not None:
+        exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
+    else:
+        cmd = ["dvc", "exp", "show", "--json", "--all-commits"]
+        exp_show = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        )
+    params = tuple(args.param or ["loss.lambda", "loss.objective"])
+    where = {
+        k: yaml.safe_load(v) for k, v in (w.split("=", 1) for w in args.where or ["eval_split=val"])
+    }
+    found = experiments(exp_show, where, params)
+    scores, shown = {}, {}
+    for name, (rev, par) in sorted(found.items()):
+        df = read_scores(rev)
+        if df is not None:
+            scores[name], shown[name] = df, par
+    if not scores:
+        raise SystemExit(f"select_sweep: no experiment matching {where} has {SCORES_FILE}")
+    table = select(scores, shown, args.primary, args.diversity, smaller_first=params[0])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(args.out.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(
+            markdown(table, params, args.primary, args.diversity), encoding="utf-8"
+        )
+    pts = F.front_rows(table.rename(columns={"primary": "quality"}), params)
+    fig = F.pareto_figure(pts, METRIC[args.diversity].label, METRIC[args.primary].label)
+    paths = F.save(
+        fig,
+        args.out.parent,
+        args.out.name,
+        params_for("plot", formats=tuple(args.formats.split(","))),
+    )
+    chosen = table[table["chosen"]].iloc[0]
+    print(
+        f"select_sweep: {len(table)} experiments; chosen {chosen['experiment']} "
+        + ", ".join(f"{p}={chosen[p]}" for p in params)
+    )
+    print(
+        "select_sweep: wrote "
+        + ", ".join(map(str, [args.out.with_suffix(".csv"), args.out.with_suffix(".md"), *paths]))
+    )
+
+
+if __name__ == "__main__":
+    main()

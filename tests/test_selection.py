@@ -1,0 +1,73 @@
+"""RESULTS.md's sweep selection rule (lib.report.selection), on hand-derived cases."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from lib.report.selection import select
+
+IDS = ["p1", "p2", "p3", "p4"]
+
+
+def _scores(primary, diversity):
+    return pd.DataFrame(
+        {"id": IDS, "pass_at_10": primary, "semantic_diversity": [diversity] * len(IDS)}
+    )
+
+
+# Pass@10 per prompt, mean semantic diversity, λ.
+CASES = {
+    "A": ([1, 1, 1, 0], 0.6, 3),
+    "B": ([1, 1, 0, 0], 0.9, 10),
+    "C": ([1, 0, 1, 1], 0.6, 1),
+    "D": ([0, 0, 0, 0], 0.99, 0),
+}
+
+
+def _run(names):
+    scores = {n: _scores(*CASES[n][:2]) for n in names}
+    params = {n: {"loss.lambda": CASES[n][2]} for n in names}
+    return select(scores, params).set_index("experiment")
+
+
+def test_tie_within_one_paired_se_goes_to_diversity_and_not_beyond_the_tie():
+    # Best mean 0.75 (A and C). Against C (the name breaks the tie on the mean; either gives the
+    # same ties here):
+    #   A: d = C − A = [0, −1, 0, 1]: mean 0,    sd = √(2/3) = 0.8165, SE = 0.4082 → tied
+    #   B: d = [0, −1, 1, 1]: mean 0.25, sd = √(2.75/3) = 0.9574, SE = 0.4787 → tied
+    #   D: d = [1, 0, 1, 1]:  mean 0.75, sd = √(0.75/3) = 0.5,    SE = 0.25   → not tied
+    # Among the tied, B has the highest diversity (0.9); D's 0.99 does not count (not tied).
+    out = _run("ABCD")
+    assert out.loc["B", "paired_se"] == pytest.approx(math.sqrt(2.75 / 3) / 2)
+    assert out.loc["D", "paired_se"] == pytest.approx(0.25)
+    assert out.loc["D", "diff"] == pytest.approx(0.75)
+    assert list(out["tied"].loc[list("ABCD")]) == [True, True, True, False]
+    assert out[out["chosen"]].index.tolist() == ["B"]
+
+
+def test_equal_diversity_goes_to_the_smaller_lambda():
+    # A and C: same mean (0.75), same diversity (0.6); C has λ 1 < A's 3.
+    out = _run("ACD")
+    assert out[out["chosen"]].index.tolist() == ["C"]
+
+
+def test_a_clear_winner_is_chosen_over_more_diverse_losers():
+    # A against D: d = [1, 1, 1, 0], mean 0.75, SE = 0.5/2 = 0.25 → D not tied, A chosen.
+    out = _run("AD")
+    assert out[out["chosen"]].index.tolist() == ["A"]
+    assert not out.loc["D", "tied"]
+
+
+def test_configurations_on_other_prompts_fail_by_name():
+    scores = {"A": _scores(*CASES["A"][:2]), "B": _scores(*CASES["B"][:2]).assign(id=list("wxyz"))}
+    with pytest.raises(ValueError, match="A and B were scored on different prompts"):
+        select(scores, {"A": {"loss.lambda": 3}, "B": {"loss.lambda": 10}})
+
+
+def test_a_missing_primary_fails_never_counts_as_zero():
+    a = _scores([1.0, None, 1.0, 0.0], 0.6)
+    with pytest.raises(ValueError, match="A: pass_at_10 missing for 1 prompts"):
+        select({"A": a}, {"A": {"loss.lambda": 3}})
