@@ -61,6 +61,21 @@ def test_a_clear_winner_is_chosen_over_more_diverse_losers():
     assert not out.loc["D", "tied"]
 
 
+def test_one_prompt_apart_is_exactly_one_se_and_counts_as_tied():
+    # n = 100, the best passes everywhere, X misses one prompt: d = [1, 0 × 99],
+    # mean(d) = 1/100; sd = √((0.99² + 99·0.01²)/99) = √(1/100) = 0.1, SE = 0.1/√100 = 1/100.
+    # "Within one SE" includes equality; floating point gives 0.01 against 0.00999… .
+    ids = [f"p{i}" for i in range(100)]
+    best = pd.DataFrame({"id": ids, "pass_at_10": 1.0, "semantic_diversity": 0.5})
+    x = best.assign(pass_at_10=[0.0] + [1.0] * 99, semantic_diversity=0.6)
+    out = select({"best": best, "x": x}, {"best": {"loss.lambda": 0}, "x": {"loss.lambda": 10}})
+    out = out.set_index("experiment")
+    assert out.loc["x", "diff"] == pytest.approx(0.01) and out.loc[
+        "x", "paired_se"
+    ] == pytest.approx(0.01)
+    assert out.loc["x", "tied"] and out.loc["x", "chosen"]
+
+
 def test_configurations_on_other_prompts_fail_by_name():
     scores = {"A": _scores(*CASES["A"][:2]), "B": _scores(*CASES["B"][:2]).assign(id=list("wxyz"))}
     with pytest.raises(ValueError, match="A and B were scored on different prompts"):

@@ -8,7 +8,7 @@ For configuration c against the best b on the same n prompts, d_i = m_b,i − m_
 
     SE(d) = sd(d_1..d_n; ddof 1) / √n,        tied  ⇔  mean(d) ≤ SE(d)
 
-(the best is tied with itself: d ≡ 0). Prompts must be the same in every configuration (paired):
+(the best is tied with itself: d ≡ 0; "within" includes equality). Prompts must be the same in every configuration (paired):
 anything else fails, naming the configurations, since a mean over other prompts is not comparable.
 """
 
@@ -19,6 +19,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
+
+def _within(diff: float, se: float) -> bool:
+    """diff ≤ se, equality included: one differing prompt out of n gives mean(d) = SE(d) = 1/n
+    exactly, which floating point computes a few ulps apart (0.01 against 0.00999…)."""
+    return diff <= se or math.isclose(diff, se, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def select(
@@ -69,8 +75,7 @@ def select(
                 "primary": mean[n],
                 "diff": float(d.mean()),
                 "paired_se": se,
-                # the best's own d is 0: tied with itself; exactly equal means tie as well
-                "tied": bool(float(d.mean()) <= (0.0 if np.isnan(se) else se)),
+                "tied": _within(float(d.mean()), 0.0 if np.isnan(se) else se),
                 "diversity": float(scores[n][diversity].astype(float).mean()),
             }
         )
