@@ -429,14 +429,21 @@ def pareto_figure(df: pd.DataFrame, x_label: str, y_label: str) -> plt.Figure:
     )
     if len(on) > 1:
         ax.plot(on["diversity"], on["quality"], color=COLORS["polychromic"], lw=1, zorder=2)
-    for _, r in df.iterrows():
+    # A label goes below its point when one already sits just above-right of a close neighbour.
+    span_x = float(np.ptp(df["diversity"])) or 1.0
+    span_y = float(np.ptp(df["quality"])) or 1.0
+    placed: list[tuple[float, float]] = []
+    for _, r in df.sort_values(["quality", "diversity"]).iterrows():
+        x, y = float(r["diversity"]), float(r["quality"])
+        near = any(abs(x - a) < 0.15 * span_x and abs(y - b) < 0.04 * span_y for a, b in placed)
         ax.annotate(
             str(r["label"]),
-            (r["diversity"], r["quality"]),
+            (x, y),
             textcoords="offset points",
-            xytext=(4, 4),
+            xytext=(4, -9) if near else (4, 4),
             fontsize=7,
         )
+        placed.append((x, y))
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
@@ -538,10 +545,9 @@ def front_rows(df: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
     ("λ=3, objective=passk"): what `pareto_figure` draws."""
     df = df.copy()
     df["on_front"] = non_dominated(list(zip(df["diversity"], df["quality"], strict=True)))
+    # λ named, the other params by value alone ("λ=10, additive"): short enough not to collide
     df["label"] = [
-        ", ".join(
-            ("λ" if p.endswith("lambda") else p.rsplit(".", 1)[-1]) + f"={r[p]}" for p in params
-        )
+        ", ".join(f"λ={r[p]}" if p.endswith("lambda") else str(r[p]) for p in params)
         for _, r in df.iterrows()
     ]
     return df

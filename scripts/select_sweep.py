@@ -1,6 +1,6 @@
 """Apply RESULTS.md's selection rule to a val sweep's DVC experiments, and draw its Pareto front.
 
-python scripts/select_sweep.py --out reports/social_sweep/selection
+python scripts/select_sweep.py --rev 3107435 --out reports/social_sweep/selection
 python scripts/select_sweep.py --exp-json exps.json --primary pass_at_10 --out reports/code_sweep/selection
 
 Reads every experiment that `dvc exp show --json` lists with params matching `--where` (default
@@ -95,6 +95,11 @@ def markdown(df: pd.DataFrame, params: tuple[str, ...], primary: str, diversity:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
+    ap.add_argument(
+        "--rev",
+        help="the sweep's baseline commit (default: the commits `dvc exp show -A` reaches from "
+        "HEAD and the branches; a lent machine's snapshot commit is on neither)",
+    )
     ap.add_argument("--primary", default="pass_at_10")
     ap.add_argument("--diversity", default="semantic_diversity")
     ap.add_argument("--param", action="append", help="dotted params.yaml key (repeatable)")
@@ -108,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.exp_json is not None:
         exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
     else:
-        cmd = ["dvc", "exp", "show", "--json", "--all-commits"]
+        revs = ["--rev", args.rev] if args.rev else ["--all-commits"]
+        cmd = ["dvc", "exp", "show", "--json", *revs]
         exp_show = json.loads(
             subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         )

@@ -77,6 +77,20 @@ def test_experiment_rows_and_front():
     assert by.loc[0.5, "label"] == "λ=0.5"
 
 
+def test_front_rows_label_names_lambda_and_gives_other_params_by_value():
+    df = pd.DataFrame(
+        {
+            "loss.lambda": [10, 30],
+            "loss.objective": ["additive", "passk"],
+            "diversity": [0.80, 0.79],
+            "quality": [0.98, 0.98],
+        }
+    )
+    out = F.front_rows(df, ("loss.lambda", "loss.objective"))
+    assert out["label"].tolist() == ["λ=10, additive", "λ=30, passk"]
+    assert out["on_front"].tolist() == [True, False]  # same quality, less diverse: dominated
+
+
 def test_experiment_rows_filter_by_params_and_name_the_workspace_after_its_experiment():
     def exp(name, lam, split, div, q):
         e = _exp(name, lam, {"mean": {"semantic_diversity": div, "pass_at_10": q}})
@@ -89,9 +103,12 @@ def test_experiment_rows_filter_by_params_and_name_the_workspace_after_its_exper
         {"revs": [exp("val-a", 0.0, "val", 0.6, 0.9), exp("val-b", 1.0, "val", 0.8, 0.9)]}
     ]
     df = F.experiment_rows(
-        [ws, head], "metrics/polychromic.json", "semantic_diversity", "pass_at_10",
+        [ws, head],
+        "metrics/polychromic.json",
+        "semantic_diversity",
+        "pass_at_10",
         where={"eval_split": "val"},
-    )  # fmt: skip
+    )
     assert sorted(df["experiment"]) == ["val-a", "val-b"]
     assert df.set_index("experiment")["on_front"].to_dict() == {"val-a": False, "val-b": True}
 
@@ -200,15 +217,35 @@ def _run_stage(tmp_path, judge=True, train=True):
         _write_train_logs(tmp_path / "train")
     common = ["--params", str(tmp_path / "params.yaml")]
     stats_main(
-        ["--scores-dir", str(tmp_path / "scores"), "--judge", str(tmp_path / "comparisons.parquet"),
-         "--out", str(tmp_path / "stats.json"), "--table-md", str(tmp_path / "t.md"),
-         "--table-tex", str(tmp_path / "t.tex"), *common]
-    )  # fmt: skip
+        [
+            "--scores-dir",
+            str(tmp_path / "scores"),
+            "--judge",
+            str(tmp_path / "comparisons.parquet"),
+            "--out",
+            str(tmp_path / "stats.json"),
+            "--table-md",
+            str(tmp_path / "t.md"),
+            "--table-tex",
+            str(tmp_path / "t.tex"),
+            *common,
+        ]
+    )
     plot_main(
-        ["--scores-dir", str(tmp_path / "scores"), "--stats", str(tmp_path / "stats.json"),
-         "--judge", str(tmp_path / "comparisons.parquet"), "--train-logs", str(tmp_path / "train"),
-         "--out", str(tmp_path / "plots"), *common]
-    )  # fmt: skip
+        [
+            "--scores-dir",
+            str(tmp_path / "scores"),
+            "--stats",
+            str(tmp_path / "stats.json"),
+            "--judge",
+            str(tmp_path / "comparisons.parquet"),
+            "--train-logs",
+            str(tmp_path / "train"),
+            "--out",
+            str(tmp_path / "plots"),
+            *common,
+        ]
+    )
     return tmp_path / "plots"
 
 
