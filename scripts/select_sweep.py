@@ -38,11 +38,13 @@ SCORES_FILE = "data/scores/polychromic.parquet"
 def experiments(
     exp_show: list, where: dict, params: tuple[str, ...]
 ) -> dict[str, tuple[str, dict]]:
-    """name -> (commit, {param: value}) of the named experiments whose params match `where`."""
+    """name -> (commit, {param: value}) of the experiments whose params match `where`: the
+    experiments under each baseline, never a baseline commit or the workspace itself."""
     out = {}
-    for st in _exp_states(exp_show):
+    runs = [r for st in exp_show for g in st.get("experiments") or [] for r in g.get("revs") or []]
+    for st in _exp_states(runs):
         name, rev = st.get("name"), str(st.get("rev", ""))
-        if not name or rev == "workspace":
+        if not name:
             continue
         par = (((st.get("data") or {}).get("params") or {}).get("params.yaml") or {}).get("data")
         if not par or any(lookup(par, k) != v for k, v in where.items()):

@@ -86,3 +86,25 @@ def test_a_missing_primary_fails_never_counts_as_zero():
     a = _scores([1.0, None, 1.0, 0.0], 0.6)
     with pytest.raises(ValueError, match="A: pass_at_10 missing for 1 prompts"):
         select({"A": a}, {"A": {"loss.lambda": 3}})
+
+
+def _state(rev, name, split, lam, children=()):
+    par = {"params.yaml": {"data": {"eval_split": split, "loss": {"lambda": lam}}}}
+    exps = [{"revs": [c], "name": c["name"]} for c in children]
+    return {"rev": rev, "name": name, "data": {"params": par}, "experiments": exps or None}
+
+
+def test_select_sweep_reads_experiments_not_their_baselines():
+    # `dvc exp show --json`: the workspace and a baseline (named after its branch) come first,
+    # their experiments under them; only experiments with eval_split=val are the sweep's.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "select_sweep.py"
+    spec = importlib.util.spec_from_file_location("select_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    kids = [_state("c1", "val-a", "val", 3), _state("c2", "test-a", "test", 3)]
+    shown = [_state("workspace", None, "val", 1), _state("b0", "main", "val", 1, kids)]
+    found = mod.experiments(shown, {"eval_split": "val"}, ("loss.lambda",))
+    assert found == {"val-a": ("c1", {"loss.lambda": 3})}
