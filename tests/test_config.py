@@ -177,6 +177,7 @@ def test_deep_merge_keeps_untouched_keys():
         ("configs/qwen3-8b-qlora.yaml",),
         ("configs/gpu.yaml", "configs/social.yaml"),  # issue 18's GPU runs
         ("configs/gpu.yaml", "configs/code.yaml"),
+        ("configs/gpu.yaml", "configs/qa.yaml"),
     ],
 )
 def test_params_and_every_profile_validate(tmp_path, profiles):
