@@ -45,7 +45,7 @@ class PackedPrefill:
     def __init__(self, dec: StaticDecoder, u: int, b: int, k: int, n: int):
         from transformers import StaticCache
 
-        self.dec, self.n = dec, n
+        self.dec = dec
         base = dec.model.get_base_model() if hasattr(dec.model, "get_base_model") else dec.model
         self.cache = StaticCache(config=base.config, max_cache_len=n)
         long = {"dtype": torch.long, "device": dec.device}
@@ -109,11 +109,11 @@ class PackedPrefill:
         self.src_pos.copy_(src_pos)
 
     def _step(self) -> torch.Tensor:
+        from lib.static_decoder import cache_counters
+
         dec = self.dec
-        for layer in getattr(self.cache, "layers", ()):  # transformers >= 5.2x: own counter
-            counter = getattr(layer, "cumulative_length", None)
-            if isinstance(counter, torch.Tensor):
-                counter.zero_()
+        for counter in cache_counters(self.cache):  # a packed prefill writes from slot 0
+            counter.zero_()
         with dec._norms():
             res = dec.model(
                 input_ids=self.ids,

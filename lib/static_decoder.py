@@ -115,6 +115,14 @@ def _capture(
     return first, graph, out
 
 
+def cache_counters(cache: Any) -> list[torch.Tensor]:
+    """The write counters of a static cache's layers (transformers >= 5.2x keeps one per layer,
+    `cumulative_length`, and writes there rather than at `cache_position`); none before that, or
+    before the layers' first write allocates them."""
+    found = (getattr(layer, "cumulative_length", None) for layer in getattr(cache, "layers", ()))
+    return [c for c in found if isinstance(c, torch.Tensor)]
+
+
 class StaticDecoder:
     """Fixed-shape sampling for `rows` prompts of at most `width` tokens and `max_new_tokens`.
 
@@ -241,9 +249,7 @@ class StaticDecoder:
 
     def _find_counters(self) -> None:
         if self._counters is None:
-            layers = getattr(self.cache, "layers", ())
-            found = (getattr(layer, "cumulative_length", None) for layer in layers)
-            self._counters = [c for c in found if isinstance(c, torch.Tensor)]
+            self._counters = cache_counters(self.cache)
 
     def init_cache(self, like: torch.Tensor) -> None:
         """Allocate the cache's layers (transformers allocates them at their first write) for K/V

@@ -68,8 +68,15 @@ def main(argv: list[str]) -> int:
         print("gpu_pin: no GPU found (set GPU_PIN_DEVICES)", file=sys.stderr)
         return 2
     lock_dir = Path(os.environ.get("GPU_PIN_LOCK_DIR", "/tmp/polychromic-gpu-locks"))
-    wait = float(os.environ.get("GPU_PIN_WAIT", "inf"))
-    slots = int(os.environ.get("GPU_PIN_SLOTS", "1"))
+    try:
+        wait = float(os.environ.get("GPU_PIN_WAIT", "inf"))
+        slots = int(os.environ.get("GPU_PIN_SLOTS", "1"))
+    except ValueError as e:  # one line naming the variable, not a traceback
+        print(
+            f"gpu_pin: GPU_PIN_SLOTS must be an integer >= 1 and GPU_PIN_WAIT a number ({e})",
+            file=sys.stderr,
+        )
+        return 2
     if slots < 1:
         print(f"gpu_pin: GPU_PIN_SLOTS must be >= 1, got {slots}", file=sys.stderr)
         return 2

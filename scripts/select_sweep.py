@@ -8,7 +8,7 @@ eval_split=val) and a scored polychromic (`data/scores/polychromic.parquet` at t
 commit, through `dvc.api`; score it with `dvc repro --allow-missing score@polychromic` where the
 adapters stayed on the GPU machine). Writes <out>.csv, <out>.md (the table RESULTS.md quotes) and
 <out>.pdf/.png (mean held-out semantic diversity against the primary metric, front marked), and
-prints the chosen configuration. The rule itself is `lib.report.selection.select`.
+prints the chosen configuration. The rule itself is `lib.selection.select`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
 from lib.figures import _exp_states, lookup  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
-from lib.report.selection import select  # noqa: E402
 from lib.schemas import METRIC, SCORES  # noqa: E402
+from lib.selection import select  # noqa: E402
 
 SCORES_FILE = "data/scores/polychromic.parquet"
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HOLD = "import os, sys; print(os.environ['CUDA_VISIBLE_DEVICES'], flush=True); sys.stdin.read()"
 
 
-def _pin(tmp: Path, *cmd: str, wait: str = "inf", slots: int = 1) -> subprocess.Popen:
+def _pin(tmp: Path, *cmd: str, wait: str = "inf", slots: int | str = 1) -> subprocess.Popen:
     env = {
         **os.environ,
         "GPU_PIN_DEVICES": "3,5",
@@ -78,6 +78,13 @@ def test_slots_below_one_are_refused(tmp_path):
     run = _pin(tmp_path, "true", slots=0)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 2 and "GPU_PIN_SLOTS must be >= 1" in err
+
+
+def test_non_numeric_slots_fail_in_one_line_naming_the_variable(tmp_path):
+    run = _pin(tmp_path, "true", slots="two")
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 2 and "GPU_PIN_SLOTS must be an integer >= 1" in err
+    assert "'two'" in err and "Traceback" not in err
 
 
 def test_without_any_gpu_it_fails_with_a_message(tmp_path):

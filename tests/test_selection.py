@@ -1,4 +1,4 @@
-"""RESULTS.md's sweep selection rule (lib.report.selection), on hand-derived cases."""
+"""RESULTS.md's sweep selection rule (lib.selection), on hand-derived cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from lib.report.selection import select
+from lib.selection import select
 
 IDS = ["p1", "p2", "p3", "p4"]
 
