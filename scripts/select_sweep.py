@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
+from lib.dvclock import stale_stages  # noqa: E402
 from lib.figures import _exp_states, lookup  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRIC, SCORES  # noqa: E402
@@ -53,9 +54,21 @@ def experiments(
     return out
 
 
+CHAIN = ("train_polychromic", "generate@polychromic", "score@polychromic")
+
+
 def read_scores(rev: str) -> pd.DataFrame | None:
     import dvc.api
     import pyarrow.parquet as pq
+
+    lock = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True)
+    stale = {
+        k: v
+        for k, v in stale_stages(yaml.safe_load(lock.stdout or "{}") or {}).items()
+        if k in CHAIN
+    }
+    if stale:  # its scores would belong to other generations: a stale result, not this one's
+        raise SystemExit(f"select_sweep: {rev[:7]}: stale stages in its dvc.lock, {stale}")
 
     try:
         with dvc.api.open(SCORES_FILE, rev=rev, mode="rb") as f:

@@ -1,0 +1,90 @@
+"""Headline metrics across training seeds: the seed variance RESULTS.md shows next to the systems.
+
+For system s, metric m over the runs r = 1..R (one per training seed) with a value x_r:
+
+    mean = Σ x_r / R,        sd = √(Σ (x_r − mean)² / (R − 1))        (missing for R < 2)
+
+and the same for the per-seed difference d_r = x_r(system) − x_r(reference), paired by seed: the
+spread a system difference must clear before a single seed's result means anything. A value a
+run lacks (a metric that could not be computed) is left out, and R counts the runs that have it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+Headline = Mapping[str, Mapping[str, float | None]]  # system -> metric -> value
+
+
+def _summary(values: list[float]) -> tuple[int, float, float]:
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    return n, mean, sd
+
+
+def across_seeds(
+    runs: Mapping[str, Headline],
+    metrics: Sequence[str],
+    systems: Sequence[str],
+    system: str = "polychromic",
+    reference: str = "baseline",
+) -> pd.DataFrame:
+    """One row per (row, metric): row is a system or "<system> − <reference>"; columns n, mean,
+    sd and each run's value (NaN where it has none)."""
+    rows = []
+
+    def value(run: str, sys_: str, m: str) -> float | None:
+        v = (runs[run].get(sys_) or {}).get(m)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    names = list(runs)
+    for sys_ in systems:
+        for m in metrics:
+            per = {r: value(r, sys_, m) for r in names}
+            n, mean, sd = _summary([v for v in per.values() if v is not None])
+            rows.append({"row": sys_, "metric": m, "n": n, "mean": mean, "sd": sd, **_nan(per)})
+    for m in metrics:
+        per = {}
+        for r in names:
+            a, b = value(r, system, m), value(r, reference, m)
+            per[r] = None if a is None or b is None else a - b  # paired by seed
+        n, mean, sd = _summary([v for v in per.values() if v is not None])
+        label = f"{system} − {reference}"
+        rows.append({"row": label, "metric": m, "n": n, "mean": mean, "sd": sd, **_nan(per)})
+    return pd.DataFrame(rows)
+
+
+def _nan(per: Mapping[str, float | None]) -> dict[str, float]:
+    return {r: math.nan if v is None else v for r, v in per.items()}
+
+
+def to_markdown(
+    df: pd.DataFrame, labels: Mapping[str, str], metric_labels: Mapping[str, str]
+) -> str:
+    """Rows (systems, then the difference) × metrics, each cell "mean ± sd" with R in
+    parentheses where a run lacks the value; "–" where no run has it."""
+    metrics = list(dict.fromkeys(df["metric"]))
+    runs = df.columns[5:]
+    head = ["System", *(metric_labels.get(m, m) for m in metrics)]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in dict.fromkeys(df["row"]):
+        cells = []
+        for m in metrics:
+            r = df[(df["row"] == row) & (df["metric"] == m)].iloc[0]
+            if r["n"] == 0:
+                cells.append("–")
+                continue
+            sd = "" if math.isnan(r["sd"]) else f" ± {r['sd']:.3f}"
+            n = "" if r["n"] == len(runs) else f" ({r['n']})"
+            cells.append(f"{r['mean']:+.3f}{sd}{n}" if "−" in row else f"{r['mean']:.3f}{sd}{n}")
+        if "−" in row:
+            a, b = row.split(" − ")
+            name = f"{labels.get(a, a)} − {labels.get(b, b)} (paired by seed)"
+        else:
+            name = labels.get(row, row)
+        out.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,96 @@
+"""Headline metrics of the test runs across training seeds (RESULTS.md's 3-seed table).
+
+    python scripts/seeds.py --exp test-s0-addi-l10 --exp test-s1-addi-l10 --exp test-s2-addi-l10 \\
+        --out reports/social_test/seeds
+
+Reads each experiment's `metrics/headline/<system>.json` (the stats stage's DVC metrics) from
+`dvc exp show --json` (or --exp-json), and writes <out>.md and <out>.csv: per system and metric the
+mean ± sd over the seeds, and polychromic − baseline paired by seed (`lib.across_seeds`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.across_seeds import across_seeds, to_markdown  # noqa: E402
+from lib.dvclock import stale_stages  # noqa: E402
+from lib.figures import LABELS, _exp_states  # noqa: E402
+from lib.io import atomic_path  # noqa: E402
+from lib.schemas import METRIC, SYSTEMS  # noqa: E402
+
+COLUMNS = ("pass_at_1", "pass_at_10", "pass_hat_5", "semantic_diversity", "effective_diversity")
+
+
+def headlines(exp_show: list, names: list[str]) -> dict[str, dict]:
+    """name -> system -> headline metrics, for each named experiment (missing ones fail, named)."""
+    found = {}
+    for st in _exp_states(exp_show):
+        if st.get("name") in names:
+            met = (st.get("data") or {}).get("metrics") or {}
+            found[st["name"]] = {
+                s: (met.get(f"metrics/headline/{s}.json") or {}).get("data") or {} for s in SYSTEMS
+            }
+    missing = [n for n in names if n not in found or not any(found[n].values())]
+    if missing:
+        raise SystemExit(f"seeds: no headline metrics for {missing} (did their stats stage run?)")
+    return {n: found[n] for n in names}
+
+
+def revs(exp_show: list, names: list[str]) -> dict[str, str]:
+    return {st["name"]: str(st["rev"]) for st in _exp_states(exp_show) if st.get("name") in names}
+
+
+def check_fresh(rev_of: dict[str, str]) -> None:
+    """Fail, naming the experiment and stages, where its dvc.lock is not one consistent run: its
+    headline metrics would be another run's."""
+    for name, rev in rev_of.items():
+        text = subprocess.run(
+            ["git", "show", f"{rev}:dvc.lock"], check=True, capture_output=True, text=True
+        ).stdout
+        stale = stale_stages(yaml.safe_load(text))
+        stale.pop("plot", None)  # the figures: not what the headline metrics come from
+        if stale:
+            raise SystemExit(
+                f"seeds: {name} ({rev[:7]}): stale stages in its dvc.lock, {stale}; "
+                "run them (`dvc repro`) and save the experiment again"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--exp", action="append", required=True, help="experiment name, one a seed")
+    ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
+    ap.add_argument("--metric", action="append", help=f"default: {', '.join(COLUMNS)}")
+    ap.add_argument("--out", type=Path, required=True, help="path without suffix")
+    args = ap.parse_args(argv)
+    if args.exp_json is not None:
+        exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
+    else:
+        cmd = ["dvc", "exp", "show", "--json", "--all-commits"]
+        exp_show = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        )
+    metrics = tuple(args.metric or COLUMNS)
+    heads = headlines(exp_show, args.exp)
+    if args.exp_json is None:  # the commits are in this repository: check each lock
+        check_fresh(revs(exp_show, args.exp))
+    df = across_seeds(heads, metrics, SYSTEMS)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    md = to_markdown(df, LABELS, {m: METRIC[m].display for m in metrics})
+    with atomic_path(args.out.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(md, encoding="utf-8")
+    print(md, end="")
+
+
+if __name__ == "__main__":
+    main()
