@@ -18,6 +18,10 @@ import pandas as pd
 
 Headline = Mapping[str, Mapping[str, float | None]]  # system -> metric -> value
 
+# The headline columns of the summary tables (scripts/summary.py across domains, scripts/seeds.py
+# across seeds).
+COLUMNS = ("pass_at_1", "pass_at_10", "pass_hat_5", "semantic_diversity", "effective_diversity")
+
 
 def _summary(values: list[float]) -> tuple[int, float, float]:
     n = len(values)

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from lib.config import param  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
-from lib.schemas import METRICS, PASS_AT_K, PASS_HAT_K, SYSTEMS  # noqa: E402
+from lib.schemas import METRICS, PASS_AT_K, PASS_HAT_K, SYSTEM_LABELS, SYSTEMS  # noqa: E402
 
 COLORS = {
     "zero_shot": "#999999",  # grey
@@ -32,13 +32,6 @@ COLORS = {
     "polychromic": "#D55E00",  # vermillion
 }
 MARKERS = {"zero_shot": "o", "few_shot": "s", "baseline": "^", "gem": "D", "polychromic": "*"}
-LABELS = {
-    "zero_shot": "Zero-shot",
-    "few_shot": "Few-shot",
-    "baseline": "Baseline LoRA",
-    "gem": "GEM",
-    "polychromic": "Polychromic",
-}
 # Labels with their direction, from the one metric table (lib.schemas.METRICS); inv_self_bleu is
 # the figures' own derived axis.
 METRIC_LABELS = {m.name: m.display for m in METRICS} | {"inv_self_bleu": "1 − Self-BLEU ↑"}
@@ -196,7 +189,9 @@ def pass_at_k_figure(stats: Mapping[str, Any]) -> plt.Figure | None:
             d = df[(df["system"] == s) & df[family].notna()]
             if d.empty:
                 continue
-            ax.plot(d["k"], d[family], color=COLORS[s], marker=MARKERS[s], ms=4, label=LABELS[s])
+            ax.plot(
+                d["k"], d[family], color=COLORS[s], marker=MARKERS[s], ms=4, label=SYSTEM_LABELS[s]
+            )
             ax.fill_between(d["k"], d["ci_low"], d["ci_high"], color=COLORS[s], alpha=0.15, lw=0)
         ax.set_xlabel("k (samples per prompt)")
         ax.set_title(titles[family])
@@ -240,7 +235,7 @@ def tradeoff_figure(
                 color=COLORS[s],
                 ms=8 if s == "polychromic" else 6,
                 capsize=2,
-                label=LABELS[s],
+                label=SYSTEM_LABELS[s],
             )
         ax.set_xlabel(METRIC_LABELS.get(diversity, diversity))
         ax.set_ylabel(METRIC_LABELS.get(q, q))
@@ -268,10 +263,10 @@ def metric_bars_figure(stats: Mapping[str, Any], metrics: Sequence[str]) -> plt.
             if math.isnan(m):
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
                 continue
-            ax.bar(i, m, color=COLORS[s], label=LABELS[s], width=0.75)
+            ax.bar(i, m, color=COLORS[s], label=SYSTEM_LABELS[s], width=0.75)
             ax.errorbar(i, m, yerr=[[m - lo], [hi - m]], color="black", capsize=2, lw=0.8)
         ax.set_title(METRIC_LABELS.get(metric, metric))
-        ax.set_xticks(x, [LABELS[s] for s in SYSTEMS], rotation=35, ha="right", fontsize=7)
+        ax.set_xticks(x, [SYSTEM_LABELS[s] for s in SYSTEMS], rotation=35, ha="right", fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.set_visible(False)
@@ -282,8 +277,8 @@ def metric_bars_figure(stats: Mapping[str, Any], metrics: Sequence[str]) -> plt.
 def _judge_label(r: Any) -> str:
     """`vs GEM: 0.62 (5/2/1)`: the score win + tie/2 and the counts; in words when no pair was decided."""
     if r.win + r.loss == 0:
-        return f"vs {LABELS[r.opponent]}: uninformative (all {r.n} ties)"
-    return f"vs {LABELS[r.opponent]}: {(r.win + r.tie / 2) / r.n:.2f} ({r.win}/{r.tie}/{r.loss})"
+        return f"vs {SYSTEM_LABELS[r.opponent]}: uninformative (all {r.n} ties)"
+    return f"vs {SYSTEM_LABELS[r.opponent]}: {(r.win + r.tie / 2) / r.n:.2f} ({r.win}/{r.tie}/{r.loss})"
 
 
 def judge_figure(judge: pd.DataFrame, backend: str) -> plt.Figure | None:
@@ -375,7 +370,7 @@ def training_figure(train_logs: Path) -> plt.Figure | None:
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
     for ax, (name, title, curves) in zip(axes.flat, panels, strict=False):
         for s, d in curves:
-            ax.plot(d["step"], d[name], color=COLORS[s], label=LABELS[s], lw=1.2)
+            ax.plot(d["step"], d[name], color=COLORS[s], label=SYSTEM_LABELS[s], lw=1.2)
         ax.set_xlabel("step")
         ax.set_ylabel(name)
         ax.set_title(title, fontsize=8)

@@ -110,6 +110,14 @@ EXAMPLES = _schema(
 # The systems that train an adapter (stages train_<system>, lib.train), then every compared system.
 TRAINED_SYSTEMS = ("baseline", "gem", "polychromic")
 SYSTEMS = ("zero_shot", "few_shot", *TRAINED_SYSTEMS)
+# How tables and figures name them.
+SYSTEM_LABELS = {
+    "zero_shot": "Zero-shot",
+    "few_shot": "Few-shot",
+    "baseline": "Baseline LoRA",
+    "gem": "GEM",
+    "polychromic": "Polychromic",
+}
 
 # One sampled completion (stage generate@<system>): `generate.num_samples` rows per test input.
 # `seed` reproduces this one sample alone; `prompt` is the exact text the model was given.

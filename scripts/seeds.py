@@ -20,13 +20,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.across_seeds import across_seeds, to_markdown  # noqa: E402
+from lib.across_seeds import COLUMNS, across_seeds, to_markdown  # noqa: E402
 from lib.dvclock import stale_stages  # noqa: E402
-from lib.figures import LABELS, _exp_states  # noqa: E402
+from lib.figures import _exp_states  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
-from lib.schemas import METRIC, SYSTEMS  # noqa: E402
-
-COLUMNS = ("pass_at_1", "pass_at_10", "pass_hat_5", "semantic_diversity", "effective_diversity")
+from lib.schemas import METRIC, SYSTEM_LABELS, SYSTEMS  # noqa: E402
 
 
 def headlines(exp_show: list, names: list[str]) -> dict[str, dict]:
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False)
-    md = to_markdown(df, LABELS, {m: METRIC[m].display for m in metrics})
+    md = to_markdown(df, SYSTEM_LABELS, {m: METRIC[m].display for m in metrics})
     with atomic_path(args.out.with_suffix(".md")) as tmp:
         Path(tmp).write_text(md, encoding="utf-8")
     print(md, end="")

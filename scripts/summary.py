@@ -25,11 +25,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.figures import LABELS  # noqa: E402
+from lib.across_seeds import COLUMNS  # noqa: E402
 from lib.io import write_text  # noqa: E402
-from lib.schemas import METRICS, SYSTEMS, TRAINED_SYSTEMS  # noqa: E402
+from lib.schemas import METRICS, SYSTEM_LABELS, SYSTEMS, TRAINED_SYSTEMS  # noqa: E402
 
-COLUMNS = ("pass_at_1", "pass_at_10", "pass_hat_5", "semantic_diversity", "effective_diversity")
 _STATS = ("stats.json", "metrics/stats.json")
 _TIMES = ("stage_times.tsv", "metrics/stage_times.tsv", "h200_stage_times.tsv")
 _GENERATIONS = ("generations", "data/generations")
@@ -89,7 +88,7 @@ def markdown(table: list[dict[str, object]]) -> str:
     head += ["Train s", "Generate s", "Tokens generated"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
-        cells = [str(r["domain"]), LABELS[str(r["system"])], _cell(r["n"], "d")]
+        cells = [str(r["domain"]), SYSTEM_LABELS[str(r["system"])], _cell(r["n"], "d")]
         cells += [_cell(r[m], ".3f") for m in COLUMNS]
         cells += [
             _cell(r["train_s"], ".0f"),

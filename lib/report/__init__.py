@@ -14,7 +14,8 @@ metrics.
 from lib.report.headline import HEADLINE, headline
 from lib.report.notes import footnotes, instruments
 from lib.report.render import to_latex, to_markdown
-from lib.report.rows import SYSTEM_LABELS, build_rows
+from lib.report.rows import build_rows
+from lib.schemas import SYSTEM_LABELS
 
 __all__ = [
     "HEADLINE",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lib.report.rows import MDE_METRIC, SYSTEM_LABELS, small_systems
-from lib.schemas import METRIC, SYSTEMS
+from lib.report.rows import MDE_METRIC, small_systems
+from lib.schemas import METRIC, SYSTEM_LABELS, SYSTEMS
 
 
 def instruments(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -8,13 +8,12 @@ from typing import Any
 from lib.report.notes import footnotes
 from lib.report.rows import (
     MDE_ROW,
-    SYSTEM_LABELS,
     Cell,
     build_rows,
     small_systems,
     tex_escape,
 )
-from lib.schemas import SYSTEMS
+from lib.schemas import SYSTEM_LABELS, SYSTEMS
 
 
 def _header(stats: dict[str, Any]) -> list[str]:

@@ -12,14 +12,6 @@ from typing import Any
 from lib.schemas import METRIC, SYSTEMS
 from lib.stats import TARGET
 
-SYSTEM_LABELS = {
-    "zero_shot": "Zero-shot",
-    "few_shot": "Few-shot",
-    "baseline": "Baseline LoRA",
-    "gem": "GEM",
-    "polychromic": "Polychromic",
-}
-
 
 @dataclass(frozen=True)
 class Row:
