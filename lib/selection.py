@@ -8,8 +8,9 @@ For configuration c against the best b on the same n prompts, d_i = m_b,i − m_
 
     SE(d) = sd(d_1..d_n; ddof 1) / √n,        tied  ⇔  mean(d) ≤ SE(d)
 
-(the best is tied with itself: d ≡ 0; "within" includes equality). Prompts must be the same in every configuration (paired):
-anything else fails, naming the configurations, since a mean over other prompts is not comparable.
+(the best is tied with itself: d ≡ 0; "within" includes equality). Prompts must be the same in
+every configuration (paired): anything else fails, naming the configurations, since a mean over
+other prompts is not comparable.
 """
 
 from __future__ import annotations

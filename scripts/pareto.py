@@ -11,15 +11,12 @@ non-dominated experiments (both axes maximised), writes <out>.pdf/.png and <out>
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib import experiments  # noqa: E402
 from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
@@ -48,16 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
 
-    if args.exp_json is not None:
-        exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
-    else:
-        cmd = ["dvc", "exp", "show", "--json"]
-        exp_show = json.loads(
-            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        )
+    exp_show = experiments.exp_show(args.exp_json)
     params = tuple(args.param or ["loss.lambda"])
-    where = dict(w.split("=", 1) for w in args.where)
-    where = {k: yaml.safe_load(v) for k, v in where.items()}
+    where = experiments.where_params(args.where)
     df = F.experiment_rows(
         exp_show,
         args.metrics_file,

@@ -11,17 +11,13 @@ mean ± sd over the seeds, and polychromic − baseline paired by seed (`lib.acr
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.across_seeds import COLUMNS, across_seeds, to_markdown  # noqa: E402
-from lib.dvclock import stale_stages  # noqa: E402
+from lib.experiments import exp_show, stale_at  # noqa: E402
 from lib.figures import _exp_states  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRIC, SYSTEM_LABELS, SYSTEMS  # noqa: E402
@@ -50,10 +46,7 @@ def check_fresh(rev_of: dict[str, str]) -> None:
     """Fail, naming the experiment and stages, where its dvc.lock is not one consistent run: its
     headline metrics would be another run's."""
     for name, rev in rev_of.items():
-        text = subprocess.run(
-            ["git", "show", f"{rev}:dvc.lock"], check=True, capture_output=True, text=True
-        ).stdout
-        stale = stale_stages(yaml.safe_load(text))
+        stale = stale_at(rev)
         stale.pop("plot", None)  # the figures: not what the headline metrics come from
         if stale:
             raise SystemExit(
@@ -69,17 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metric", action="append", help=f"default: {', '.join(COLUMNS)}")
     ap.add_argument("--out", type=Path, required=True, help="path without suffix")
     args = ap.parse_args(argv)
-    if args.exp_json is not None:
-        exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
-    else:
-        cmd = ["dvc", "exp", "show", "--json", "--all-commits"]
-        exp_show = json.loads(
-            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        )
+    exp = exp_show(args.exp_json, ["--all-commits"])
     metrics = tuple(args.metric or COLUMNS)
-    heads = headlines(exp_show, args.exp)
+    heads = headlines(exp, args.exp)
     if args.exp_json is None:  # the commits are in this repository: check each lock
-        check_fresh(revs(exp_show, args.exp))
+        check_fresh(revs(exp, args.exp))
     df = across_seeds(heads, metrics, SYSTEMS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out.with_suffix(".csv")) as tmp:

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
-from lib.dvclock import stale_stages  # noqa: E402
+from lib.experiments import exp_show, stale_at, where_params  # noqa: E402
 from lib.figures import _exp_states, lookup  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRIC, SCORES  # noqa: E402
@@ -61,12 +58,7 @@ def read_scores(rev: str) -> pd.DataFrame | None:
     import dvc.api
     import pyarrow.parquet as pq
 
-    lock = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True)
-    stale = {
-        k: v
-        for k, v in stale_stages(yaml.safe_load(lock.stdout or "{}") or {}).items()
-        if k in CHAIN
-    }
+    stale = {k: v for k, v in stale_at(rev).items() if k in CHAIN}
     if stale:  # its scores would belong to other generations: a stale result, not this one's
         raise SystemExit(f"select_sweep: {rev[:7]}: stale stages in its dvc.lock, {stale}")
 
@@ -125,19 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--formats", default="pdf,png")
     args = ap.parse_args(argv)
 
-    if args.exp_json is not None:
-        exp_show = json.loads(args.exp_json.read_text(encoding="utf-8"))
-    else:
-        revs = ["--rev", args.rev] if args.rev else ["--all-commits"]
-        cmd = ["dvc", "exp", "show", "--json", *revs]
-        exp_show = json.loads(
-            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        )
+    shown_exps = exp_show(args.exp_json, ["--rev", args.rev] if args.rev else ["--all-commits"])
     params = tuple(args.param or ["loss.lambda", "loss.objective"])
-    where = {
-        k: yaml.safe_load(v) for k, v in (w.split("=", 1) for w in args.where or ["eval_split=val"])
-    }
-    found = experiments(exp_show, where, params)
+    where = where_params(args.where or ["eval_split=val"])
+    found = experiments(shown_exps, where, params)
     scores, shown = {}, {}
     for name, (rev, par) in sorted(found.items()):
         df = read_scores(rev)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lib.across_seeds import across_seeds, to_markdown
-from lib.dvclock import stale_stages
+from lib.experiments import stale_stages
 
 # Pass@10 at three seeds: baseline 0.90, 0.80, 0.85; polychromic 1.00, 0.80, 0.90.
 #   polychromic: mean 0.9, sd √((0.1² + 0.1² + 0²)/2) = 0.1
