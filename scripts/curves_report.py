@@ -47,8 +47,15 @@ def main() -> None:
         print(f"{run} {metric}: settled at {sorted(steps)}")
         ok = steps if ok is None else ok & steps
     chosen = min(ok) if ok else None
-    print(f"chosen training length: {chosen if chosen is not None else 'none (no step settles)'}")
+    last = int(val.index.max())
+    print(
+        f"chosen training length: {chosen}"
+        if chosen is not None
+        else f"chosen training length: none (no step settles; the curves end at step {last}: "
+        f"run them longer)"
+    )
     out = Path(args.out or Path(args.curves).parent)
+    out.mkdir(parents=True, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")

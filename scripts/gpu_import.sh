@@ -13,7 +13,10 @@ trap 'rm -rf "$tmp"' EXIT
 shopt -s nullglob
 for b in "$dir"/t*.bundle; do
   git bundle verify -q "$b"
-  git fetch -q "$b" 'refs/exps/*:refs/exps/*'
+  # The experiments' refs only: refs/exps/exec/ holds DVC's own run-time pointers.
+  refs=$(git bundle list-heads "$b" | awk '$2 ~ /^refs\/exps\// && $2 !~ /^refs\/exps\/exec\// {print $2 ":" $2}')
+  [[ -n $refs ]] || { echo "$b: no experiment in it" >&2; exit 1; }
+  git fetch -q "$b" $refs
   echo "fetched $(basename "$b")"
 done
 for c in "$dir"/cache_t*.tgz; do

@@ -23,6 +23,23 @@ export OUT=${OUT:-$root/out}
 cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|curves|collect ...}
 shift
 step() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
+# worktree_to DIR: DIR's files become this checkout's working tree (tracked and untracked files
+# that git does not ignore: no .venv, .whl or parts), whatever DIR's git checkout holds.
+worktree_to() {
+  [[ -d $1/.git ]] && (cd "$1" && git ls-files -z | xargs -0 rm -f)
+  git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do
+    [[ -e $f ]] && printf '%s\0' "$f"
+  done | tar --null -T - -cf - | tar -xf - -C "$1"
+}
+# background NAME CMD...: run CMD in its own session (it outlives the call that starts it), its
+# output in $root/NAME.log and its exit status in $root/NAME.rc once it ends.
+background() {
+  local name=$1
+  shift
+  rm -f "$root/$name.rc"
+  touch "$root/$name.started"
+  setsid bash -c '"$@"; echo $? >"$0"' "$root/$name.rc" "$@" >"$root/$name.log" 2>&1 </dev/null &
+}
 
 case $cmd in
 stash)
@@ -48,47 +65,46 @@ seeds)
   profiles=$1 seeds=$2
   shift 2
   [[ ${1:-} == -- ]] && shift
-  git config --global user.email lease@polychromic.invalid
-  git config --global user.name "GPU lease"
+  # DVC's experiment commits need an identity; the machine is bare, so give it one if it has none.
+  git config --global user.email >/dev/null || git config --global user.email lease@polychromic.invalid
+  git config --global user.name >/dev/null || git config --global user.name "GPU lease"
   base=$root/base
-  rm -rf "$base" && mkdir -p "$base" && cp -a . "$base/" && cd "$base" || exit 1
-  rm -rf .whl .gpu
-  for p in $profiles; do python3 scripts/use_params.py "$p" || exit 1; done
-  git add -A && git commit -qm "GPU lease base: $profiles" || exit 1
+  rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" || exit 1
+  for p in $profiles; do PYTHONPATH=. python3 scripts/use_params.py "$p" || exit 1; done
+  git add -A && git commit -q --allow-empty -m "GPU lease base: $profiles" || exit 1
   step "base $(git rev-parse --short HEAD): $profiles"
   for k in $seeds; do
     rm -rf "$root/t$k" && git clone -q "$base" "$root/t$k" || exit 1
-    (cd "$root/t$k" && source scripts/gpu_env.sh && setsid dvc exp run -n "gpu-s$k" -S "train.seed=$k" "$@" >"$root/t$k.log" 2>&1 &
-     echo $! >"$root/t$k.pid")
+    (cd "$root/t$k" && source scripts/gpu_env.sh && background "t$k" dvc exp run -n "gpu-s$k" -S "train.seed=$k" "$@")
     step "seed $k started"
   done
   ;;
 curves)
   profiles=$1 steps=$2
   q=$root/curves
-  rm -rf "$q" && mkdir -p "$q" && cp -a . "$q/repo" && cd "$q/repo" && rm -rf .whl .gpu .git || exit 1
+  rm -rf "$q" && mkdir -p "$q/repo" && worktree_to "$q/repo" && cd "$q/repo" || exit 1
   source scripts/gpu_env.sh || exit 1
   for p in $profiles; do python3 scripts/use_params.py "$p" || exit 1; done
   python3 -m stages.prepare --out data/processed/pairs.parquet --report metrics/data.json \
     && python3 -m stages.split --pairs data/processed/pairs.parquet --out data/split --report metrics/split.json || exit 1
-  (setsid bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out" >"$root/curves.log" 2>&1 &
-   echo $! >"$root/curves.pid")
+  background curves bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out"
   step "curves started ($steps steps)"
   ;;
 collect)
   # Wait for every run this lease started, at most LIMIT seconds (the call's own limit is 600).
+  # A run is over when its exit status is written (NAME.rc beside NAME.started).
   deadline=$((SECONDS + ${LIMIT:-540}))
-  for pidf in "$root"/*.pid; do
-    [[ -f $pidf ]] || continue
-    pid=$(cat "$pidf")
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 5; done
-    kill -0 "$pid" 2>/dev/null && step "still running: $(basename "$pidf" .pid)"
+  for started in "$root"/*.started; do
+    [[ -f $started ]] || continue
+    run=${started%.started}
+    while [[ ! -f $run.rc ]] && ((SECONDS < deadline)); do sleep 5; done
+    if [[ -f $run.rc ]]; then step "${run##*/}: exit $(cat "$run.rc")"; else step "${run##*/}: still running"; fi
   done
   mkdir -p "$OUT"
   for t in "$root"/t[0-9]*; do
     [[ -d $t/.git ]] || continue
     k=${t##*/t}
-    tail -n 4 "$root/t$k.log"
+    grep -a -E "Running stage|took|Ran experiment|ERROR" "$root/t$k.log" | tail -n 12
     (cd "$t" && git bundle create -q "$OUT/t$k.bundle" --all \
       && find .dvc/cache -type f -size -8M -print0 | tar -czf "$OUT/cache_t$k.tgz" --null -T -)
   done

@@ -1,0 +1,103 @@
+"""The GPU lease's round trip, run here on CPU: scripts/gpu_lease.sh starts one DVC experiment per
+training seed in the background and collects bundles and caches; scripts/gpu_import.sh takes them
+into another clone, where `dvc exp` must list them and the cache must hold their outputs.
+
+The same scripts ran issue 18's social test runs on the H200 (2026-12-01); here the target is the
+smoke profile's `split` stage (seconds), so the wiring is what is tested, not the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists(),
+    reason="dvc is not installed",
+)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    site = tmp / "site"
+    site.mkdir()
+    (site / ".wheels").touch()  # the wheelhouse is "installed": this venv has every package
+    home = tmp / "home"
+    home.mkdir()
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(home),  # the lease may write a git identity: never into the real one
+        "LEASE_ROOT": str(tmp / "lease"),
+        "SITE": str(site),
+        "OUT": str(tmp / "out"),
+        "POLYCHROMIC_CACHE": str(tmp / "cache"),
+        "LIMIT": "240",
+    }
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"{cmd}: rc {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p.stdout + p.stderr
+
+
+def _lock_of(repo: Path, ref: str) -> dict:
+    return yaml.safe_load(
+        subprocess.run(
+            ["git", "show", f"{ref}:dvc.lock"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+    )
+
+
+def test_seeds_collect_import_round_trip(tmp_path):
+    env = _env(tmp_path)
+    # The lease reads this checkout (its working tree, as the device machine's copy) and writes
+    # only under LEASE_ROOT, OUT and HOME.
+    src = ROOT
+    _sh(["bash", "scripts/gpu_lease.sh", "seeds", "configs/smoke.yaml", "0 1", "--", "split"],
+        src, env)  # fmt: skip
+    out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], src, env)
+    assert "t0: exit 0" in out and "t1: exit 0" in out, out
+    got = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert got == ["cache_t0.tgz", "cache_t1.tgz", "logs.gz", "t0.bundle", "t1.bundle"]
+
+    dst = tmp_path / "dst"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
+    listed = _sh(["bash", str(ROOT / "scripts" / "gpu_import.sh"), str(tmp_path / "out")], dst, env)
+    assert "gpu-s0" in listed and "gpu-s1" in listed, listed
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=dst, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    by_name = {r.rsplit("/", 1)[1]: r for r in refs}
+    assert set(by_name) == {"gpu-s0", "gpu-s1"}
+    cache = dst / ".dvc" / "cache" / "files" / "md5"
+    for seed in (0, 1):
+        ref = by_name[f"gpu-s{seed}"]
+        params = yaml.safe_load(
+            subprocess.run(
+                ["git", "show", f"{ref}:params.yaml"],
+                cwd=dst,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout  # fmt: skip
+        )
+        assert params["train"]["seed"] == seed  # -S train.seed=<k> reached the experiment
+        assert (
+            params["split"]["max_train"]
+            == yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["split"]["max_train"]
+        )  # the profile is in the base commit
+        split = _lock_of(dst, ref)["stages"]["split"]["outs"]
+        md5 = next(o["md5"] for o in split if o["path"] == "data/split")
+        manifest = cache / md5[:2] / md5[2:]  # a directory output: its .dir listing
+        assert manifest.exists(), f"seed {seed}: {manifest} not imported"
+        for entry in yaml.safe_load(manifest.read_text()):  # JSON is YAML
+            assert (cache / entry["md5"][:2] / entry["md5"][2:]).exists(), entry
