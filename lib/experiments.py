@@ -57,3 +57,38 @@ def stale_at(rev: str) -> dict[str, list[str]]:
     cmd = ["git", "show", f"{rev}:dvc.lock"]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return stale_stages(yaml.safe_load(text) or {})
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def lookup(d: Mapping[str, Any], key: str) -> Any:
+    """Value at dotted `key`, or at the one flattened key ending in `.key`; None if absent.
+
+    Lets the Pareto script read `semantic_diversity` whether metrics/polychromic.json is flat or
+    nests it (e.g. under `mean`). Two different matches raise ValueError rather than guess.
+    """
+    flat = _flatten(d)
+    if key in flat:
+        return flat[key]
+    if f"mean.{key}" in flat:  # the score stage's layout: `mean` beside `n_prompts_with` counts
+        return flat[f"mean.{key}"]
+    hits = {k: v for k, v in flat.items() if k.endswith("." + key)}
+    if len(hits) > 1:
+        raise ValueError(f"'{key}' is ambiguous: matches {sorted(hits)}")
+    return next(iter(hits.values()), None)
+
+
+def exp_states(rows: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    """Every state of `dvc exp show --json` (baselines and their experiments), depth first."""
+    # [ExpState{rev, name, data, error, experiments: [ExpRange{revs}]}]
+    for state in rows:
+        yield state
+        for rng in state.get("experiments") or []:
+            yield from exp_states(rng.get("revs") or [])

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lib.config import param  # noqa: E402
+from lib.experiments import exp_states, lookup  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRICS, PASS_AT_K, PASS_HAT_K, SYSTEM_LABELS, SYSTEMS  # noqa: E402
 
@@ -448,40 +449,6 @@ def pareto_figure(df: pd.DataFrame, x_label: str, y_label: str) -> plt.Figure:
     return fig
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, Mapping):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    return out
-
-
-def lookup(d: Mapping[str, Any], key: str) -> Any:
-    """Value at dotted `key`, or at the one flattened key ending in `.key`; None if absent.
-
-    Lets the Pareto script read `semantic_diversity` whether metrics/polychromic.json is flat or
-    nests it (e.g. under `mean`). Two different matches raise ValueError rather than guess.
-    """
-    flat = _flatten(d)
-    if key in flat:
-        return flat[key]
-    if f"mean.{key}" in flat:  # the score stage's layout: `mean` beside `n_prompts_with` counts
-        return flat[f"mean.{key}"]
-    hits = {k: v for k, v in flat.items() if k.endswith("." + key)}
-    if len(hits) > 1:
-        raise ValueError(f"'{key}' is ambiguous: matches {sorted(hits)}")
-    return next(iter(hits.values()), None)
-
-
-def _exp_states(rows: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
-    # `dvc exp show --json`: [ExpState{rev, name, data, error, experiments: [ExpRange{revs}]}]
-    for state in rows:
-        yield state
-        for rng in state.get("experiments") or []:
-            yield from _exp_states(rng.get("revs") or [])
-
-
 def experiment_rows(
     exp_show: Sequence[Mapping[str, Any]],
     metrics_file: str,
@@ -501,7 +468,7 @@ def experiment_rows(
     workspace and the experiment it holds) appear once, under the experiment's name.
     """
     rows, seen = [], {}
-    for st in _exp_states(exp_show):
+    for st in exp_states(exp_show):
         data = st.get("data") or {}
         rev = str(st.get("rev", ""))
         name = st.get("name") or (rev if rev == "workspace" else rev[:7])

@@ -17,8 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.across_seeds import COLUMNS, across_seeds, to_markdown  # noqa: E402
-from lib.experiments import exp_show, stale_at  # noqa: E402
-from lib.figures import _exp_states  # noqa: E402
+from lib.experiments import exp_show, exp_states, stale_at  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRIC, SYSTEM_LABELS, SYSTEMS  # noqa: E402
 
@@ -26,7 +25,7 @@ from lib.schemas import METRIC, SYSTEM_LABELS, SYSTEMS  # noqa: E402
 def headlines(exp_show: list, names: list[str]) -> dict[str, dict]:
     """name -> system -> headline metrics, for each named experiment (missing ones fail, named)."""
     found = {}
-    for st in _exp_states(exp_show):
+    for st in exp_states(exp_show):
         if st.get("name") in names:
             met = (st.get("data") or {}).get("metrics") or {}
             found[st["name"]] = {
@@ -39,7 +38,7 @@ def headlines(exp_show: list, names: list[str]) -> dict[str, dict]:
 
 
 def revs(exp_show: list, names: list[str]) -> dict[str, str]:
-    return {st["name"]: str(st["rev"]) for st in _exp_states(exp_show) if st.get("name") in names}
+    return {st["name"]: str(st["rev"]) for st in exp_states(exp_show) if st.get("name") in names}
 
 
 def check_fresh(rev_of: dict[str, str]) -> None:

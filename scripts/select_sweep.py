@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
-from lib.experiments import exp_show, stale_at, where_params  # noqa: E402
-from lib.figures import _exp_states, lookup  # noqa: E402
+from lib.experiments import exp_show, exp_states, lookup, stale_at, where_params  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRIC, SCORES  # noqa: E402
 from lib.selection import select  # noqa: E402
@@ -40,7 +39,7 @@ def experiments(
     experiments under each baseline, never a baseline commit or the workspace itself."""
     out = {}
     runs = [r for st in exp_show for g in st.get("experiments") or [] for r in g.get("revs") or []]
-    for st in _exp_states(runs):
+    for st in exp_states(runs):
         name, rev = st.get("name"), str(st.get("rev", ""))
         if not name:
             continue

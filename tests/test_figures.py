@@ -15,6 +15,7 @@ from score_tables import PARAMS_YAML, score_table, write_judgments, write_scores
 
 from lib import figures as F
 from lib.config import params_for
+from lib.experiments import lookup
 from lib.schemas import SCORE_METRICS, SYSTEMS
 from lib.stats import compute_stats
 
@@ -115,8 +116,8 @@ def test_experiment_rows_filter_by_params_and_name_the_workspace_after_its_exper
 
 def test_lookup_ambiguous_key_raises():
     with pytest.raises(ValueError, match="ambiguous"):
-        F.lookup({"a": {"x": 1}, "b": {"x": 2}}, "x")
-    assert F.lookup({"a": {"x": 1}}, "a.x") == 1 and F.lookup({"a": 1}, "zz") is None
+        lookup({"a": {"x": 1}, "b": {"x": 2}}, "x")
+    assert lookup({"a": {"x": 1}}, "a.x") == 1 and lookup({"a": 1}, "zz") is None
 
 
 def test_lookup_reads_the_score_stages_own_metrics_layout():
@@ -130,9 +131,9 @@ def test_lookup_reads_the_score_stages_own_metrics_layout():
     scores = pd.DataFrame({m: [0.2, 0.4] for m in SCORE_METRICS})
     scores["n_pass"] = pd.array([1, 3], dtype="Int64")
     summary = summarise(scores, "polychromic")
-    assert F.lookup(summary, "semantic_diversity") == pytest.approx(0.3)
-    assert F.lookup(summary, "pass_at_10") == pytest.approx(0.3)
-    assert np.isfinite(F.lookup(summary, "mean_n_pass"))
+    assert lookup(summary, "semantic_diversity") == pytest.approx(0.3)
+    assert lookup(summary, "pass_at_10") == pytest.approx(0.3)
+    assert np.isfinite(lookup(summary, "mean_n_pass"))
 
 
 def test_pareto_script(tmp_path):
