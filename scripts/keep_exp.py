@@ -4,8 +4,9 @@ cached outputs a report needs (the samples), under a folder of reports/.
     python scripts/keep_exp.py test-s0 reports/social_test/seed0 --outs data/generations
 
 Experiment refs and the DVC cache live with one checkout and its remote; a folder in git is what
-every clone has. The folder gets `dvc.lock`, `params.yaml`, every git-tracked file under
-`metrics/` at the experiment's commit (table.md, stats.json, headline/, the training curves), and
+every clone has. The folder gets `dvc.lock`, `params.yaml`, the git-tracked files under `metrics/`
+that its dvc.lock lists as outputs (table.md, stats.json, headline/, the training curves; not a
+stage_times.tsv some other run left in the tree), and
 for each `--outs` prefix the matching outputs of its dvc.lock, copied from the DVC cache (checked
 against the lock's md5). It refuses an experiment whose dvc.lock is not one consistent run
 (lib.experiments.stale_at) and writes the folder whole or not at all.
@@ -60,7 +61,12 @@ def keep(rev: str, out: Path, outs: list[str]) -> list[str]:
     try:
         (tmp / "dvc.lock").write_text(lock_text)
         (tmp / "params.yaml").write_text(_git("show", f"{rev}:params.yaml"))
+        made = [
+            o["path"] for st in (lock.get("stages") or {}).values() for o in st.get("outs") or []
+        ]
         for path in _git("ls-tree", "-r", "--name-only", rev, "metrics/").splitlines():
+            if not any(path == m or path.startswith(m.rstrip("/") + "/") for m in made):
+                continue  # not this run's output (stage_times.tsv of another machine's run, say)
             dst = tmp / path
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(_git("show", f"{rev}:{path}", binary=True))

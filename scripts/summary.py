@@ -3,6 +3,8 @@
     python scripts/summary.py --run social=. --out reports/summary.md         # this checkout
     python scripts/summary.py --run social=reports/social_v2 --run code=reports/code_v2 \\
         --run qa=reports/qa_v2 --out reports/summary.md
+    python scripts/summary.py --run social=reports/social_test/seed0,reports/social_test/seed1
+                                                      # several training seeds: their means
 
 A run is a folder holding what one `dvc repro` wrote: `stats.json` (or `metrics/stats.json`), a
 stage-times table (`stage_times.tsv`, `metrics/stage_times.tsv` or `h200_stage_times.tsv`, from
@@ -76,6 +78,26 @@ def rows(domain: str, run: Path) -> list[dict[str, object]]:
     return out
 
 
+def mean_rows(domain: str, runs: list[Path]) -> list[dict[str, object]]:
+    """`rows` of each run (one a training seed), averaged per system: a figure is the mean over
+    the runs, and missing when any run lacks it (a mean over fewer seeds would pass as all)."""
+    per_run = [rows(domain, r) for r in runs]
+    out = []
+    for i, s in enumerate(SYSTEMS):
+        row: dict[str, object] = {"domain": domain, "system": s, "seeds": len(runs)}
+        ns = {r[i]["n"] for r in per_run}
+        if len(ns) > 1:
+            raise SystemExit(f"summary: {domain}: the runs evaluate {s} on different n: {ns}")
+        row["n"] = ns.pop()
+        for key in (*COLUMNS, "train_s", "generate_s", "tokens"):
+            vals = [r[i][key] for r in per_run]
+            ok = all(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in vals)
+            mean = sum(float(v) for v in vals) / len(vals) if ok else None  # type: ignore[arg-type]
+            row[key] = round(mean) if ok and key == "tokens" else mean
+        out.append(row)
+    return out
+
+
 def _cell(v: object, fmt: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -84,11 +106,12 @@ def _cell(v: object, fmt: str) -> str:
 
 def markdown(table: list[dict[str, object]]) -> str:
     label = {m.name: m.display for m in METRICS}
-    head = ["Domain", "System", "n", *(label[m] for m in COLUMNS)]
+    head = ["Domain", "System", "n", "Seeds", *(label[m] for m in COLUMNS)]
     head += ["Train s", "Generate s", "Tokens generated"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         cells = [str(r["domain"]), SYSTEM_LABELS[str(r["system"])], _cell(r["n"], "d")]
+        cells.append(_cell(r["seeds"], "d"))
         cells += [_cell(r[m], ".3f") for m in COLUMNS]
         cells += [
             _cell(r["train_s"], ".0f"),
@@ -101,7 +124,12 @@ def markdown(table: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", action="append", required=True, help="DOMAIN=FOLDER (repeatable)")
+    ap.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        help="DOMAIN=FOLDER[,FOLDER...] (repeatable); several folders: one run per training seed",
+    )
     ap.add_argument("--out", type=Path, help="write the markdown there (default: print it)")
     args = ap.parse_args(argv)
     table = []
@@ -109,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         domain, sep, folder = spec.partition("=")
         if not sep or not domain or not folder:
             raise SystemExit(f"summary: --run takes DOMAIN=FOLDER, not '{spec}'")
-        table += rows(domain, Path(folder))
+        table += mean_rows(domain, [Path(f) for f in folder.split(",")])
     text = markdown(table)
     if args.out:
         write_text(text, args.out)

@@ -59,6 +59,7 @@ def repo(tmp_path: Path) -> Path:
     (r / "metrics").mkdir()
     p = _run(r, DVC, "repro", "-q")
     assert p.returncode == 0, p.stderr
+    (r / "metrics" / "stage_times.tsv").write_text("stage\tseconds\nmake\t1.0\n")  # no stage's
     assert _run(r, "git", "add", "-A").returncode == 0
     assert _run(r, "git", "commit", "-qm", "run").returncode == 0
     return r
@@ -77,6 +78,7 @@ def test_keeps_lock_params_metrics_and_checked_outputs(repo):
     assert json.loads((kept / "metrics" / "n.json").read_text()) == {"lines": 3}
     assert (kept / "data" / "b.txt").read_text() == "X\nX\nX\n"
     assert not (kept / "data" / "a.txt").exists()  # not under --outs
+    assert not (kept / "metrics" / "stage_times.tsv").exists()  # tracked, but no stage made it
 
 
 def test_refuses_a_corrupt_cache_object_and_leaves_nothing(repo):

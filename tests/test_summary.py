@@ -79,3 +79,34 @@ def test_summary_names_a_bad_run(tmp_path):
         summary.main(["--run", "social"])
     with pytest.raises(SystemExit, match="has no stats.json"):
         summary.main(["--run", f"social={tmp_path}"])
+
+
+def test_summary_averages_the_seeds_of_a_domain_and_leaves_partial_figures_missing(
+    tmp_path, capsys
+):
+    a, b = _run(tmp_path, "s0"), _run(tmp_path, "s1")
+    stats = json.loads((b / "metrics/stats.json").read_text())
+    stats["summary"]["pass_at_10"]["polychromic"]["mean"] = 0.5  # seed 0: 2/3, seed 1: 1/2
+    stats["summary"]["effective_diversity"]["polychromic"]["mean"] = None  # seed 1 lacks it
+    (b / "metrics/stats.json").write_text(json.dumps(stats))
+    (b / "metrics/stage_times.tsv").write_text("stage\tseconds\ntrain_polychromic\t200.6\n")
+    summary.main(["--run", f"social={a},{b}"])
+    text = capsys.readouterr().out
+    head = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    col = {name: i for i, name in enumerate(head)}
+    poly = _row(text, "social", "Polychromic")
+    assert poly[col["Seeds"]] == "2"
+    assert poly[col["Pass@10 ↑"]] == "0.583"  # (2/3 + 1/2) / 2 = 7/12
+    assert poly[col["Effective diversity ↑"]] == "–"  # one seed lacks it: not the other's 0.25
+    assert poly[col["Train s"]] == "191"  # (181.4 + 200.6) / 2
+    assert poly[col["Generate s"]] == "–"  # seed 1 has no generate time
+    assert poly[col["Tokens generated"]] == "7"  # 7 in each seed
+
+
+def test_summary_refuses_seeds_evaluated_on_different_n(tmp_path):
+    a, b = _run(tmp_path, "s0"), _run(tmp_path, "s1")
+    stats = json.loads((b / "metrics/stats.json").read_text())
+    stats["n_prompts"]["baseline"] = 4
+    (b / "metrics/stats.json").write_text(json.dumps(stats))
+    with pytest.raises(SystemExit, match=r"evaluate baseline on different n: \{3, 4\}"):
+        summary.main(["--run", f"social={a},{b}"])
