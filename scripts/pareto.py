@@ -3,6 +3,9 @@
 python scripts/pareto.py --out reports/pareto             # runs `dvc exp show --json`
 python scripts/pareto.py --exp-json exps.json --quality pass_at_10 --out plots/pareto
 python scripts/pareto.py --where eval_split=val --param loss.lambda --param loss.objective  # the sweep
+python scripts/pareto.py --rows reports/social_sweep/selection.csv --rows-quality primary \
+    --quality pass_at_10 --param loss.lambda --param loss.objective --out reports/social_sweep/pareto
+                       # from a table already read (select_sweep's): no experiments needed
 
 Reads each experiment's params (default loss.lambda) and metrics/headline/polychromic.json, marks the
 non-dominated experiments (both axes maximised), writes <out>.pdf/.png and <out>.csv.
@@ -15,6 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
 
 from lib import experiments  # noqa: E402
 from lib import figures as F  # noqa: E402
@@ -43,20 +48,34 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="KEY=VALUE params filter, repeatable; e.g. eval_split=val (never mix val and test)",
     )
+    ap.add_argument(
+        "--rows",
+        type=Path,
+        help="CSV of experiments already read (experiment, the params, diversity, a quality "
+        "column), e.g. scripts/select_sweep.py's; instead of `dvc exp show`",
+    )
+    ap.add_argument("--rows-quality", default="quality", help="--rows' quality column")
     args = ap.parse_args(argv)
 
-    exp_show = experiments.exp_show(args.exp_json)
     params = tuple(args.param or ["loss.lambda"])
-    where = experiments.where_params(args.where)
-    df = F.experiment_rows(
-        exp_show,
-        args.metrics_file,
-        args.diversity,
-        args.quality,
-        params,
-        where=where,
-        system=args.system or None,
-    )
+    if args.rows is not None:
+        table = pd.read_csv(args.rows)
+        cols = ["experiment", *params, "diversity", args.rows_quality]
+        missing = [c for c in cols if c not in table.columns]
+        if missing:
+            raise SystemExit(f"pareto: {args.rows} has no column {missing}")
+        table = table[cols].rename(columns={args.rows_quality: "quality"})
+        df = F.front_rows(table.dropna(subset=["diversity", "quality"]), params)
+    else:
+        df = F.experiment_rows(
+            experiments.exp_show(args.exp_json),
+            args.metrics_file,
+            args.diversity,
+            args.quality,
+            params,
+            where=experiments.where_params(args.where),
+            system=args.system or None,
+        )
     if df.empty:
         raise SystemExit(f"pareto: no experiment has both {args.diversity} and {args.quality}")
     with atomic_path(args.out.with_suffix(".csv")) as tmp:

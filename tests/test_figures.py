@@ -164,6 +164,31 @@ def test_pareto_script(tmp_path):
     assert csv["on_front"].sum() == 3
 
 
+def test_pareto_script_from_a_table_already_read(tmp_path):
+    # select_sweep's table: diversity and the primary metric per experiment. (0.80, 0.98) and
+    # (0.79, 0.99) trade off, (0.78, 0.95) is beaten by both on both axes: two on the front.
+    rows = tmp_path / "selection.csv"
+    pd.DataFrame(
+        {
+            "experiment": ["a", "b", "c"],
+            "loss.lambda": [10, 0, 3],
+            "loss.objective": ["additive", "additive", "passk"],
+            "primary": [0.98, 0.99, 0.95],
+            "diversity": [0.80, 0.79, 0.78],
+        }
+    ).to_csv(rows, index=False)
+    out = tmp_path / "pareto"
+    cmd = [sys.executable, str(ROOT / "scripts" / "pareto.py"), "--rows", str(rows)]
+    cmd += ["--rows-quality", "primary", "--param", "loss.lambda", "--param", "loss.objective"]
+    r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    csv = pd.read_csv(tmp_path / "pareto.csv").set_index("experiment")
+    assert csv["on_front"].to_dict() == {"a": True, "b": True, "c": False}
+    assert csv.loc["a", "label"] == "λ=10, additive"
+    r = subprocess.run([*cmd[:4], "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "has no column ['quality']" in r.stderr
+
+
 def _stats(**drop):
     scores = {s: score_table(s) for s in SYSTEMS}
     for metric, system in drop.items():
