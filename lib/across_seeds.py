@@ -37,8 +37,9 @@ def across_seeds(
     system: str = "polychromic",
     reference: str = "baseline",
 ) -> pd.DataFrame:
-    """One row per (row, metric): row is a system or "<system> − <reference>"; columns n, mean,
-    sd and each run's value (NaN where it has none)."""
+    """One row per (row, metric): row is a system or "<system> − <reference>", `vs` the reference
+    of a difference row (None for a system's own row); columns n, mean, sd and each run's value
+    (NaN where it has none)."""
     rows = []
 
     def value(run: str, sys_: str, m: str) -> float | None:
@@ -50,15 +51,16 @@ def across_seeds(
         for m in metrics:
             per = {r: value(r, sys_, m) for r in names}
             n, mean, sd = _summary([v for v in per.values() if v is not None])
-            rows.append({"row": sys_, "metric": m, "n": n, "mean": mean, "sd": sd, **_nan(per)})
+            row = {"row": sys_, "vs": None, "metric": m, "n": n, "mean": mean, "sd": sd}
+            rows.append({**row, **_nan(per)})
     for m in metrics:
         per = {}
         for r in names:
             a, b = value(r, system, m), value(r, reference, m)
             per[r] = None if a is None or b is None else a - b  # paired by seed
         n, mean, sd = _summary([v for v in per.values() if v is not None])
-        label = f"{system} − {reference}"
-        rows.append({"row": label, "metric": m, "n": n, "mean": mean, "sd": sd, **_nan(per)})
+        row = {"row": f"{system} − {reference}", "vs": reference, "metric": m}
+        rows.append({**row, "n": n, "mean": mean, "sd": sd, **_nan(per)})
     return pd.DataFrame(rows)
 
 
@@ -72,23 +74,25 @@ def to_markdown(
     """Rows (systems, then the difference) × metrics, each cell "mean ± sd" with R in
     parentheses where a run lacks the value; "–" where no run has it."""
     metrics = list(dict.fromkeys(df["metric"]))
-    runs = df.columns[5:]
+    runs = df.columns[6:]
     head = ["System", *(metric_labels.get(m, m) for m in metrics)]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in dict.fromkeys(df["row"]):
         cells = []
+        rows = df[df["row"] == row]
+        vs = None if pd.isna(rows["vs"].iloc[0]) else str(rows["vs"].iloc[0])
         for m in metrics:
-            r = df[(df["row"] == row) & (df["metric"] == m)].iloc[0]
+            r = rows[rows["metric"] == m].iloc[0]
             if r["n"] == 0:
                 cells.append("–")
                 continue
             sd = "" if math.isnan(r["sd"]) else f" ± {r['sd']:.3f}"
             n = "" if r["n"] == len(runs) else f" ({r['n']})"
-            cells.append(f"{r['mean']:+.3f}{sd}{n}" if "−" in row else f"{r['mean']:.3f}{sd}{n}")
-        if "−" in row:
-            a, b = row.split(" − ")
-            name = f"{labels.get(a, a)} − {labels.get(b, b)} (paired by seed)"
-        else:
+            cells.append(f"{r['mean']:.3f}{sd}{n}" if vs is None else f"{r['mean']:+.3f}{sd}{n}")
+        if vs is None:
             name = labels.get(row, row)
+        else:
+            system = row.removesuffix(f" − {vs}")
+            name = f"{labels.get(system, system)} − {labels.get(vs, vs)} (paired by seed)"
         out.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(out) + "\n"

@@ -109,3 +109,13 @@ def test_stale_stages_names_a_dep_another_stage_wrote_differently():
     assert stale_stages(lock) == {"stats": ["scores.parquet"]}
     lock["stages"]["stats"]["deps"][0]["md5"] = "s2"
     assert stale_stages(lock) == {}
+
+
+def test_a_system_named_with_a_dash_is_still_a_system_row():
+    # The difference row was once found by "−" in its name: a system called "gem−v2" then printed
+    # as a signed difference "(paired by seed)". The frame now says which row is a difference.
+    runs = {r: {"gem−v2": v["baseline"], "polychromic": v["polychromic"]} for r, v in RUNS.items()}
+    df = across_seeds(runs, ["pass_at_10"], ["gem−v2", "polychromic"], reference="gem−v2")
+    md = to_markdown(df, {}, {})
+    assert "| gem−v2 | 0.850 ± 0.050 |" in md  # (0.90 + 0.80 + 0.85) / 3, sd 0.05, unsigned
+    assert "| polychromic − gem−v2 (paired by seed) | +0.050 ± 0.050 |" in md
