@@ -17,6 +17,21 @@ from scripts.curves_report import settled
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _report(tmp_path: Path, rows: list[tuple], *args: str) -> str:
+    """Write `rows` (run, metric, step, value) as curves.tsv and run the report on it."""
+    path = tmp_path / "curves.tsv"
+    pd.DataFrame(rows, columns=["run", "metric", "step", "value"]).to_csv(
+        path, sep="\t", index=False
+    )
+    return subprocess.run(
+        [sys.executable, "scripts/curves_report.py", str(path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def test_settled_steps_by_hand():
     # CE 4.0 → 3.5 (12.5 % better, not settled) → 3.47 (0.86 % better than 3.5: settled) ...
     ce = pd.Series([4.0, 3.5, 3.5, 3.47, 3.469], index=[0, 50, 100, 150, 200])
@@ -35,17 +50,7 @@ def test_chosen_step_is_the_first_that_every_curve_allows(tmp_path):
         for i, step in enumerate(range(0, 500, 100)):
             rows.append((run, "val/ce", step, ce[i]))
             rows.append((run, "val/reward", step, reward[i]))
-    path = tmp_path / "curves.tsv"
-    pd.DataFrame(rows, columns=["run", "metric", "step", "value"]).to_csv(
-        path, sep="\t", index=False
-    )
-    out = subprocess.run(
-        [sys.executable, "scripts/curves_report.py", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _report(tmp_path, rows)
     # a/ce settles at 100 (3.6 → 3.59), b/ce at 200; a/reward at 200 (0.13 → 0.13), b/reward at 100.
     assert "chosen training length: 200" in out
     assert (tmp_path / "val_curves.png").stat().st_size > 0
@@ -59,18 +64,8 @@ def test_no_settled_step_says_so_and_still_draws_into_a_new_folder(tmp_path):
     for step, ce in zip(range(25, 300, 25), [2.36, 2.21, 2.17, 2.12, 2.08, 2.07, 2.06, 2.05,
                                             2.04, 2.035, 2.03], strict=True):  # fmt: skip
         rows += [("a", "val/ce", step, ce), ("a", "val/reward", step, 0.02)]
-    path = tmp_path / "curves.tsv"
-    pd.DataFrame(rows, columns=["run", "metric", "step", "value"]).to_csv(
-        path, sep="\t", index=False
-    )
     out_dir = tmp_path / "new" / "report"
-    out = subprocess.run(
-        [sys.executable, "scripts/curves_report.py", str(path), "--out", str(out_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _report(tmp_path, rows, "--out", str(out_dir))
     # 175 → 275: 2.06 → 2.03 is 1.46 % better, so 175 does not settle; nor does any step before.
     assert "chosen training length: none (no step settles; the curves end at step 275" in out
     assert (out_dir / "val_curves.pdf").stat().st_size > 0
