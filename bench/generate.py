@@ -56,9 +56,8 @@ QUESTIONS = [
 
 
 def qwen3_8b_random(device: torch.device) -> torch.nn.Module:
+    from shapes import QWEN3_8B_SHAPES
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from lib.shapes import QWEN3_8B_SHAPES
 
     cfg = Qwen3Config(
         **QWEN3_8B_SHAPES,

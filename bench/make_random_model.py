@@ -12,8 +12,7 @@ import argparse
 import time
 
 import torch
-
-from lib.shapes import QWEN3_8B_SHAPES
+from shapes import QWEN3_8B_SHAPES
 
 ARCHS = {"qwen3-8b": QWEN3_8B_SHAPES}
 

@@ -154,9 +154,8 @@ def synthetic_pairs(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def qwen3_8b_random(device: torch.device, dtype: torch.dtype):
+    from shapes import QWEN3_8B_SHAPES
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from lib.shapes import QWEN3_8B_SHAPES
 
     config = Qwen3Config(
         **QWEN3_8B_SHAPES,

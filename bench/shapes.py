@@ -1,5 +1,6 @@
 """Model shapes for random-weight stand-ins: speed and memory at paper scale where no weights can
-be downloaded (bench/). Not read by any pipeline stage."""
+be downloaded. Read by the bench scripts beside it only (`from shapes import ...`: a script run as
+`python bench/X.py` has bench/ first on its path)."""
 
 # Qwen3-8B's config.json sizes.
 QWEN3_8B_SHAPES = dict(
