@@ -18,12 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lib.schemas import Schema
-
-
-class SchemaError(ValueError):
-    """A Parquet artefact does not match the schema a stage expects."""
-
+from lib.schemas import Schema, SchemaError  # SchemaError lives beside the schemas it checks
 
 STALE_TMP_S = 3600.0  # a temp sibling older than this belongs to a writer that was killed
 

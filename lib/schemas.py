@@ -12,6 +12,10 @@ import pandas as pd
 import pyarrow as pa
 
 
+class SchemaError(ValueError):
+    """A Parquet artefact does not match the schema a stage expects."""
+
+
 @dataclass(frozen=True)
 class Schema:
     name: str
@@ -23,8 +27,6 @@ class Schema:
         return self.arrow.names
 
     def check(self, got: pa.Schema, where: str) -> None:
-        from lib.io import SchemaError
-
         names = set(got.names)
         missing = [f.name for f in self.arrow if f.name not in names]
         extra = [n for n in got.names if n not in set(self.columns)]
@@ -45,8 +47,6 @@ class Schema:
             )
 
     def to_table(self, df: pd.DataFrame, where: str) -> pa.Table:
-        from lib.io import SchemaError
-
         self.check(pa.Schema.from_pandas(df, preserve_index=False), where)
         for f in self.arrow:
             if not f.nullable and df[f.name].isna().any():

@@ -10,29 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from lib.judge.prompts import Question, pass_question
+from lib.metrics import pass_at_k
 
 KS = tuple(range(1, 11))
 
 
-def _pass_at_k(n: int, c: int, k: int) -> float:
-    try:
-        from lib.metrics import pass_at_k  # the scoring engineer's estimator, one definition
-    except ImportError:
-        pass_at_k = None
-    if pass_at_k is not None:
-        return float(pass_at_k(n, c, k))
-    # Same formula as lib.metrics.pass_at_k (kept until that module lands everywhere).
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
 def pass_at_k_row(n: int, c: int) -> dict[str, float]:
-    return {f"pass_at_{k}": (_pass_at_k(n, c, k) if 0 < k <= n else float("nan")) for k in KS}
+    return {f"pass_at_{k}": (pass_at_k(n, c, k) if 0 < k <= n else float("nan")) for k in KS}
 
 
 def pass_questions(
