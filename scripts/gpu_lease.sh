@@ -31,6 +31,12 @@ worktree_to() {
     [[ -e $f ]] && printf '%s\0' "$f"
   done | tar --null -T - -cf - | tar -xf - -C "$1"
 }
+# identity: DVC's experiment commits need a git identity; a bare machine has none. Set one in this
+# repository only, and only where no scope gives one (never the user's global config).
+identity() {
+  git config user.email >/dev/null || git config --local user.email lease@polychromic.invalid
+  git config user.name >/dev/null || git config --local user.name "GPU lease"
+}
 # background NAME CMD...: run CMD in its own session (it outlives the call that starts it), its
 # output in $root/NAME.log and its exit status in $root/NAME.rc once it ends.
 background() {
@@ -75,16 +81,13 @@ seeds)
   profiles=$1 seeds=$2
   shift 2
   [[ ${1:-} == -- ]] && shift
-  # DVC's experiment commits need an identity; the machine is bare, so give it one if it has none.
-  git config --global user.email >/dev/null || git config --global user.email lease@polychromic.invalid
-  git config --global user.name >/dev/null || git config --global user.name "GPU lease"
   base=$root/base
-  rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" || exit 1
+  rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" && identity || exit 1
   for p in $profiles; do PYTHONPATH=. python3 scripts/use_params.py "$p" || exit 1; done
   git add -A && git commit -q --allow-empty -m "GPU lease base: $profiles" || exit 1
   step "base $(git rev-parse --short HEAD): $profiles"
   for k in $seeds; do
-    rm -rf "$root/t$k" && git clone -q "$base" "$root/t$k" || exit 1
+    rm -rf "$root/t$k" && git clone -q "$base" "$root/t$k" && (cd "$root/t$k" && identity) || exit 1
     (cd "$root/t$k" && source scripts/gpu_env.sh && background "t$k" dvc exp run -n "gpu-s$k" -S "train.seed=$k" "$@")
     step "seed $k started"
   done

@@ -63,6 +63,8 @@ def test_seeds_collect_import_round_trip(tmp_path):
     src = ROOT
     _sh(["bash", "scripts/gpu_lease.sh", "seeds", "configs/smoke.yaml", "0 1", "--", "split"],
         src, env)  # fmt: skip
+    # The runs committed with a lease identity set in their own repositories, not in HOME.
+    assert not (tmp_path / "home" / ".gitconfig").exists()
     out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], src, env)
     assert "t0: exit 0" in out and "t1: exit 0" in out, out
     got = sorted(p.name for p in (tmp_path / "out").iterdir())
