@@ -152,7 +152,7 @@ class KillResult:
     seed: int
     delay_s: float
     landed: bool  # dvc was still running when the SIGKILL was sent (else it had just finished)
-    states: dict[str, str]  # output -> absent | previous | new | partial(live)
+    states: dict[str, str]  # output -> absent | previous | new | unchanged | partial(live)
     status_changed: bool
     resumed_equal: bool
     resumed_from_checkpoint: bool
@@ -248,6 +248,8 @@ def _kill_and_check(
         fp = fingerprint(root, o)
         if fp is None:
             states[o] = "absent"
+        elif fp == ref.previous[o] == ref.new[o]:
+            states[o] = "unchanged"  # the change leaves this output as it was: new and previous
         elif fp == ref.previous[o]:
             states[o] = "previous"
         elif fp == ref.new[o]:
@@ -265,7 +267,7 @@ def _kill_and_check(
     st = dvc_cmd(["status", "--json", stage], root)
     stale_lock = "had been killed" in st.stdout + st.stderr
     changed = bool(json.loads(st.stdout or "{}"))
-    all_new = all(s == "new" for s in states.values())
+    all_new = all(s in ("new", "unchanged") for s in states.values())
     assert changed or all_new, f"{stage}: dvc status clean but outputs are {states}"
 
     had_ckpt = (
