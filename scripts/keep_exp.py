@@ -45,10 +45,10 @@ def rev_of(name: str) -> str:
     raise SystemExit(f"keep_exp: no experiment or revision called '{name}' (dvc exp list -A)")
 
 
-def cache_file(md5: str) -> Path:
-    cache = Path(subprocess.run(["dvc", "cache", "dir"], check=True, capture_output=True,
-                                text=True).stdout.strip())  # fmt: skip
-    return cache / "files" / "md5" / md5[:2] / md5[2:]
+def cache_root() -> Path:
+    """This checkout's DVC cache folder of md5-addressed files (`dvc cache dir`)."""
+    out = subprocess.run(["dvc", "cache", "dir"], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip()) / "files" / "md5"
 
 
 def keep(rev: str, out: Path, outs: list[str]) -> list[str]:
@@ -70,12 +70,12 @@ def keep(rev: str, out: Path, outs: list[str]) -> list[str]:
             dst = tmp / path
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(_git("show", f"{rev}:{path}", binary=True))
-        kept = []
+        kept, cache = [], cache_root()
         for st in (lock.get("stages") or {}).values():
             for o in st.get("outs") or []:
                 if not any(o["path"].startswith(p) for p in outs) or o["md5"].endswith(".dir"):
                     continue
-                src = cache_file(o["md5"])
+                src = cache / o["md5"][:2] / o["md5"][2:]
                 if not src.exists():
                     raise SystemExit(f"keep_exp: {o['path']} ({o['md5']}) is not in the DVC cache")
                 if hashlib.md5(src.read_bytes()).hexdigest() != o["md5"]:
