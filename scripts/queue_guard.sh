@@ -7,6 +7,7 @@
 git_() { git -c user.name=polychromic -c user.email=bench@localhost "$@"; }
 if [[ ! -d .git ]]; then  # a copy of the tree without git: DVC experiments are git commits
   git_ init -q
+  mkdir -p .git/info  # git without its templates makes no info/
   printf '/.whl/\n/.gpu/\n/site/\n/tok/\n' >>.git/info/exclude
   git_ add -A
   git_ commit -qm "snapshot of the working tree (scripts/queue_guard.sh)"
