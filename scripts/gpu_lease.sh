@@ -98,8 +98,11 @@ curves)
   rm -rf "$q" && mkdir -p "$q/repo" && worktree_to "$q/repo" && cd "$q/repo" || exit 1
   source scripts/gpu_env.sh || exit 1
   for p in $profiles; do python3 scripts/use_params.py "$p" || exit 1; done
-  python3 -m stages.prepare --out data/processed/pairs.parquet --report metrics/data.json \
-    && python3 -m stages.split --pairs data/processed/pairs.parquet --out data/split --report metrics/split.json || exit 1
+  # prepare and split as dvc.yaml runs them (its `cmd`s, not a copy of them), without DVC's cache
+  for s in prepare split; do
+    c=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open("dvc.yaml"))["stages"][sys.argv[1]]["cmd"])' $s) || exit 1
+    step "$c" && eval "$c" || exit 1
+  done
   background curves bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out"
   step "curves started ($steps steps)"
   ;;

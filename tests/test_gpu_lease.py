@@ -103,3 +103,27 @@ def test_seeds_collect_import_round_trip(tmp_path):
         assert manifest.exists(), f"seed {seed}: {manifest} not imported"
         for entry in yaml.safe_load(manifest.read_text()):  # JSON is YAML
             assert (cache / entry["md5"][:2] / entry["md5"][2:]).exists(), entry
+
+
+def test_curves_prepares_the_split_as_dvc_yaml_does_and_collects_both_runs(tmp_path):
+    # `curves` runs prepare and split with dvc.yaml's own commands (a stale copy of them would
+    # split differently from the pipeline the curves choose steps for), then trains polychromic and
+    # its λ 0 twin in the background; `collect` archives their DVCLive curves.
+    import tarfile
+
+    import pandas as pd
+
+    env = _env(tmp_path)
+    _sh(["bash", "scripts/gpu_lease.sh", "curves", "configs/smoke.yaml", "2"], ROOT, env)
+    out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], ROOT, env)
+    assert "curves: exit 0" in out, out
+    with tarfile.open(tmp_path / "out" / "curves.tgz") as tar:
+        rows = pd.read_csv(tar.extractfile("out/curves.tsv"), sep="\t")
+    assert set(rows["run"]) == {"polychromic", "lambda0"}
+    assert rows["step"].max() == 2  # STEPS reached the runs
+    assert "val/ce" in set(rows["metric"])
+    smoke = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["split"]
+    train = pd.read_parquet(
+        tmp_path / "lease" / "curves" / "repo" / "data" / "split" / "train.parquet"
+    )
+    assert len(train) == smoke["max_train"]  # the profile was applied before the split ran
