@@ -43,13 +43,33 @@ def gqa_model():
     return m.eval()
 
 
+@pytest.fixture(scope="module")
+def qwen2_model():
+    """A random Qwen2, the code domain's architecture (Qwen2.5-Coder-0.5B): grouped KV heads,
+    biases on q/k/v (Llama and Qwen3 have none) and an untied LM head, as the coder's GGUF has."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=False, attn_implementation="sdpa",
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        m = Qwen2ForCausalLM(cfg)
+        for p in m.parameters():
+            p.data.normal_(0, 0.3)  # non-zero biases too: a decoder that dropped them would differ
+    assert m.model.layers[0].self_attn.q_proj.bias is not None
+    return m.eval()
+
+
 @pytest.mark.parametrize(
     "temperature, top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)], ids=["greedy", "t1", "top_p"]
 )
-@pytest.mark.parametrize("which", ["tiny_random", "gqa"])
+@pytest.mark.parametrize("which", ["tiny_random", "gqa", "qwen2"])
 @pytest.mark.parametrize("prefill", ["dynamic", "static"])
 def test_static_decoder_samples_what_the_dynamic_sampler_samples(
-    model, gqa_model, which, temperature, top_p, prefill, monkeypatch
+    model, gqa_model, qwen2_model, which, temperature, top_p, prefill, monkeypatch
 ):
     # Width 9 > the longest prompt (7): the prompt KV rows sit right-aligned in the static cache.
     # The decoder is reused across calls (one graph per shape): each call starts clean.
@@ -58,7 +78,7 @@ def test_static_decoder_samples_what_the_dynamic_sampler_samples(
     # each attending only to itself, their K/V gathered into the decoder's cache; one set of
     # buffers per packing shape (distinct prompts, rows, prompts a row, row length).
     monkeypatch.setattr("lib.prefill.PACK_ROW", 9)
-    m = model if which == "tiny_random" else gqa_model
+    m = {"tiny_random": model, "gqa": gqa_model, "qwen2": qwen2_model}[which]
     seeds = [11, 12, 13, 14]
     kw = dict(eos_token_ids=[2], pad_token_id=0, temperature=temperature, top_p=top_p)
     other = [[4, 4, 4, 4, 4, 4, 4], [1], [9, 3], [2, 6, 5, 7]]
