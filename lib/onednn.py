@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from lib import vml
+
 _DENSE = F.linear  # the original, kept for everything that is not routed
 
 
@@ -98,7 +100,9 @@ def available() -> bool:
 
 def enable() -> bool:
     """Route `F.linear` (which `nn.Linear` calls) through `linear` for this process. True when
-    routed; False (MKL stays) where oneDNN is unavailable."""
+    routed; False (MKL stays) where oneDNN is unavailable. Every CPU model and encoder load calls
+    it before computing, so it also resolves MKL's VML kernels first (`lib.vml`)."""
+    vml.warm()
     if F.linear is linear:
         return True
     if not available():
