@@ -5,7 +5,7 @@ On the CPU, ATen sends contiguous float32/float64 unary ops (cos, sin, exp, log,
 torch's CPU wheels, picks each VML function's kernel lazily, on that function's first call; when
 the first call runs on two threads at once, one of them can run a low-accuracy kernel on its whole
 chunk, that once. Here it hit the rotary embedding's `cos`, the first VML call of a training
-process: under CPU load, about 1 run in 30 computed half the batch's cos with errors up to 1.5e-4,
+process: under CPU load, 3 runs of ~250 computed half the batch's cos with errors up to 1.5e-4,
 so the run trained another adapter (tests/test_reliability_kill.py's resume test failed on it).
 Calling each function once on a few elements, below ATen's grain of 2,048 (so on the calling
 thread alone), resolves them all before any parallel call. The results of a resolved function are

@@ -1,7 +1,7 @@
 """lib.vml: MKL's VML kernels are resolved on one thread before any CPU model computes.
 
 The race it prevents (pytorch#188792) cannot be triggered on demand: it needs a process's first
-call of a VML function to run on two threads at once under CPU load (here ~1 run in 30 under load
+call of a VML function to run on two threads at once under CPU load (here 3 runs of ~250
 gave the first training step a low-accuracy rotary `cos` on half the batch). What can fail here is
 the prevention: a VML op left out of the warm-up, a warm-up that itself runs in parallel, or a
 model load that no longer warms.
