@@ -77,9 +77,39 @@ def test_code_rewards_hand_computed(count_up_run):
 def test_infinite_loop_does_not_stall_the_batch(count_up_run):
     _, behaviours, elapsed = count_up_run
     assert behaviours["infinite_loop"] == ("timeout",) * 3
-    # The loop costs its 3 probe timers (the asserts then hit the same loop: 3 more) ≈ 6·0.3 s,
-    # run beside the others; the child's wall limit would be 2 + 0.3·(2 + 6) = 4.4 s.
-    assert elapsed < 6 * TIMEOUT + 1.5
+    # The loop costs its 3 probe timers ≈ 3·0.3 CPU s (the asserts, which would hit the same loop,
+    # are skipped), run beside the others; the child's wall limit is 5 + 2·0.3·(2 + 6) = 9.8 s.
+    assert elapsed < 3 * TIMEOUT + 2.0
+
+
+def test_a_test_whose_probe_timed_out_is_not_run():
+    # count_up loops on its first call only. Probe 1 times out; its assert would call count_up a
+    # second time and pass, so running it would give 3/3. Skipped, it fails: 2/3.
+    body = (
+        "calls = []\n"
+        "def count_up(n):\n"
+        "    calls.append(n)\n"
+        "    while len(calls) == 1:\n"
+        "        pass\n"
+        "    return list(range(1, n + 1))"
+    )
+    rewards, beh = code_test_results([COUNT_UP], [[body]], TIMEOUT)
+    assert beh[0][0] == ("timeout", "r:list[1]", "r:list[]")
+    assert rewards.tolist() == [[pytest.approx(2 / 3)]]
+
+
+def test_test_timer_counts_cpu_seconds_not_wall_seconds():
+    # Each call sleeps 2·TIMEOUT wall seconds and uses almost no CPU: a wall timer would stop every
+    # probe and test; the CPU timer stops none (6 calls · 0.6 s = 3.6 s, under the 9.8 s wall limit).
+    body = (
+        "import time\n"
+        "def count_up(n):\n"
+        f"    time.sleep({2 * TIMEOUT})\n"
+        "    return list(range(1, n + 1))"
+    )
+    rewards, beh = code_test_results([COUNT_UP], [[body]], TIMEOUT)
+    assert beh[0][0] == ("r:list[1,2,3]", "r:list[1]", "r:list[]")
+    assert rewards.tolist() == [[1.0]]
 
 
 def test_behaviours_and_functional_classes_exact(count_up_run):

@@ -58,7 +58,7 @@ class LossParams:
     passk_threshold: float | None = (
         param()
     )  # passk: reward >= this counts as a pass (null: E[max of k])
-    reward_test_timeout_s: float = param(gt=0)  # code_tests: seconds per test
+    reward_test_timeout_s: float = param(gt=0)  # code_tests: CPU seconds per probe or test call
     reward_qa_f1_threshold: float = param()  # qa_match: token F1 at which an answer matches
     kl_coef: float = param(ge=0)  # weight of the k2 KL estimate to the base model on the samples
     # How the reference log-probs are computed (same values either way): fused = the packed pass

@@ -7,8 +7,8 @@ B examples with N samples each; `metas[b]` is example b's meta (a mapping or its
 
 - code → `code_tests`: the fraction of the problem's tests (`meta["tests"]`, standalone asserts, after
   `meta["setup"]`) the sample passes, run in `lib.sandbox`, one child per sample that runs every test
-  separately with its own timer. The same run records each test input's behaviour (the canonical
-  repr of `f(x)` or the exception's type) for `credit.functional_classes`.
+  separately with its own CPU-time timer. The same run records each test input's behaviour (the
+  canonical repr of `f(x)` or the exception's type) for `credit.functional_classes`.
 - qa → `qa_match`: 1 if the sample matches an accepted answer under the qa checker's rule
   (`lib.checkers.qa_pass`: SQuAD-normalised whole-token containment or token F1 ≥ threshold).
 - social, creative, jsonl → `human_similarity`: max MiniLM cosine of the sample to the input's human
@@ -143,7 +143,10 @@ def call_probes(test: str, entry_point: str) -> list[str]:
 
 # Runs in the sandbox as program.py. The key arrives on stdin (after the runner's nonce), so the
 # sample cannot print a result line by accident; the sample's own prints go to a sink. Each probe
-# and each test runs under its own SIGALRM timer; _Stop is a BaseException so `except Exception`
+# and each test runs under its own timer of CPU seconds (ITIMER_PROF): a loop is stopped after the
+# same work however many sandboxes share the cores, where a wall timer grows with the load. A test
+# whose probe timed out is not run (it calls the same function on the same input) and fails: a
+# hung sample costs one timer per test, not two. _Stop is a BaseException so `except Exception`
 # in the sample cannot swallow it.
 _HARNESS = r"""
 import hashlib, json, os, re, signal, sys
@@ -182,7 +185,7 @@ def _canon(v, depth=0):
 
 
 def _timed(fn):
-    signal.setitimer(signal.ITIMER_REAL, _LIMIT)
+    signal.setitimer(signal.ITIMER_PROF, _LIMIT)
     try:
         return "r:" + fn()
     except _Stop:
@@ -190,14 +193,14 @@ def _timed(fn):
     except BaseException as e:
         return "e:" + type(e).__name__
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _short(s):
     return s if len(s) <= 80 else "h:" + hashlib.sha256(s.encode()).hexdigest()[:24]
 
 
-signal.signal(signal.SIGALRM, _alarm)
+signal.signal(signal.SIGPROF, _alarm)
 _ns = {"__name__": "__main__"}
 sys.stdout = _Sink()
 _load = _timed(lambda: exec(_SRC, _ns) or "")
@@ -208,7 +211,7 @@ for _i, _test in enumerate(_TESTS):
         _out = {"i": _i, "pass": False, "b": "load " + _load}
     else:
         _b = [_short(_timed(lambda: _canon(eval(_p, _ns)))) for _p in _PROBES[_i]]
-        _ok = _timed(lambda: exec(_test, _ns) or "") == "r:"
+        _ok = "timeout" not in _b and _timed(lambda: exec(_test, _ns) or "") == "r:"
         _out = {"i": _i, "pass": _ok, "b": "|".join(_b) if _b else ("pass" if _ok else "fail")}
     os.write(_FD, ("\n" + _KEY + " " + json.dumps(_out) + "\n").encode())
 sys.stdout = sys.__stdout__
@@ -224,9 +227,11 @@ def code_test_results(
 ) -> tuple[torch.Tensor, list[list[Behaviour]]]:
     """Run every sample against its problem's tests: (B, N) fraction passed, and behaviours.
 
-    One sandbox child per parseable sample, all in flight at once (`lib.sandbox.run_batch`); its
-    wall limit covers every timer plus start-up, so a hung sample costs at most that, alone.
-    A test whose result line never came (crash, timeout, `os._exit`) counts as failed.
+    One sandbox child per parseable sample, all in flight at once (`lib.sandbox.run_batch`).
+    `test_timeout_s` is CPU seconds per probe or test; the child's wall limit covers every timer
+    twice over plus start-up (a sample that sleeps uses no CPU: that limit ends it), so a hung
+    sample costs at most that, alone. A test whose result line never came (crash, wall limit,
+    `os._exit`) counts as failed.
     """
     if not test_timeout_s > 0:
         raise ValueError(f"test_timeout_s must be > 0, got {test_timeout_s}")
@@ -253,7 +258,7 @@ def code_test_results(
             jobs.append((b, i, _HARNESS.replace("{args}", args, 1), len(tests)))
             stdins.append(key + "\n")
             keys.append(key)
-            limits.append(2.0 + test_timeout_s * (2 + sum(len(p) + 1 for p in probes)))
+            limits.append(5.0 + 2 * test_timeout_s * (2 + sum(len(p) + 1 for p in probes)))
     n = max((s[0] for s in shape), default=0)
     rewards = torch.zeros(len(shape), n)
     behaviours = [[(NO_PROGRAM,) * t for _ in range(g)] for g, t in shape]
