@@ -67,7 +67,9 @@ def test_val_ce_and_reward_equal_plain_forwards_and_redrawn_samples(tiny_model):
     assert abs(got["val/reward"] - sum(rewards) / len(rewards)) <= 1e-6
 
 
-def test_val_evaluations_leave_the_adapter_bytes_unchanged_and_log_curves(tmp_path, tiny_model):
+def test_val_evaluations_leave_the_adapter_bytes_unchanged_and_log_curves(
+    tmp_path, tiny_model, capsys
+):
     # Dropout on: an evaluation that drew from the training RNG (or left dropout on) would move
     # every later mask, and the adapter with it.
     _, tok = tiny_model
@@ -88,6 +90,11 @@ def test_val_evaluations_leave_the_adapter_bytes_unchanged_and_log_curves(tmp_pa
     )
     assert plain.keys() == watched.keys()
     assert all(torch.equal(plain[k], watched[k]) for k in plain)
+    # Each val line says where the steps since the last one went (3 steps: val at 2, then 3).
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("step ")]
+    assert lines[-2].startswith("step 2: val/ce ") and "s/step over 2 steps: sampling " in lines[-2]
+    assert lines[-1].startswith("step 3: val/ce ") and "s/step over 1 steps: sampling " in lines[-1]
+    assert "fwd_bwd " in lines[-1] and "; val " in lines[-1]
     for name in ("ce", "reward"):
         rows = (live / "plots" / "metrics" / "val" / f"{name}.tsv").read_text().splitlines()
         assert [r.split("\t")[0] for r in rows] == ["step", "2", "3"]  # every 2 steps and the last

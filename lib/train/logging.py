@@ -82,3 +82,18 @@ class TrainLog:
     def end(self) -> None:
         if self.live is not None:
             self.live.end()
+
+
+def step_split(since: dict[str, float]) -> str:
+    """Mean wall seconds a step over `since` (summed `step_time`, `time_*` and `steps`), for the
+    log line printed at each val point: "4.50 s/step over 25 steps: sampling 2.10, reward 1.20".
+    `reward` is the reward's own wall time (the sandbox on code), which runs beside the forward;
+    `scoring` is what the step waited for it."""
+    n = since.get("steps", 0.0)
+    if n <= 0:
+        return "no step timed"
+    parts = [
+        f"{k.removeprefix('time_')} {v / n:.2f}" for k, v in since.items() if k.startswith("time_")
+    ]
+    head = f"{since.get('step_time', 0.0) / n:.2f} s/step over {n:.0f} steps"
+    return head + (": " + ", ".join(parts) if parts else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from lib.train.checkpoint import (
 )
 from lib.train.engine import Engine
 from lib.train.examples import build_examples
-from lib.train.logging import TrainLog
+from lib.train.logging import TrainLog, step_split
 from lib.train.params import GemParams, LoraParams, LossParams, TrainParams
 from lib.train.trainer import Trainer
 from lib.train.validate import ValSet, evaluate
@@ -151,11 +152,17 @@ def train(
         disable=not progress or not dist.main,
     )
     seconds, gpu_peak = 0.0, 0.0
+    since: dict[
+        str, float
+    ] = {}  # wall seconds since the last val line: where a GPU run's time goes
     while trainer.step_idx < trainer.total_steps:
         m = trainer.step()
         log.add(m)
         seconds += m["step_time"]
         gpu_peak = max(gpu_peak, m.get("gpu_peak_gib", 0.0))
+        for k in ("step_time", *(k for k in m if k.startswith("time_"))):
+            since[k] = since.get(k, 0.0) + m[k]
+        since["steps"] = since.get("steps", 0.0) + 1
         post = {
             "loss": f"{m['loss']:.3f}",
             "ce": f"{m['ce']:.3f}",
@@ -170,10 +177,14 @@ def train(
         last = trainer.step_idx == trainer.total_steps
         extra = None
         if val is not None and (trainer.step_idx % train_params.val_every == 0 or last):
+            t_val = time.perf_counter()
             extra = evaluate(trainer, val, val_samples)  # every rank: no collective is skipped
             bar.write(
-                f"step {trainer.step_idx}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items())
+                f"step {trainer.step_idx}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in extra.items())
+                + f" ({step_split(since)}; val {time.perf_counter() - t_val:.1f} s)"
             )
+            since = {}
         if trainer.step_idx % max(1, train_params.log_every) == 0 or last or extra:
             log.row(trainer.step_idx, extra)
         every = train_params.checkpoint_every
