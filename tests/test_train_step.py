@@ -191,6 +191,47 @@ def test_step_gradient_equals_independent_objective_gradient(
     assert not later & {s for row in seeds for s in row}
 
 
+@pytest.mark.parametrize("kl_pass", ["separate", "fused"])
+def test_chunked_log_probs_give_the_same_step_without_whole_logits(tiny_model, monkeypatch, kl_pass):
+    # The CUDA path (packed_lm.logprob_chunk > 0): the LM head and its log-softmax 5 rows at a
+    # time, recomputed in the backward. Forced here on CPU: the real step's gradient must still be
+    # the independent objective's, and the head must never see more than 5 packed rows (2-D
+    # inputs; the sampler's decode calls are 3-D), forward or recompute.
+    from lib.train import packed_lm
+
+    monkeypatch.setattr(packed_lm, "logprob_chunk", lambda device, sharded: 5)
+    _, tok = tiny_model
+    model = _model(tok)
+    examples, _ = build_examples(_df(4), tok, 48)
+    loss = replace(LOSS, kl_pass=kl_pass)
+    tr = Trainer("polychromic", model, tok, examples, TP, SEED, loss, GEM)
+    batch = [examples[i] for i in tr.order.take(0, TP.batch_size)]
+    want = torch.autograd.grad(
+        _independent_loss("polychromic", "additive", model, tok, batch, step=0)[0], tr.params
+    )
+    rows: list[int] = []
+    head = model.get_base_model().get_output_embeddings()
+    hook = head.register_forward_hook(
+        lambda _m, args, _out: rows.append(args[0].shape[0]) if args[0].dim() == 2 else None
+    )
+    try:
+        _, got = _step_grads(tr)
+    finally:
+        hook.remove()
+    scale = max(float(w.abs().max()) for w in want)
+    for a, b in zip(got, want, strict=True):
+        assert float((a - b).abs().max()) <= 1e-6 * scale
+    assert rows and max(rows) <= 5, rows
+
+
+def test_logprob_chunk_chunks_on_cuda_only_and_never_under_fsdp():
+    from lib.train.packed_lm import LOGPROB_CHUNK_ROWS, logprob_chunk
+
+    assert logprob_chunk(torch.device("cuda"), sharded=False) == LOGPROB_CHUNK_ROWS
+    assert logprob_chunk(torch.device("cuda"), sharded=True) == 0
+    assert logprob_chunk(torch.device("cpu"), sharded=False) == 0
+
+
 def test_polychromic_terms_are_each_visible_in_the_gradient(tiny_model):
     # Guard for the test above: the λ term and the KL each move the gradient far beyond its
     # tolerance, so dropping either (or flipping a sign) cannot pass unnoticed.

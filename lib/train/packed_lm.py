@@ -13,6 +13,19 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+# Rows of the LM head per chunk when log-probs are taken in chunks (`PackedLM.forward(chunk=...)`,
+# the trainer's CUDA path): 2,048 rows of a 151,936-token vocabulary are 1.2 GB of float32 logits.
+LOGPROB_CHUNK_ROWS = 2048
+
+
+def logprob_chunk(device: torch.device, sharded: bool) -> int:
+    """Rows per LM-head chunk for the trainer's log-probs: chunks on CUDA; none under FSDP (a
+    chunk's recompute in the backward would not see the resharded head) or on a CPU, which keeps
+    the one whole pass and its bits."""
+    return LOGPROB_CHUNK_ROWS if device.type == "cuda" and not sharded else 0
 
 
 def attention_backends(device: torch.device) -> AbstractContextManager:
@@ -47,9 +60,17 @@ class PackedLM(torch.nn.Module):
         position_ids: torch.Tensor,  # (R, W)
         keep: torch.Tensor,  # (K,) flat indices into (R·W) of the predicted positions
         copies: int = 1,
+        targets: torch.Tensor | None = None,  # (K,) the token predicted at each kept position
+        chunk: int = 0,
     ) -> torch.Tensor:
         """Logits (copies·K, V) at the kept positions; copies = 2 runs the rows twice in one
-        batch, (2R, W), for the fused KL reference (`lora_row_scale` scales the second copy)."""
+        batch, (2R, W), for the fused KL reference (`lora_row_scale` scales the second copy).
+
+        With `targets`: log p(target) (copies·K,) instead, computed in float32. chunk > 0 takes
+        the LM head and its log-softmax `chunk` rows at a time, each recomputed in the backward
+        (activation checkpointing), so no (copies·K, V) tensor ever exists: at the 0.5B coder's
+        shapes (~11k rows × 151,936) that was ~25 GB of float32 logits, their log-softmax and
+        gradient, most of a training process's GPU memory."""
         base = self.model.get_base_model()
         rows, width = input_ids.shape
         with attention_backends(input_ids.device):
@@ -60,6 +81,31 @@ class PackedLM(torch.nn.Module):
                 use_cache=False,
             ).last_hidden_state  # (copies·R, W, H)
         keep = torch.cat([keep + c * rows * width for c in range(copies)])  # (copies·K,)
-        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[keep])  # (copies·K, V)
+        hidden = hidden.flatten(0, 1)[keep]  # (copies·K, H)
+        if targets is None:
+            return self._logits(hidden)  # (copies·K, V)
+        targets = targets.repeat(copies)  # (copies·K,)
+        if chunk <= 0:
+            return self._target_logprobs(hidden, targets)
+        return torch.cat(
+            [
+                checkpoint(
+                    self._target_logprobs,
+                    hidden[i : i + chunk],
+                    targets[i : i + chunk],
+                    use_reentrant=False,
+                )
+                for i in range(0, hidden.shape[0], chunk)
+            ]
+        )  # (copies·K,)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        base = self.model.get_base_model()
+        logits = base.get_output_embeddings()(hidden)  # (n, V)
         cap = getattr(base.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
+
+    def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self._logits(hidden)  # (n, V)
+        z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        return -F.cross_entropy(z, targets, reduction="none")  # (n,) log p(target)

@@ -30,6 +30,7 @@ from lib.train.engine import Engine
 from lib.train.examples import DataOrder, Example, sample_seed
 from lib.train.lora_ctx import adapters_off, dropout_off, lora_layers, lora_row_scale
 from lib.train.objective import Shares, make_objective
+from lib.train import packed_lm
 from lib.train.params import GemParams, LossParams, TrainParams
 from lib.train.scorer import Scorer, domain_of
 
@@ -221,10 +222,20 @@ class Trainer:
         return self.engine.module(pack.input_ids, mask, pack.position_ids, pack.keep, copies)
 
     def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
-        """log p (K,) of every target of `pack`, or (copies, K) (`_packed_logits`)."""
-        logits = self._packed_logits(pack, copies)
-        z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        tok = -torch.nn.functional.cross_entropy(z, pack.targets.repeat(copies), reduction="none")
+        """log p (K,) of every target of `pack`, or (copies, K) (`_packed_logits`). Where
+        `logprob_chunk` says so (CUDA) the LM head runs in chunks recomputed in the backward: no
+        (copies·K, V) logits in memory."""
+        mask = pack.additive_mask(self.engine.dtype)
+        chunk = packed_lm.logprob_chunk(self.device, self.engine.sharded)
+        tok = self.engine.module(
+            pack.input_ids,
+            mask,
+            pack.position_ids,
+            pack.keep,
+            copies,
+            targets=pack.targets,
+            chunk=chunk,
+        )
         return tok.view(copies, -1) if copies > 1 else tok  # (copies, K) | (K,)
 
     def _fused_kl(self) -> bool:
