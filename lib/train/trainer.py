@@ -25,12 +25,11 @@ import torch
 from lib.distributed import Dist
 from lib.packing import TreePack, tree_pack
 from lib.sampling import StaticDecoder, eos_ids, sample
-from lib.train import losses
+from lib.train import losses, packed_lm
 from lib.train.engine import Engine
 from lib.train.examples import DataOrder, Example, sample_seed
 from lib.train.lora_ctx import adapters_off, dropout_off, lora_layers, lora_row_scale
 from lib.train.objective import Shares, make_objective
-from lib.train import packed_lm
 from lib.train.params import GemParams, LossParams, TrainParams
 from lib.train.scorer import Scorer, domain_of
 
