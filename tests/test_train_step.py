@@ -192,7 +192,9 @@ def test_step_gradient_equals_independent_objective_gradient(
 
 
 @pytest.mark.parametrize("kl_pass", ["separate", "fused"])
-def test_chunked_log_probs_give_the_same_step_without_whole_logits(tiny_model, monkeypatch, kl_pass):
+def test_chunked_log_probs_give_the_same_step_without_whole_logits(
+    tiny_model, monkeypatch, kl_pass
+):
     # The CUDA path (packed_lm.logprob_chunk > 0): the LM head and its log-softmax 5 rows at a
     # time, recomputed in the backward. Forced here on CPU: the real step's gradient must still be
     # the independent objective's, and the head must never see more than 5 packed rows (2-D
