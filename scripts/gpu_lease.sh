@@ -8,19 +8,25 @@
 #   bash scripts/gpu_lease.sh unpack               # join the parts, check the sha256, install
 #   bash scripts/gpu_lease.sh seeds BASE_PROFILES SEEDS -- DVC_EXP_RUN_ARGS...
 #   bash scripts/gpu_lease.sh curves PROFILES STEPS  # val curves for a domain's training length
+#   bash scripts/gpu_lease.sh sweep PROFILES -- DVC_EXP_RUN_ARGS...  # scripts/sweep.sh's grid at once
 #   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT
 # `seeds "configs/gpu.yaml configs/social.yaml" "0 1 2" -- -S loss.lambda=10 judge` commits the
 # checkout with the profiles applied as one base commit, clones it once per seed and runs
 # `dvc exp run -n gpu-s<k> -S train.seed=<k> ARGS` in each clone at once (a 135M step is
 # launch-bound: several processes share the GPU). `collect` writes t<k>.bundle (the base commit
 # and the experiment), cache_t<k>.tgz (the DVC cache less files over 8 MB: the adapters stay) and
-# the logs; on this side scripts/gpu_import.sh takes them in.
+# the logs; on this side scripts/gpu_import.sh takes them in. `sweep "configs/gpu.yaml
+# configs/code.yaml" -- generate@polychromic` does the same for every line of
+# `PRINT=1 scripts/sweep.sh` (LAMBDAS, OBJECTIVES as there): clone t<name>, experiment <name>.
+# Both run the base's prepare and split once (`dvc repro split`, committed with the base) and
+# give each clone a hard-linked copy of its DVC cache, so the runs restore those stages instead
+# of each running them (on code, prepare runs every MBPP reference in the sandbox).
 set -uo pipefail
 root=${LEASE_ROOT:-/root/lease}
 export SITE=${SITE:-/root/site}
 mkdir -p "$root/parts"
 export OUT=${OUT:-$root/out}
-cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|curves|collect ...}
+cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|sweep|curves|collect ...}
 shift
 step() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
 # worktree_to DIR: DIR's files become this checkout's working tree (tracked and untracked files
@@ -45,6 +51,26 @@ background() {
   rm -f "$root/$name.rc"
   touch "$root/$name.started"
   setsid bash -c '"$@"; echo $? >"$0"' "$root/$name.rc" "$@" >"$root/$name.log" 2>&1 </dev/null &
+}
+
+# base_commit PROFILES: $root/base, a clone of this checkout's working tree with the profiles
+# applied and prepare + split run, committed with its dvc.lock (cwd: $root/base).
+base_commit() {
+  local base=$root/base
+  rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" && identity || return 1
+  for p in $1; do PYTHONPATH=. python3 scripts/use_params.py "$p" || return 1; done
+  (source scripts/gpu_env.sh && dvc repro -q split) || return 1
+  git add -A && git commit -q --allow-empty -m "GPU lease base: $1" || return 1
+  step "base $(git rev-parse --short HEAD): $1 (prepare and split run)"
+}
+# run_clone NAME DVC_EXP_RUN_ARGS...: clone the base into $root/t<NAME> with its DVC cache
+# (hard links) and run `dvc exp run ARGS` there in the background (log $root/t<NAME>.log).
+run_clone() {
+  local t=$root/t$1
+  shift
+  rm -rf "$t" && git clone -q "$root/base" "$t" && (cd "$t" && identity) || return 1
+  mkdir -p "$t/.dvc" && cp -al "$root/base/.dvc/cache" "$t/.dvc/cache" || return 1
+  (cd "$t" && source scripts/gpu_env.sh && background "${t##*/}" dvc exp run "$@")
 }
 
 case $cmd in
@@ -81,16 +107,23 @@ seeds)
   profiles=$1 seeds=$2
   shift 2
   [[ ${1:-} == -- ]] && shift
-  base=$root/base
-  rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" && identity || exit 1
-  for p in $profiles; do PYTHONPATH=. python3 scripts/use_params.py "$p" || exit 1; done
-  git add -A && git commit -q --allow-empty -m "GPU lease base: $profiles" || exit 1
-  step "base $(git rev-parse --short HEAD): $profiles"
+  base_commit "$profiles" || exit 1
   for k in $seeds; do
-    rm -rf "$root/t$k" && git clone -q "$base" "$root/t$k" && (cd "$root/t$k" && identity) || exit 1
-    (cd "$root/t$k" && source scripts/gpu_env.sh && background "t$k" dvc exp run -n "gpu-s$k" -S "train.seed=$k" "$@")
+    run_clone "$k" -n "gpu-s$k" -S "train.seed=$k" "$@" || exit 1
     step "seed $k started"
   done
+  ;;
+sweep)
+  profiles=$1
+  shift
+  [[ ${1:-} == -- ]] && shift
+  grid=$(PRINT=1 bash scripts/sweep.sh) || exit 1
+  base_commit "$profiles" || exit 1
+  while read -r name sargs; do
+    read -ra args <<<"$sargs"
+    run_clone "$name" -n "$name" "${args[@]}" "$@" </dev/null || exit 1
+    step "$name started"
+  done <<<"$grid"
   ;;
 curves)
   profiles=$1 steps=$2
@@ -117,14 +150,14 @@ collect)
     if [[ -f $run.rc ]]; then step "${run##*/}: exit $(cat "$run.rc")"; else step "${run##*/}: still running"; fi
   done
   mkdir -p "$OUT"
-  for t in "$root"/t[0-9]*; do
+  for t in "$root"/t*; do
     [[ -d $t/.git ]] || continue
     k=${t##*/t}
     grep -a -E "Running stage|took|Ran experiment|ERROR" "$root/t$k.log" | tail -n 12
     (cd "$t" && git bundle create -q "$OUT/t$k.bundle" --all \
       && find .dvc/cache -type f -size -8M -print0 | tar -czf "$OUT/cache_t$k.tgz" --null -T -)
   done
-  cat "$root"/t[0-9]*.log "$root/curves.log" 2>/dev/null | gzip >"$OUT/logs.gz"
+  cat "$root"/t*.log "$root/curves.log" 2>/dev/null | gzip >"$OUT/logs.gz"
   [[ -d $root/curves/out ]] && tar -czf "$OUT/curves.tgz" -C "$root/curves" out
   ls -la "$OUT"
   ;;

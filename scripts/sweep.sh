@@ -12,25 +12,32 @@
 # QUEUE=1 queues every configuration (`dvc exp run --queue`) with scripts/gpu_pin.py as the launcher
 # and runs them with `dvc queue start -j $JOBS`, then waits (docs/training.md, "A queue across
 # GPUs"); SNAPSHOT=1 commits a lent machine's copy first (scripts/queue_guard.sh).
+# PRINT=1 prints the grid, one experiment a line (name, then its `dvc exp run` -S arguments), and
+# runs nothing: `scripts/gpu_lease.sh sweep` starts each line in its own clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ ${QUEUE:-0} == 1 ]]; then source scripts/queue_guard.sh; fi
 lambdas=${LAMBDAS:-0 3 10 30}
 objectives=${OBJECTIVES:-additive multiplicative passk}
 # λ outer: a queue cut short has finished every objective at the first λs, not one objective.
-for lam in $lambdas; do
-  for obj in $objectives; do
-    if [[ $lam == 0 && $obj != "${objectives%% *}" ]]; then continue; fi
-    name="val-${obj:0:4}-l${lam}"
-    echo "== $name"
-    args=(-n "$name" -S eval_split=val -S "loss.lambda=$lam" -S "loss.objective=$obj")
-    if [[ ${QUEUE:-0} == 1 ]]; then
-      dvc exp run --queue "${args[@]}" -S "launcher=python scripts/gpu_pin.py python" "$@"
-    else
-      dvc exp run "${args[@]}" "$@"
-    fi
+grid() {
+  for lam in $lambdas; do
+    for obj in $objectives; do
+      if [[ $lam == 0 && $obj != "${objectives%% *}" ]]; then continue; fi
+      echo "val-${obj:0:4}-l${lam} -S eval_split=val -S loss.lambda=$lam -S loss.objective=$obj"
+    done
   done
-done
+}
+if [[ ${PRINT:-0} == 1 ]]; then grid; exit 0; fi
+if [[ ${QUEUE:-0} == 1 ]]; then source scripts/queue_guard.sh; fi
+while read -r name sargs; do
+  echo "== $name"
+  read -ra args <<<"$sargs"
+  if [[ ${QUEUE:-0} == 1 ]]; then
+    dvc exp run --queue -n "$name" "${args[@]}" -S "launcher=python scripts/gpu_pin.py python" "$@" </dev/null
+  else
+    dvc exp run -n "$name" "${args[@]}" "$@" </dev/null
+  fi
+done < <(grid)
 if [[ ${QUEUE:-0} == 1 ]]; then
   queue_run "${JOBS:-2}" 10
   dvc queue status

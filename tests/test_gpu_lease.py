@@ -67,6 +67,10 @@ def test_seeds_collect_import_round_trip(tmp_path):
     assert not (tmp_path / "home" / ".gitconfig").exists()
     out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], src, env)
     assert "t0: exit 0" in out and "t1: exit 0" in out, out
+    # prepare and split ran once, in the base; each run restored them from the shared cache
+    for k in (0, 1):
+        log = (tmp_path / "lease" / f"t{k}.log").read_text()
+        assert "Running stage 'prepare'" not in log and "Running stage 'split'" not in log, log
     got = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert got == ["cache_t0.tgz", "cache_t1.tgz", "logs.gz", "t0.bundle", "t1.bundle"]
 
@@ -127,3 +131,53 @@ def test_curves_prepares_the_split_as_dvc_yaml_does_and_collects_both_runs(tmp_p
         tmp_path / "lease" / "curves" / "repo" / "data" / "split" / "train.parquet"
     )
     assert len(train) == smoke["max_train"]  # the profile was applied before the split ran
+
+
+def test_sweep_grid_runs_lambda_zero_once():
+    env = {**os.environ, "PRINT": "1", "LAMBDAS": "0 3", "OBJECTIVES": "additive passk"}
+    out = subprocess.run(
+        ["bash", "scripts/sweep.sh"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    arg = "-S eval_split=val -S loss.lambda={} -S loss.objective={}"
+    assert out == [  # λ 0 trains alike under every objective: once, under the first
+        "val-addi-l0 " + arg.format(0, "additive"),
+        "val-addi-l3 " + arg.format(3, "additive"),
+        "val-pass-l3 " + arg.format(3, "passk"),
+    ]
+
+
+@pytest.mark.slow  # ~25-40 s: the seeds round trip above covers the base, clones and collect in CI
+def test_sweep_starts_every_grid_line_as_its_experiment(tmp_path):
+    # `sweep` reads scripts/sweep.sh's own grid (PRINT=1), so the lease runs exactly the grid the
+    # RESULTS.md rule names; each line becomes experiment <name> with its -S arguments.
+    env = {**_env(tmp_path), "LAMBDAS": "1", "OBJECTIVES": "additive multiplicative"}
+    _sh(["bash", "scripts/gpu_lease.sh", "sweep", "configs/smoke.yaml", "--", "split"], ROOT, env)
+    out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], ROOT, env)
+    names = ["val-addi-l1", "val-mult-l1"]
+    for name in names:
+        assert f"t{name}: exit 0" in out, out
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.bundle")) == [
+        f"t{n}.bundle" for n in names
+    ]
+    for name in names:
+        repo = tmp_path / "lease" / f"t{name}"
+        ref = subprocess.run(
+            ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        ref = next(r for r in ref if r.endswith("/" + name))
+        params = yaml.safe_load(
+            subprocess.run(
+                ["git", "show", f"{ref}:params.yaml"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout  # fmt: skip
+        )
+        lam, obj = name.split("-l")[1], {"addi": "additive", "mult": "multiplicative"}[name[4:8]]
+        assert (params["eval_split"], params["loss"]["lambda"], params["loss"]["objective"]) == (
+            "val",
+            float(lam),
+            obj,
+        )
