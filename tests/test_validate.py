@@ -67,6 +67,29 @@ def test_val_ce_and_reward_equal_plain_forwards_and_redrawn_samples(tiny_model):
     assert abs(got["val/reward"] - sum(rewards) / len(rewards)) <= 1e-6
 
 
+def test_val_draws_fill_the_training_decoders_rows_and_drop_the_fill(tiny_model, monkeypatch):
+    # On a GPU the trainer's static decoder takes exactly B·N rows; a val draw of any other size
+    # samples eagerly (~10x slower). Forced here: 4 rows at 2 samples = 2 inputs a draw, so the
+    # 3 val inputs go as [2, 1 + 1 fill]; the fill's samples must not reach val/reward.
+    _, tok = tiny_model
+    model = _model(tok)
+    train_examples, _ = build_examples(_df(4), tok, 48)
+    val = ValSet.build(_val_df(), tok, 48, inputs=3, where="val")
+    tr = Trainer("polychromic", model, tok, train_examples, TP, SEED, LOSS)
+    tr.step_idx = 7
+    plain = evaluate(tr, val, samples=2)  # CPU: eager draws of B = 2 inputs, [2, 1]
+
+    monkeypatch.setattr(Trainer, "draw_rows", property(lambda self: 4))
+    monkeypatch.setattr(Trainer, "_static_decoder", lambda self, rows: None)  # eager on CPU
+    sizes = []
+    draw = tr.draw
+    monkeypatch.setattr(tr, "draw", lambda batch, *a: sizes.append(len(batch)) or draw(batch, *a))
+    filled = evaluate(tr, val, samples=2)
+    assert sizes == [2, 2]
+    assert filled["val/reward"] == pytest.approx(plain["val/reward"], abs=1e-9)
+    assert filled["val/ce"] == plain["val/ce"]
+
+
 def test_val_evaluations_leave_the_adapter_bytes_unchanged_and_log_curves(
     tmp_path, tiny_model, capsys
 ):

@@ -168,7 +168,8 @@ class Trainer:
         draw = dict(eos_token_ids=self.eos, pad_token_id=self.pad_id, temperature=1.0, top_p=1.0)
         try:
             decoder = self._static_decoder(len(prompts))
-            if decoder is not None:
+            # A val prompt may be longer than every train prompt the decoder was sized for.
+            if decoder is not None and max(map(len, prompts)) <= decoder.width:
                 comps = decoder.sample(prompts, seeds, **draw)
             else:
                 comps = sample(
@@ -188,6 +189,15 @@ class Trainer:
             logprob=torch.tensor([c.logprob for c in comps], dtype=torch.float64).view(-1, n),
         )
 
+    @property
+    def draw_rows(self) -> int | None:
+        """The rows every draw through the run's static decoder has (B·N), or None where draws
+        are eager (CPU, `loss.decode: eager`): a draw of any other size falls back to the eager
+        sampler, ~10x slower a token on a GPU, so val draws are batched to this."""
+        if self.loss is None or self.loss.decode == "eager" or self.device.type != "cuda":
+            return None
+        return self.train.batch_size * self.loss.num_samples
+
     def _static_decoder(self, rows: int) -> StaticDecoder | None:
         """The run's one StaticDecoder (built and captured on first use), or None for eager.
 
@@ -195,7 +205,7 @@ class Trainer:
         8B bench it samples faster than graph, the eager step captured as one CUDA graph (0.41 vs
         0.49 s a step, bench/README.md), which builds in about one step.
         """
-        if self.loss is None or self.loss.decode == "eager" or self.device.type != "cuda":
+        if self.draw_rows is None:
             return None
         if self._decoder is None:
             width = max(len(e.prompt_ids) for e in self.examples)  # fixed: one capture per run
