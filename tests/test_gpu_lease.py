@@ -117,18 +117,19 @@ def test_curves_prepares_the_split_as_dvc_yaml_does_and_collects_both_runs(tmp_p
 
     import pandas as pd
 
+    # A TAG names the run (curves-<TAG>), so two domains' curves can share one lease.
     env = _env(tmp_path)
-    _sh(["bash", "scripts/gpu_lease.sh", "curves", "configs/smoke.yaml", "2"], ROOT, env)
+    _sh(["bash", "scripts/gpu_lease.sh", "curves", "configs/smoke.yaml", "2", "qa"], ROOT, env)
     out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], ROOT, env)
-    assert "curves: exit 0" in out, out
-    with tarfile.open(tmp_path / "out" / "curves.tgz") as tar:
+    assert "curves-qa: exit 0" in out, out
+    with tarfile.open(tmp_path / "out" / "curves-qa.tgz") as tar:
         rows = pd.read_csv(tar.extractfile("out/curves.tsv"), sep="\t")
     assert set(rows["run"]) == {"polychromic", "lambda0"}
     assert rows["step"].max() == 2  # STEPS reached the runs
     assert "val/ce" in set(rows["metric"])
     smoke = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["split"]
     train = pd.read_parquet(
-        tmp_path / "lease" / "curves" / "repo" / "data" / "split" / "train.parquet"
+        tmp_path / "lease" / "curves-qa" / "repo" / "data" / "split" / "train.parquet"
     )
     assert len(train) == smoke["max_train"]  # the profile was applied before the split ran
 
