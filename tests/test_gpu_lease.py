@@ -48,10 +48,11 @@ def _sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     return p.stdout + p.stderr
 
 
-def _lock_of(repo: Path, ref: str) -> dict:
+def _yaml_at(repo: Path, ref: str, path: str) -> dict:
+    """The YAML file `path` as committed at `ref` (an experiment's params.yaml, dvc.lock)."""
     return yaml.safe_load(
         subprocess.run(
-            ["git", "show", f"{ref}:dvc.lock"], cwd=repo, capture_output=True, text=True, check=True
+            ["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout
     )
 
@@ -87,21 +88,13 @@ def test_seeds_collect_import_round_trip(tmp_path):
     cache = dst / ".dvc" / "cache" / "files" / "md5"
     for seed in (0, 1):
         ref = by_name[f"gpu-s{seed}"]
-        params = yaml.safe_load(
-            subprocess.run(
-                ["git", "show", f"{ref}:params.yaml"],
-                cwd=dst,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout  # fmt: skip
-        )
+        params = _yaml_at(dst, ref, "params.yaml")
         assert params["train"]["seed"] == seed  # -S train.seed=<k> reached the experiment
         assert (
             params["split"]["max_train"]
             == yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["split"]["max_train"]
         )  # the profile is in the base commit
-        split = _lock_of(dst, ref)["stages"]["split"]["outs"]
+        split = _yaml_at(dst, ref, "dvc.lock")["stages"]["split"]["outs"]
         md5 = next(o["md5"] for o in split if o["path"] == "data/split")
         manifest = cache / md5[:2] / md5[2:]  # a directory output: its .dir listing
         assert manifest.exists(), f"seed {seed}: {manifest} not imported"
@@ -167,15 +160,7 @@ def test_sweep_starts_every_grid_line_as_its_experiment(tmp_path):
             cwd=repo, capture_output=True, text=True, check=True,
         ).stdout.split()  # fmt: skip
         ref = next(r for r in ref if r.endswith("/" + name))
-        params = yaml.safe_load(
-            subprocess.run(
-                ["git", "show", f"{ref}:params.yaml"],
-                cwd=repo,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout  # fmt: skip
-        )
+        params = _yaml_at(repo, ref, "params.yaml")
         lam, obj = name.split("-l")[1], {"addi": "additive", "mult": "multiplicative"}[name[4:8]]
         assert (params["eval_split"], params["loss"]["lambda"], params["loss"]["objective"]) == (
             "val",
