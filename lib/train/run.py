@@ -152,9 +152,8 @@ def train(
         disable=not progress or not dist.main,
     )
     seconds, gpu_peak = 0.0, 0.0
-    since: dict[
-        str, float
-    ] = {}  # wall seconds since the last val line: where a GPU run's time goes
+    # Wall seconds of the steps since the last val line, summed: where a GPU run's time goes.
+    since: dict[str, float] = {}
     while trainer.step_idx < trainer.total_steps:
         m = trainer.step()
         log.add(m)

@@ -223,28 +223,22 @@ class Trainer:
         pack = tree_pack([(e.prompt_ids, [e.target_ids]) for e in batch], self.device, self.pad_id)
         return self._packed_logits(pack), pack.targets
 
-    def _packed_logits(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
+    def _packed_logits(self, pack: TreePack, copies: int = 1, **head: Any) -> torch.Tensor:
         """Logits (copies·K, V) of every target of `pack`, one forward through the engine's
         (wrapped) PackedLM; the LM head only where predicted. copies = 2 runs the rows twice in one
-        batch, (2R, W): the second copy is whatever `lora_row_scale` makes of it (fused KL)."""
+        batch, (2R, W): the second copy is whatever `lora_row_scale` makes of it (fused KL).
+        `head`: PackedLM's targets/chunk, for log-probs instead (`_packed_logprobs`)."""
         mask = pack.additive_mask(self.engine.dtype)
-        return self.engine.module(pack.input_ids, mask, pack.position_ids, pack.keep, copies)
+        return self.engine.module(
+            pack.input_ids, mask, pack.position_ids, pack.keep, copies, **head
+        )
 
     def _packed_logprobs(self, pack: TreePack, copies: int = 1) -> torch.Tensor:
         """log p (K,) of every target of `pack`, or (copies, K) (`_packed_logits`). Where
         `logprob_chunk` says so (CUDA) the LM head runs in chunks recomputed in the backward: no
         (copies·K, V) logits in memory."""
-        mask = pack.additive_mask(self.engine.dtype)
         chunk = packed_lm.logprob_chunk(self.device, self.engine.sharded)
-        tok = self.engine.module(
-            pack.input_ids,
-            mask,
-            pack.position_ids,
-            pack.keep,
-            copies,
-            targets=pack.targets,
-            chunk=chunk,
-        )
+        tok = self._packed_logits(pack, copies, targets=pack.targets, chunk=chunk)
         return tok.view(copies, -1) if copies > 1 else tok  # (copies, K) | (K,)
 
     def _fused_kl(self) -> bool:
