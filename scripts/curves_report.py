@@ -25,8 +25,9 @@ def settled(curve: pd.Series, lower_is_better: bool) -> list[int]:
         later = curve.get(s + HORIZON)
         if later is None:
             continue
-        gain = (v - later) / abs(v) if lower_is_better else (later - v) / abs(v)
-        if gain <= TOLERANCE:
+        better = v - later if lower_is_better else later - v
+        # Relative to |v|; from v = 0 (a reward no sample earned yet) any gain is unbounded.
+        if better <= 0 or (v != 0 and better / abs(v) <= TOLERANCE):
             out.append(int(s))
     return out
 

@@ -41,6 +41,16 @@ def test_settled_steps_by_hand():
     assert settled(reward, lower_is_better=False) == [50]
 
 
+def test_a_reward_from_zero_settles_only_if_it_stays_zero():
+    # qa at 135M (2026-12-01): val/reward 0.0 at step 200 (no sample of 128 matched), 0.031 at
+    # 300. From 0 any rise is an unbounded relative gain (not settled); 0 → 0 gains nothing
+    # (settled); a fall from 0 cannot happen for a reward but a CE of 0 → 0.1 is no gain either.
+    reward = pd.Series([0.0, 0.0, 0.031, 0.0], index=[0, 100, 200, 300])
+    assert settled(reward, lower_is_better=False) == [0, 200]  # 0 → 0, 0.031 → 0.0
+    ce = pd.Series([0.0, 0.1], index=[0, 100])
+    assert settled(ce, lower_is_better=True) == [0]
+
+
 def test_chosen_step_is_the_first_that_every_curve_allows(tmp_path):
     rows = []
     for run, ce, reward in [
