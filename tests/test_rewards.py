@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,6 +46,8 @@ SAMPLES = {
     "infinite_loop": "def count_up(n):\n    while True:\n        pass",
 }
 TIMEOUT = 0.3
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +173,27 @@ def test_objects_without_repr_compare_without_their_address():
     body = "class Box:\n    pass\ndef box(v):\n    return Box()"
     _, beh = code_test_results([meta], [[body, body]], TIMEOUT)
     assert beh[0][0] == beh[0][1] == ("r:<__main__.Box object>",)
+
+
+def test_a_sample_with_an_invalid_escape_parses_without_a_warning():
+    # The coder's samples hold regexes like "\d" in plain strings: on Python 3.12 each parse
+    # printed "<unknown>:7: SyntaxWarning: invalid escape sequence" (3.11: DeprecationWarning,
+    # hidden by default), 33 lines in one GPU run's log. Under `-W always` nothing may be printed,
+    # and under `-W error` the sample must still count as a program (else it would score 0).
+    sample = 'import re\ndef f(s):\n    return re.findall("\\d+", s)\n'
+    code = (
+        "from lib.train.rewards import extract_program; "
+        f"print(extract_program({sample!r}) is not None)"
+    )
+    for flag in ("always", "error"):
+        out = subprocess.run(
+            [sys.executable, "-W", flag, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert (out.stdout.strip(), out.stderr) == ("True", ""), flag
 
 
 def test_extract_program():

@@ -23,7 +23,9 @@ import ast
 import concurrent.futures as cf
 import functools
 import json
+import re
 import secrets
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,13 @@ AUTO = {
     "jsonl": "human_similarity",
 }
 NO_PROGRAM = "<no program>"  # the behaviour of prose or a syntax error on every test input
+# The filename samples are parsed under: their compile warnings (an invalid escape in a string,
+# thousands a GPU run's log on 3.12) say nothing about the pipeline and are dropped by this
+# filter, which matches their filename only (a per-call catch_warnings is not thread-safe, and
+# the reward runs on worker threads).
+SAMPLE_FILE = "<sample>"
+for _category in (SyntaxWarning, DeprecationWarning):
+    warnings.filterwarnings("ignore", category=_category, module=re.escape(SAMPLE_FILE) + r"\Z")
 
 Metas = Sequence[Mapping[str, Any] | str]
 Texts = Sequence[Sequence[str]]
@@ -112,7 +121,7 @@ def extract_program(text: str, meta: Mapping[str, Any] | None = None) -> str | N
     if not src.strip():
         return None
     try:
-        ast.parse(src)
+        ast.parse(src, SAMPLE_FILE)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     return src

@@ -1,0 +1,86 @@
+"""Replay one training step K times from the same state: do the same inputs give the same bytes?
+
+    PYTHONPATH=. AT=3 K=4 python scripts/replay_step.py --system polychromic \\
+        --train data/split/train.parquet --val data/split/val.parquet --out /tmp/replay \\
+        --params params.yaml --no-progress
+
+Runs `stages.train` as usual until the trainer is about to take step AT + 1, then snapshots
+everything the step reads (the LoRA params, the optimizer and scheduler state, the data cursor,
+the global torch RNG), takes the step K times from that snapshot and prints, per replay, the hash
+of the gradient the optimizer saw, the hash of the params after it, and the step's CE and reward;
+then "DISTINCT n". n > 1 is a nondeterministic step, and the first place to look is the first
+field that differs. A diagnostic for the load-dependent CPU divergence (RESULTS.md, issue 18):
+run alone, the default's step 4 replays to one gradient; with two busy processes beside it, the
+replays alternate between two (2026-12-01).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import os
+import sys
+
+import torch
+
+from lib.train import trainer as T
+
+
+def _digest(tensors: list[torch.Tensor]) -> str:
+    m = hashlib.sha256()
+    for t in tensors:
+        m.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return m.hexdigest()[:12]
+
+
+def main() -> None:
+    at, k = int(os.environ.get("AT", "3")), int(os.environ.get("K", "4"))
+    take = T.Trainer.step
+
+    def step(self: T.Trainer) -> dict[str, float]:
+        if self.step_idx != at:
+            return take(self)
+        snap = dict(
+            params=[p.detach().clone() for p in self.params],
+            opt=copy.deepcopy(self.optimizer.state_dict()),
+            sched=copy.deepcopy(self.scheduler.state_dict()),
+            cursor=self.cursor,
+            seen=len(self.seen_batches),
+            rng=torch.get_rng_state(),
+        )
+        grads: dict[str, str] = {}
+        optimizer_step = self.optimizer.step
+
+        def seen_step(*a: object, **kw: object) -> object:
+            grads["g"] = _digest([p.grad for p in self.params])
+            return optimizer_step(*a, **kw)
+
+        self.optimizer.step = seen_step
+        results: collections.Counter = collections.Counter()
+        for r in range(k):
+            with torch.no_grad():
+                for p, s in zip(self.params, snap["params"], strict=True):
+                    p.copy_(s)
+            self.optimizer.load_state_dict(copy.deepcopy(snap["opt"]))
+            self.scheduler.load_state_dict(copy.deepcopy(snap["sched"]))
+            self.cursor, self.step_idx = snap["cursor"], at
+            del self.seen_batches[snap["seen"] :]
+            torch.set_rng_state(snap["rng"])
+            logs = take(self)
+            key = (grads["g"], _digest(self.params), logs.get("ce"), logs.get("reward"))
+            results[key] += 1
+            print(
+                f"replay {r}: grad {key[0]} params {key[1]} ce {key[2]} reward {key[3]}", flush=True
+            )
+        print("DISTINCT", len(results), flush=True)
+        sys.exit(0)
+
+    T.Trainer.step = step
+    from stages.train import main as train_main
+
+    train_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
