@@ -52,11 +52,19 @@ def main() -> None:
         grads: dict[str, str] = {}
         optimizer_step = self.optimizer.step
 
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        dump = os.environ.get("DUMP")
+
         def seen_step(*a: object, **kw: object) -> object:
             grads["g"] = _digest([p.grad for p in self.params])
+            if dump:  # every gradient by parameter name, to compare two replays' tensors
+                by_name = {names[id(p)]: p.grad.detach().clone() for p in self.params}
+                torch.save(by_name, f"{dump}.{sum(results.values())}.{grads['g']}.pt")
             return optimizer_step(*a, **kw)
 
         self.optimizer.step = seen_step
+        if os.environ.get("THREADS"):  # the replays with another intra-op thread count
+            torch.set_num_threads(int(os.environ["THREADS"]))
         results: collections.Counter = collections.Counter()
         for r in range(k):
             with torch.no_grad():

@@ -45,6 +45,36 @@ def attention_backends(device: torch.device) -> AbstractContextManager:
     )
 
 
+class _KeptRows(torch.autograd.Function):
+    """x[keep] for x (n, H) and keep (K,) with repeats, whose gradient adds a repeated row's
+    grads in `keep`'s order. The packed pass keeps the last prompt position once per sample (its
+    N samples share the prompt), and `x[keep]`'s backward, `index_put_(accumulate=True)`, adds
+    the repeats on a CPU with atomic float adds from several threads, in whatever order the
+    threads reach them: under CPU load the same step gave another gradient (the adapter's bytes
+    changed from step 4 of the default run, `scripts/replay_step.py`). `index_add_` adds them
+    one index after another. CUDA keeps `index_put_`, whose accumulate sorts the indices first."""
+
+    @staticmethod
+    def forward(ctx, x, keep):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(keep)
+        ctx.rows = x.shape[0]
+        return x.index_select(0, keep)  # (K, H)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (keep,) = ctx.saved_tensors
+        out = grad.new_zeros((ctx.rows, *grad.shape[1:]))  # (n, H)
+        if grad.is_cuda:
+            return out.index_put_((keep,), grad, accumulate=True), None
+        return out.index_add_(0, keep, grad), None
+
+
+def kept_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """x[keep] (K, H) of x (n, H), the same bits forward, and a gradient that sums repeated rows
+    in `keep`'s order (`_KeptRows`)."""
+    return _KeptRows.apply(x, keep)
+
+
 class PackedLM(torch.nn.Module):
     def __init__(self, model: Any):  # a PeftModel; its LoRA layers are injected in place
         super().__init__()
@@ -81,7 +111,7 @@ class PackedLM(torch.nn.Module):
                 use_cache=False,
             ).last_hidden_state  # (copies·R, W, H)
         keep = torch.cat([keep + c * rows * width for c in range(copies)])  # (copies·K,)
-        hidden = hidden.flatten(0, 1)[keep]  # (copies·K, H)
+        hidden = kept_rows(hidden.flatten(0, 1), keep)  # (copies·K, H)
         if targets is None:
             return self._logits(hidden)  # (copies·K, V)
         targets = targets.repeat(copies)  # (copies·K,)
