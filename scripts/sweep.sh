@@ -6,6 +6,8 @@
 #   bash scripts/sweep.sh                  # RESULTS.md's v2 grid (as amended): λ in {0, 3, 10, 30}
 #                                          # × {additive, multiplicative, passk}: 10 experiments
 #   LAMBDAS="0 0.5" OBJECTIVES=additive bash scripts/sweep.sh
+#   NAMES="val-addi-l0 val-addi-l10" bash scripts/sweep.sh   # only these of the grid (a round
+#                                          # that fits one lease; the rest in the next)
 #   QUEUE=1 JOBS=2 bash scripts/sweep.sh   # queued, 2 at a time, each stage on its own GPU
 #   QUEUE=1 JOBS=4 GPU_PIN_SLOTS=2 bash scripts/sweep.sh generate@polychromic
 #                                          # 2 per GPU on two GPUs, up to the val generations
@@ -23,7 +25,9 @@ grid() {
   for lam in $lambdas; do
     for obj in $objectives; do
       if [[ $lam == 0 && $obj != "${objectives%% *}" ]]; then continue; fi
-      echo "val-${obj:0:4}-l${lam} -S eval_split=val -S loss.lambda=$lam -S loss.objective=$obj"
+      name=val-${obj:0:4}-l${lam}
+      if [[ -n ${NAMES:-} && " $NAMES " != *" $name "* ]]; then continue; fi
+      echo "$name -S eval_split=val -S loss.lambda=$lam -S loss.objective=$obj"
     done
   done
 }

@@ -140,6 +140,16 @@ def test_sweep_grid_runs_lambda_zero_once():
     ]
 
 
+def test_sweep_names_keep_only_those_grid_lines():
+    # A round that fits one lease: NAMES picks lines of the grid by name, in the grid's order;
+    # the λ-0 line keeps its "once" rule, and a name not in the grid selects nothing.
+    env = {**os.environ, "PRINT": "1", "NAMES": "val-pass-l3 val-addi-l0 val-mult-l0"}
+    out = subprocess.run(
+        ["bash", "scripts/sweep.sh"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line.split()[0] for line in out] == ["val-addi-l0", "val-pass-l3"]
+
+
 @pytest.mark.slow  # ~25-40 s: the seeds round trip above covers the base, clones and collect in CI
 def test_sweep_starts_every_grid_line_as_its_experiment(tmp_path):
     # `sweep` reads scripts/sweep.sh's own grid (PRINT=1), so the lease runs exactly the grid the
