@@ -10,6 +10,14 @@ stage_times.tsv some other run left in the tree), and
 for each `--outs` prefix the matching outputs of its dvc.lock, copied from the DVC cache (checked
 against the lock's md5). It refuses an experiment whose dvc.lock is not one consistent run
 (lib.experiments.stale_at) and writes the folder whole or not at all.
+
+A sweep's experiment runs only up to its val samples and their scores (`dvc exp run ...
+generate@polychromic`, then `scripts/score_exps.sh`), so the later stages in its lock are the
+base's. `--upto score@polychromic` keeps that stage and the stages it reads from, checks only
+those for consistency, and leaves the rest's outputs out:
+
+    python scripts/keep_exp.py val-addi-l10 reports/code_sweep/val-addi-l10 --upto score@polychromic \
+        --outs data/generations/polychromic --outs data/scores/polychromic
 """
 
 from __future__ import annotations
@@ -51,19 +59,45 @@ def cache_root() -> Path:
     return Path(out.stdout.strip()) / "files" / "md5"
 
 
-def keep(rev: str, out: Path, outs: list[str]) -> list[str]:
-    stale = stale_at(rev)
-    if stale:
-        raise SystemExit(f"keep_exp: {rev[:7]}'s dvc.lock is not one run: stale deps {stale}")
+def upstream(stages: dict, targets: list[str]) -> set[str]:
+    """The `targets` stages of a dvc.lock's `stages` and every stage whose outputs they read,
+    transitively (a dep at an output's path or under it)."""
+    outs = {
+        name: [o["path"].rstrip("/") for o in st.get("outs") or []] for name, st in stages.items()
+    }
+
+    def feeds(a: str, b: str) -> bool:
+        deps = [d["path"] for d in stages[b].get("deps") or []]
+        return any(d == o or d.startswith(o + "/") for d in deps for o in outs[a])
+
+    chosen: set[str] = set()
+    todo = list(targets)
+    while todo:
+        b = todo.pop()
+        if b in chosen:
+            continue
+        if b not in stages:
+            raise SystemExit(f"keep_exp: --upto {b}: no such stage in the dvc.lock")
+        chosen.add(b)
+        todo += [a for a in stages if a not in chosen and feeds(a, b)]
+    return chosen
+
+
+def keep(rev: str, out: Path, outs: list[str], upto: list[str] | None = None) -> list[str]:
     lock_text = _git("show", f"{rev}:dvc.lock")
     lock = yaml.safe_load(lock_text)
+    stages = lock.get("stages") or {}
+    if upto:
+        chosen = upstream(stages, upto)
+        stages = {k: v for k, v in stages.items() if k in chosen}
+    stale = {k: v for k, v in stale_at(rev).items() if k in stages}
+    if stale:
+        raise SystemExit(f"keep_exp: {rev[:7]}'s dvc.lock is not one run: stale deps {stale}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "dvc.lock").write_text(lock_text)
         (tmp / "params.yaml").write_text(_git("show", f"{rev}:params.yaml"))
-        made = [
-            o["path"] for st in (lock.get("stages") or {}).values() for o in st.get("outs") or []
-        ]
+        made = [o["path"] for st in stages.values() for o in st.get("outs") or []]
         for path in _git("ls-tree", "-r", "--name-only", rev, "metrics/").splitlines():
             if not any(path == m or path.startswith(m.rstrip("/") + "/") for m in made):
                 continue  # not this run's output (stage_times.tsv of another machine's run, say)
@@ -71,7 +105,7 @@ def keep(rev: str, out: Path, outs: list[str]) -> list[str]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(_git("show", f"{rev}:{path}", binary=True))
         kept, cache = [], cache_root()
-        for st in (lock.get("stages") or {}).values():
+        for st in stages.values():
             for o in st.get("outs") or []:
                 if not any(o["path"].startswith(p) for p in outs) or o["md5"].endswith(".dir"):
                     continue
@@ -97,10 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("exp", help="experiment name (dvc exp list -A) or git revision")
     ap.add_argument("out", type=Path, help="folder to write (replaced whole)")
     ap.add_argument("--outs", action="append", default=[], help="path prefix of outputs to copy")
+    ap.add_argument(
+        "--upto", action="append", default=[], help="stage: keep it and what it reads, only"
+    )
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rev = rev_of(args.exp)
-    kept = keep(rev, args.out, args.outs)
+    kept = keep(rev, args.out, args.outs, args.upto)
     print(f"keep_exp: {args.exp} ({rev[:7]}) -> {args.out}: dvc.lock, params.yaml, metrics/, "
           f"{len(kept)} outputs")  # fmt: skip
 

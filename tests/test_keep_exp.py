@@ -102,3 +102,33 @@ def test_refuses_a_lock_that_is_not_one_run(repo):
     p = _keep(repo, "HEAD", "kept/run")
     assert p.returncode != 0
     assert "is not one run: stale deps {'count': ['data/a.txt']}" in p.stderr
+
+
+def test_upto_checks_and_keeps_only_that_stage_and_what_it_reads(repo):
+    # A sweep experiment ran `make` only; `count` in its lock is the base's (stale). --upto make
+    # keeps make's record and leaves count's metrics out; --upto count reaches make through
+    # count's dep on data/a.txt, so the stale count refuses.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock["stages"]["make"]["outs"][0]["md5"] = hashlib.md5(b"x\nx\nx\n").hexdigest()
+    lock["stages"]["count"]["deps"][1]["md5"] = "0" * 32  # read another data/a.txt
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert _run(repo, "git", "commit", "-qam", "make only").returncode == 0
+    p = _keep(repo, "HEAD", "kept/run", "--upto", "make", "--outs", "data/")
+    assert p.returncode == 0, p.stderr
+    kept = repo / "kept" / "run"
+    assert (kept / "data" / "a.txt").read_text() == "x\nx\nx\n"
+    assert not (kept / "data" / "b.txt").exists()  # count's output: not this run's
+    assert not (kept / "metrics" / "n.json").exists()
+    p = _keep(repo, "HEAD", "kept/run2", "--upto", "count")
+    assert p.returncode != 0
+    assert "is not one run: stale deps {'count': ['data/a.txt']}" in p.stderr
+    p = _keep(repo, "HEAD", "kept/run3", "--upto", "nope")
+    assert "--upto nope: no such stage" in p.stderr
+
+
+def test_upto_reaches_the_stages_a_stage_reads(repo):
+    p = _keep(repo, "HEAD", "kept/run", "--upto", "count", "--outs", "data/")
+    assert p.returncode == 0, p.stderr
+    kept = repo / "kept" / "run"
+    assert (kept / "data" / "a.txt").read_text() == "x\nx\nx\n"  # make's, read by count
+    assert (kept / "data" / "b.txt").read_text() == "X\nX\nX\n"
