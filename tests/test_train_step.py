@@ -408,3 +408,61 @@ def test_tempered_or_truncated_training_samples_fail_clearly():
         replace(LOSS, top_p=0.9)
     with pytest.raises(ParamsError, match=r"loss.passk_k = 3"):
         replace(LOSS, objective="passk", passk_k=3)
+
+
+def _checkpointed(model):
+    model.get_base_model().gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
+    model.train()
+    return model
+
+
+def test_fused_kl_refuses_gradient_checkpointing(tiny_model):
+    # The fused pass scales the copy's LoRA update with hooks that are gone when checkpointing
+    # recomputes the layers in the backward; the H200 run died there with a CheckpointError at
+    # step 1 (0.5B coder, model.gradient_checkpointing true, kl_pass auto → fused on CUDA).
+    _, tok = tiny_model
+    model = _checkpointed(_model(tok))
+    examples, _ = build_examples(_df(4), tok, 48)
+    with pytest.raises(ValueError, match="kl_pass fused cannot run with model.gradient_check"):
+        Trainer("polychromic", model, tok, examples, TP, SEED, replace(LOSS, kl_pass="fused"), GEM)
+
+
+def test_auto_kl_pass_is_separate_under_gradient_checkpointing_on_cuda(tiny_model):
+    _, tok = tiny_model
+    examples, _ = build_examples(_df(4), tok, 48)
+    fused = {}
+    for ckpt in (False, True):
+        model = _model(tok)
+        tr = Trainer("polychromic", _checkpointed(model) if ckpt else model, tok, examples, TP,
+                     SEED, replace(LOSS, kl_pass="auto"), GEM)  # fmt: skip
+        tr.device = torch.device("cuda")  # the decision only: nothing runs on it
+        fused[ckpt] = tr._fused_kl()
+    assert fused == {False: True, True: False}
+
+
+def test_step_under_gradient_checkpointing_equals_independent_objective_gradient(tiny_model):
+    # The whole step (draw, reward, packed pass, KL, backward) with every layer recomputed in the
+    # backward: the gradient the optimizer gets is still ∇ of the objective built here.
+    _, tok = tiny_model
+    model = _model(tok)
+    examples, _ = build_examples(_df(4), tok, 48)
+    tr = Trainer("polychromic", model, tok, examples, TP, SEED, replace(LOSS, kl_pass="auto"), GEM)
+    batch = [examples[i] for i in tr.order.take(0, TP.batch_size)]
+    want = torch.autograd.grad(
+        _independent_loss("polychromic", "additive", model, tok, batch, step=0)[0], tr.params
+    )
+    _checkpointed(model)
+    recomputed: list[int] = []
+    mlp = model.get_base_model().model.layers[0].mlp  # transformers checkpoints layer.forward
+    hook = mlp.register_forward_pre_hook(lambda *_: recomputed.append(torch.is_grad_enabled()))
+    try:
+        _, got = _step_grads(tr)
+    finally:
+        hook.remove()
+    scale = max(float(w.abs().max()) for w in want)
+    for a, b in zip(got, want, strict=True):
+        assert float((a - b).abs().max()) <= 1e-6 * scale
+    # checkpointing was live: layer 0's MLP ran again inside the backward (grad mode there)
+    assert recomputed.count(True) >= 2, recomputed

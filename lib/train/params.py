@@ -64,7 +64,8 @@ class LossParams:
     # How the reference log-probs are computed (same values either way): fused = the packed pass
     # runs twice as many rows, the second copy with every LoRA update zeroed (one launch-bound pass
     # instead of two; the backward also runs through the copy, so it costs FLOPs); separate = a
-    # second, no-grad pass with the adapters off (fewer FLOPs). auto: fused on CUDA, else separate.
+    # second, no-grad pass with the adapters off (fewer FLOPs). auto: fused on CUDA, else separate;
+    # separate under model.gradient_checkpointing, whose recompute cannot see the fused copy's scale.
     kl_pass: Literal["auto", "fused", "separate"] = param()
     max_new_tokens: int = param(ge=1)
     temperature: float = param()  # must be 1: log π scores the untempered distribution

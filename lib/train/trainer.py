@@ -122,6 +122,7 @@ class Trainer:
         )
         self._decoder: StaticDecoder | None = None
         self._lora_layers: list[torch.nn.Module] | None = None  # found on the first KL pass
+        self._fused_kl()  # an impossible kl_pass fails here, before any step
         self.seen_batches: list[list[int]] = []  # example indices per micro-batch (tests read it)
         self.last_draw: Draw | None = None  # the last micro-batch's samples (tests read it)
 
@@ -243,8 +244,21 @@ class Trainer:
 
     def _fused_kl(self) -> bool:
         mode = self.loss.kl_pass if self.loss is not None else "separate"
+        # Gradient checkpointing recomputes each layer in the backward, after lora_row_scale's
+        # hooks are gone: the copy's rows would recompute with their LoRA update on, and torch
+        # refuses the mismatch (CheckpointError, seen on the H200 with the 0.5B coder).
+        flag = "is_activation_checkpointing"  # transformers 5's name; 4's below
+        if not hasattr(self.model, flag):
+            flag = "is_gradient_checkpointing"
+        checkpointing = bool(getattr(self.model, flag, False))
         if mode == "auto":
-            mode = "fused" if self.device.type == "cuda" else "separate"
+            mode = "fused" if self.device.type == "cuda" and not checkpointing else "separate"
+        if mode == "fused" and checkpointing:
+            raise ValueError(
+                "loss.kl_pass fused cannot run with model.gradient_checkpointing: the backward "
+                "recomputes the layers without the fused pass's per-row LoRA scale; set "
+                "loss.kl_pass: separate (or auto)"
+            )
         return mode == "fused"
 
     def _reference_logprobs(self, pack: TreePack) -> tuple[torch.Tensor, torch.Tensor]:
