@@ -11,6 +11,8 @@
 #                                                  # length (TAG: two domains' curves side by side)
 #   bash scripts/gpu_lease.sh sweep PROFILES -- DVC_EXP_RUN_ARGS...  # scripts/sweep.sh's grid at once
 #   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT
+#   JOBS=2 bash scripts/gpu_lease.sh sweep ...     # at most 2 runs at a time (default: all at once)
+#   bash scripts/gpu_lease.sh queue NAME DIR CMD...; bash scripts/gpu_lease.sh drain  # any command
 # `seeds "configs/gpu.yaml configs/social.yaml" "0 1 2" -- -S loss.lambda=10 judge` commits the
 # checkout with the profiles applied as one base commit, clones it once per seed and runs
 # `dvc exp run -n gpu-s<k> -S train.seed=<k> ARGS` in each clone at once (a 135M step is
@@ -27,7 +29,7 @@ root=${LEASE_ROOT:-/root/lease}
 export SITE=${SITE:-/root/site}
 mkdir -p "$root/parts"
 export OUT=${OUT:-$root/out}
-cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|sweep|curves|collect ...}
+cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|sweep|curves|queue|drain|collect ...}
 shift
 step() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
 # worktree_to DIR: DIR's files become this checkout's working tree (tracked and untracked files
@@ -65,13 +67,28 @@ base_commit() {
   step "base $(git rev-parse --short HEAD): $1 (prepare and split run)"
 }
 # run_clone NAME DVC_EXP_RUN_ARGS...: clone the base into $root/t<NAME> with its DVC cache
-# (hard links) and run `dvc exp run ARGS` there in the background (log $root/t<NAME>.log).
+# (hard links) and queue `dvc exp run ARGS` there (run by `drain`; log $root/t<NAME>.log).
 run_clone() {
   local t=$root/t$1
   shift
   rm -rf "$t" && git clone -q "$root/base" "$t" && (cd "$t" && identity) || return 1
   mkdir -p "$t/.dvc" && cp -al "$root/base/.dvc/cache" "$t/.dvc/cache" || return 1
-  (cd "$t" && source scripts/gpu_env.sh && background "${t##*/}" dvc exp run "$@")
+  enqueue "${t##*/}" "$t" dvc exp run "$@"
+}
+# enqueue NAME DIR CMD...: CMD to run in DIR as run NAME, in the order queued ($root/queue/).
+enqueue() {
+  mkdir -p "$root/queue"
+  local n
+  n=$(find "$root/queue" -name '*.cmd' | wc -l)
+  printf '%s\0' "$@" >"$root/queue/$(printf %04d "$n")-$1.cmd"
+}
+# running: how many runs started by `drain` have not ended yet.
+running() {
+  local n=0 s
+  for s in "$root"/*.started; do
+    [[ -f $s && ! -f ${s%.started}.rc && $s != "$root/drain.started" ]] && n=$((n + 1))
+  done
+  echo "$n"
 }
 
 case $cmd in
@@ -109,10 +126,12 @@ seeds)
   shift 2
   [[ ${1:-} == -- ]] && shift
   base_commit "$profiles" || exit 1
+  rm -rf "$root/queue"
   for k in $seeds; do
     run_clone "$k" -n "gpu-s$k" -S "train.seed=$k" "$@" || exit 1
-    step "seed $k started"
+    step "seed $k queued"
   done
+  background drain bash scripts/gpu_lease.sh drain
   ;;
 sweep)
   profiles=$1
@@ -120,11 +139,31 @@ sweep)
   [[ ${1:-} == -- ]] && shift
   grid=$(PRINT=1 bash scripts/sweep.sh) || exit 1
   base_commit "$profiles" || exit 1
+  rm -rf "$root/queue"
   while read -r name sargs; do
     read -ra args <<<"$sargs"
     run_clone "$name" -n "$name" "${args[@]}" "$@" </dev/null || exit 1
-    step "$name started"
+    step "$name queued"
   done <<<"$grid"
+  background drain bash scripts/gpu_lease.sh drain
+  ;;
+queue)
+  enqueue "$@"
+  ;;
+drain)
+  # Start the queued runs in order, at most JOBS at a time (0: all at once): a process of the
+  # 0.5B coder at 16 problems a step peaks at 56 GiB, so one H200 holds two (JOBS=2), and five
+  # at once ran out of memory at step 1. Ends when every run it started has ended.
+  jobs=${JOBS:-0}
+  for q in "$root"/queue/*.cmd; do
+    [[ -f $q ]] || continue
+    while ((jobs > 0)) && (($(running) >= jobs)); do sleep "${POLL:-5}"; done
+    mapfile -d '' -t c <"$q"
+    rm "$q"
+    (cd "${c[1]}" && source scripts/gpu_env.sh && background "${c[0]}" "${c[@]:2}")
+    step "${c[0]} started"
+  done
+  while (($(running) > 0)); do sleep "${POLL:-5}"; done
   ;;
 curves)
   profiles=$1 steps=$2 name=curves${3:+-$3}
@@ -144,6 +183,8 @@ collect)
   # Wait for every run this lease started, at most LIMIT seconds (the call's own limit is 600).
   # A run is over when its exit status is written (NAME.rc beside NAME.started).
   deadline=$((SECONDS + ${LIMIT:-540}))
+  # The queue first: every run it will start has a NAME.started once it has ended.
+  while [[ -f $root/drain.started && ! -f $root/drain.rc ]] && ((SECONDS < deadline)); do sleep 5; done
   for started in "$root"/*.started; do
     [[ -f $started ]] || continue
     run=${started%.started}

@@ -127,6 +127,31 @@ def test_curves_prepares_the_split_as_dvc_yaml_does_and_collects_both_runs(tmp_p
     assert len(train) == smoke["max_train"]  # the profile was applied before the split ran
 
 
+def _spans(tmp: Path, jobs: str) -> list[tuple[float, float]]:
+    """Three queued runs of ~1 s each, drained with JOBS=jobs: each run's (start, end) times."""
+    tmp.mkdir()
+    env = {**_env(tmp), "JOBS": jobs, "POLL": "0.1"}
+    run = 'date +%s.%N >"$0.t0"; sleep 1; date +%s.%N >"$0.t1"'
+    for k in range(3):
+        _sh(["bash", "scripts/gpu_lease.sh", "queue", f"r{k}", str(ROOT), "bash", "-c", run,
+             str(tmp / f"r{k}")], ROOT, env)  # fmt: skip
+    _sh(["bash", "scripts/gpu_lease.sh", "drain"], ROOT, env)  # returns once all have ended
+    return [
+        (float((tmp / f"r{k}.t0").read_text()), float((tmp / f"r{k}.t1").read_text()))
+        for k in range(3)
+    ]
+
+
+def test_drain_runs_at_most_jobs_at_a_time_in_queue_order(tmp_path):
+    # Five 0.5B-coder runs at once ran out of the H200's memory at step 1 (56 GiB each); JOBS
+    # bounds how many share the GPU. JOBS=1: each run starts after the one before it ended.
+    one = _spans(tmp_path / "one", "1")
+    assert all(one[k + 1][0] >= one[k][1] for k in range(2)), one
+    # JOBS=0 (the default): all at once, so the three overlap (the guard for the check above).
+    every = _spans(tmp_path / "all", "0")
+    assert max(s for s, _ in every) < min(e for _, e in every), every
+
+
 def test_sweep_grid_runs_lambda_zero_once():
     env = {**os.environ, "PRINT": "1", "LAMBDAS": "0 3", "OBJECTIVES": "additive passk"}
     out = subprocess.run(
