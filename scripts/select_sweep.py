@@ -9,22 +9,37 @@ commit, through `dvc.api`; score it with `dvc repro --allow-missing score@polych
 adapters stayed on the GPU machine). Writes <out>.csv, <out>.md (the table RESULTS.md quotes) and
 <out>.pdf/.png (mean held-out semantic diversity against the primary metric, front marked), and
 prints the chosen configuration. The rule itself is `lib.selection.select`.
+
+A sweep that ran over several GPU leases is read from the folders scripts/keep_exp.py kept in git
+(params.yaml, dvc.lock, data/scores/polychromic.parquet checked against the lock), not from refs
+that one checkout holds:
+
+python scripts/select_sweep.py --kept reports/code_sweep/val-* --out reports/code_sweep/selection
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
-from lib.experiments import exp_show, exp_states, lookup, stale_at, where_params  # noqa: E402
+from lib.experiments import (  # noqa: E402
+    exp_show,
+    exp_states,
+    lookup,
+    stale_at,
+    stale_stages,
+    where_params,
+)
 from lib.io import atomic_path  # noqa: E402
 from lib.schemas import METRIC, SCORES  # noqa: E402
 from lib.selection import select  # noqa: E402
@@ -55,7 +70,6 @@ CHAIN = ("train_polychromic", "generate@polychromic", "score@polychromic")
 
 def read_scores(rev: str) -> pd.DataFrame | None:
     import dvc.api
-    import pyarrow.parquet as pq
 
     stale = {k: v for k, v in stale_at(rev).items() if k in CHAIN}
     if stale:  # its scores would belong to other generations: a stale result, not this one's
@@ -69,6 +83,30 @@ def read_scores(rev: str) -> pd.DataFrame | None:
         return None
     SCORES.check(table.schema, where=f"{SCORES_FILE}@{rev[:7]}")
     return table.to_pandas()
+
+
+def read_kept(folder: Path, where: dict, params: tuple[str, ...]):
+    """(params, scores) of a scripts/keep_exp.py folder, or None when its params miss `where`.
+    Refuses a folder whose lock is stale along CHAIN or whose scores are not the lock's."""
+    import yaml
+
+    par = yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8"))
+    if any(lookup(par, k) != v for k, v in where.items()):
+        return None
+    lock = yaml.safe_load((folder / "dvc.lock").read_text(encoding="utf-8"))
+    stale = {k: v for k, v in stale_stages(lock).items() if k in CHAIN}
+    if stale:
+        raise SystemExit(f"select_sweep: {folder}: stale stages in its dvc.lock, {stale}")
+    path = folder / SCORES_FILE
+    want = next(
+        (o["md5"] for o in lock["stages"]["score@polychromic"]["outs"] if o["path"] == SCORES_FILE),
+        None,
+    )
+    if not path.exists() or hashlib.md5(path.read_bytes()).hexdigest() != want:
+        raise SystemExit(f"select_sweep: {path} is not the output its dvc.lock records ({want})")
+    table = pq.read_table(path)
+    SCORES.check(table.schema, where=str(path))
+    return {p: lookup(par, p) for p in params}, table.to_pandas()
 
 
 def markdown(df: pd.DataFrame, params: tuple[str, ...], primary: str, diversity: str) -> str:
@@ -102,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
     ap.add_argument(
+        "--kept", type=Path, nargs="+", help="keep_exp folders, named by folder (no DVC refs)"
+    )
+    ap.add_argument(
         "--rev",
         help="the sweep's baseline commit (default: the commits `dvc exp show -A` reaches from "
         "HEAD and the branches; a lent machine's snapshot commit is on neither)",
@@ -116,15 +157,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--formats", default="pdf,png")
     args = ap.parse_args(argv)
 
-    shown_exps = exp_show(args.exp_json, ["--rev", args.rev] if args.rev else ["--all-commits"])
     params = tuple(args.param or ["loss.lambda", "loss.objective"])
     where = where_params(args.where or ["eval_split=val"])
-    found = experiments(shown_exps, where, params)
     scores, shown = {}, {}
-    for name, (rev, par) in sorted(found.items()):
-        df = read_scores(rev)
-        if df is not None:
-            scores[name], shown[name] = df, par
+    if args.kept:
+        for folder in sorted(args.kept):
+            got = read_kept(folder, where, params)
+            if got is not None:
+                shown[folder.name], scores[folder.name] = got
+    else:
+        shown_exps = exp_show(args.exp_json, ["--rev", args.rev] if args.rev else ["--all-commits"])
+        for name, (rev, par) in sorted(experiments(shown_exps, where, params).items()):
+            df = read_scores(rev)
+            if df is not None:
+                scores[name], shown[name] = df, par
     if not scores:
         raise SystemExit(f"select_sweep: no experiment matching {where} has {SCORES_FILE}")
     table = select(scores, shown, args.primary, args.diversity, smaller_first=params[0])

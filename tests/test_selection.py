@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from lib.selection import select
+
+ROOT = Path(__file__).resolve().parents[1]
 
 IDS = ["p1", "p2", "p3", "p4"]
 
@@ -94,17 +98,38 @@ def _state(rev, name, split, lam, children=()):
     return {"rev": rev, "name": name, "data": {"params": par}, "experiments": exps or None}
 
 
-def test_select_sweep_reads_experiments_not_their_baselines():
-    # `dvc exp show --json`: the workspace and a baseline (named after its branch) come first,
-    # their experiments under them; only experiments with eval_split=val are the sweep's.
+def _select_sweep():
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "select_sweep.py"
+    path = ROOT / "scripts" / "select_sweep.py"
     spec = importlib.util.spec_from_file_location("select_sweep", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_select_sweep_reads_experiments_not_their_baselines():
+    # `dvc exp show --json`: the workspace and a baseline (named after its branch) come first,
+    # their experiments under them; only experiments with eval_split=val are the sweep's.
+    mod = _select_sweep()
     kids = [_state("c1", "val-a", "val", 3), _state("c2", "test-a", "test", 3)]
     shown = [_state("workspace", None, "val", 1), _state("b0", "main", "val", 1, kids)]
     found = mod.experiments(shown, {"eval_split": "val"}, ("loss.lambda",))
     assert found == {"val-a": ("c1", {"loss.lambda": 3})}
+
+
+def test_select_sweep_reads_a_kept_folder_and_refuses_scores_its_lock_did_not_make(tmp_path):
+    # A sweep over several leases is read from reports/<domain>_sweep/<exp>/ (keep_exp folders):
+    # the code sweep's λ-0 run on the H200, as kept in git (89 MBPP val problems).
+    mod = _select_sweep()
+    kept = tmp_path / "val-addi-l0"
+    shutil.copytree(ROOT / "reports" / "code_sweep" / "val-addi-l0", kept)
+    par, df = mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda", "loss.objective"))
+    assert par == {"loss.lambda": 0, "loss.objective": "additive"}
+    assert len(df) == 89 and df["id"].str.startswith("MBPP-").all()
+    assert mod.read_kept(kept, {"eval_split": "test"}, ("loss.lambda",)) is None
+    # The scores of one prompt fewer: no longer the output the lock records.
+    scores = kept / "data" / "scores" / "polychromic.parquet"
+    df.iloc[1:].to_parquet(scores)
+    with pytest.raises(SystemExit, match="is not the output its dvc.lock records"):
+        mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda",))
