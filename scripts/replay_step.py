@@ -6,7 +6,7 @@
 
 Runs `stages.train` as usual until the trainer is about to take step AT + 1, then snapshots
 everything the step reads (the LoRA params, the optimizer and scheduler state, the data cursor,
-the global torch RNG), takes the step K times from that snapshot and prints, per replay, the hash
+the torch, python and numpy RNGs: lib.train.checkpoint.trainer_state), takes the step K times from that snapshot and prints, per replay, the hash
 of the gradient the optimizer saw, the hash of the params after it, and the step's CE and reward;
 then "DISTINCT n". n > 1 is a nondeterministic step, and the first place to look is the first
 field that differs. A diagnostic for the load-dependent CPU divergence (RESULTS.md, issue 18):
@@ -25,6 +25,7 @@ import sys
 import torch
 
 from lib.train import trainer as T
+from lib.train.checkpoint import load_trainer_state, trainer_state
 
 
 def _digest(tensors: list[torch.Tensor]) -> str:
@@ -41,14 +42,10 @@ def main() -> None:
     def step(self: T.Trainer) -> dict[str, float]:
         if self.step_idx != at:
             return take(self)
-        snap = dict(
-            params=[p.detach().clone() for p in self.params],
-            opt=copy.deepcopy(self.optimizer.state_dict()),
-            sched=copy.deepcopy(self.scheduler.state_dict()),
-            cursor=self.cursor,
-            seen=len(self.seen_batches),
-            rng=torch.get_rng_state(),
-        )
+        # What a resumed run restores (deep-copied: the optimizer's state_dict holds its live
+        # moment tensors, which the step updates in place).
+        snap = copy.deepcopy(trainer_state(self))
+        seen = len(self.seen_batches)
         grads: dict[str, str] = {}
         optimizer_step = self.optimizer.step
 
@@ -59,22 +56,17 @@ def main() -> None:
             grads["g"] = _digest([p.grad for p in self.params])
             if dump:  # every gradient by parameter name, to compare two replays' tensors
                 by_name = {names[id(p)]: p.grad.detach().clone() for p in self.params}
-                torch.save(by_name, f"{dump}.{sum(results.values())}.{grads['g']}.pt")
+                torch.save(by_name, f"{dump}.{r}.{grads['g']}.pt")
             return optimizer_step(*a, **kw)
 
         self.optimizer.step = seen_step
         if os.environ.get("THREADS"):  # the replays with another intra-op thread count
             torch.set_num_threads(int(os.environ["THREADS"]))
         results: collections.Counter = collections.Counter()
+        r = 0
         for r in range(k):
-            with torch.no_grad():
-                for p, s in zip(self.params, snap["params"], strict=True):
-                    p.copy_(s)
-            self.optimizer.load_state_dict(copy.deepcopy(snap["opt"]))
-            self.scheduler.load_state_dict(copy.deepcopy(snap["sched"]))
-            self.cursor, self.step_idx = snap["cursor"], at
-            del self.seen_batches[snap["seen"] :]
-            torch.set_rng_state(snap["rng"])
+            load_trainer_state(self, copy.deepcopy(snap))
+            del self.seen_batches[seen:]
             logs = take(self)
             key = (grads["g"], _digest(self.params), logs.get("ce"), logs.get("reward"))
             results[key] += 1
