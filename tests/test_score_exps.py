@@ -1,0 +1,128 @@
+"""scripts/score_exps.sh scores a GPU lease's sweep experiment here, where its adapter is not.
+
+A toy DVC repo with the pipeline's shape: `split` writes data/split/val.parquet, `train` a model
+folder, `generate@polychromic` samples from it, `score@polychromic` scores them (one row per val
+id, the sum of the sample numbers as a stand-in score). The experiment runs up to its samples
+(as `dvc exp run ... generate@polychromic` does on the GPU), its model leaves the DVC cache (the
+lease keeps files over 8 MB), and its lock's score entry is the base's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+pytestmark = pytest.mark.skipif(not Path(DVC).exists(), reason="dvc is not installed")
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@t", "PATH": f"{Path(DVC).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+
+SCRIPTS = {
+    "split.py": "import os, pandas as pd\nos.makedirs('data/split', exist_ok=True)\n"
+    "pd.DataFrame({'id': ['a', 'b', 'c']}).to_parquet('data/split/val.parquet')\n",
+    "train.py": "import os, yaml\nos.makedirs('models/polychromic', exist_ok=True)\n"
+    "k = yaml.safe_load(open('params.yaml'))['k']\n"
+    "open('models/polychromic/w', 'w').write(str(k))\n",
+    "gen.py": "import pandas as pd\nk = int(open('models/polychromic/w').read())\n"
+    "v = pd.read_parquet('data/split/val.parquet')\n"
+    "v.assign(sample=k).to_parquet('data/generations/polychromic.parquet')\n",
+    "score.py": "import pandas as pd\ng = pd.read_parquet('data/generations/polychromic.parquet')\n"
+    "g.assign(score=g['sample'] * 10).to_parquet('data/scores/polychromic.parquet')\n",
+}
+STAGES = """\
+stages:
+  split:
+    cmd: python split.py
+    deps: [split.py]
+    outs: [data/split]
+  train:
+    cmd: python train.py
+    deps: [train.py]
+    params: [k]
+    outs: [models/polychromic]
+  generate:
+    foreach: [polychromic]
+    do:
+      cmd: python gen.py
+      deps: [gen.py, models/polychromic, data/split]
+      params: [eval_split]
+      outs: ["data/generations/${item}.parquet"]
+  score:
+    foreach: [polychromic]
+    do:
+      cmd: python score.py
+      deps: [score.py, "data/generations/${item}.parquet"]
+      outs: ["data/scores/${item}.parquet"]
+"""
+
+
+def _run(cwd: Path, *cmd: str) -> str:
+    p = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"{cmd}: {p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p.stdout
+
+
+def _scores_at(repo: Path, rev: str) -> pd.DataFrame:
+    code = (
+        "import dvc.api, sys; sys.stdout.buffer.write(dvc.api.read("
+        f"'data/scores/polychromic.parquet', rev='{rev}', mode='rb'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env=ENV, capture_output=True, check=True
+    ).stdout
+    return pd.read_parquet(io.BytesIO(out))
+
+
+def test_scores_an_experiment_whose_model_stayed_on_the_gpu(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _run(repo, "git", "init", "-q")
+    _run(repo, DVC, "init", "-q")
+    (repo / "params.yaml").write_text("k: 1\neval_split: val\n")
+    (repo / "dvc.yaml").write_text(STAGES)
+    for name, text in SCRIPTS.items():
+        (repo / name).write_text(text)
+    for d in ("data/split", "data/generations", "data/scores"):
+        (repo / d).mkdir(parents=True, exist_ok=True)
+    _run(repo, DVC, "repro", "-q")  # the base: k = 1 scored (score 10 for every id)
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "base")
+    base = _run(repo, "git", "rev-parse", "HEAD").strip()
+    # On the GPU: the experiment up to its samples; its score entry stays the base's.
+    _run(repo, DVC, "exp", "run", "-q", "-n", "e2", "-S", "k=2", "generate@polychromic")
+    _run(repo, "git", "checkout", "-q", "-f", base)
+    lock = _run(repo, "git", "show", "refs/exps/" + base[:2] + "/" + base[2:] + "/e2:dvc.lock")
+    model_md5 = lock.split("path: models/polychromic")[1].split("md5: ")[1].split()[0]
+    shutil.rmtree(repo / ".dvc" / "cache" / "files" / "md5" / model_md5[:2])  # not brought back
+    assert _scores_at(repo, "e2")["score"].tolist() == [10, 10, 10]  # the base's, stale
+
+    out = _run(repo, "bash", str(ROOT / "scripts" / "score_exps.sh"), base, "e2")
+    assert "score_exps: e2 scored (polychromic) and saved" in out
+    got = _scores_at(repo, "e2")
+    assert got["id"].tolist() == ["a", "b", "c"]
+    assert got["score"].tolist() == [20, 20, 20]  # its own samples (k = 2), scored here
+    assert _run(repo, "git", "rev-parse", "HEAD").strip() == base  # left on the base
+
+
+def test_refuses_a_name_that_is_no_experiment(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _run(repo, "git", "init", "-q")
+    (repo / "f").write_text("x")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "base")
+    base = _run(repo, "git", "rev-parse", "HEAD").strip()
+    p = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "score_exps.sh"), base, "nope"],
+        cwd=repo, env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode != 0
+    assert f"score_exps: no experiment nope under {base[:7]}" in p.stderr
