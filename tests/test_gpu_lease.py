@@ -75,10 +75,14 @@ def test_seeds_collect_import_round_trip(tmp_path):
     got = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert got == ["cache_t0.tgz", "cache_t1.tgz", "logs.gz", "t0.bundle", "t1.bundle"]
 
+    # A run the lease cut short leaves a bundle with the base and no experiment: skipped, named.
+    subprocess.run(["git", "bundle", "create", "-q", str(tmp_path / "out" / "t9.bundle"), "HEAD"],
+                   cwd=tmp_path / "lease" / "base", check=True)  # fmt: skip
     dst = tmp_path / "dst"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
     listed = _sh(["bash", str(ROOT / "scripts" / "gpu_import.sh"), str(tmp_path / "out")], dst, env)
     assert "gpu-s0" in listed and "gpu-s1" in listed, listed
+    assert "t9.bundle: no experiment in it (the run did not finish); skipped" in listed, listed
     refs = subprocess.run(
         ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
         cwd=dst, capture_output=True, text=True, check=True,
