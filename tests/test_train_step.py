@@ -64,6 +64,20 @@ def _step_grads(tr: Trainer) -> tuple[dict[str, float], list[torch.Tensor]]:
     return m, seen[0]
 
 
+def _hooked_step_grads(tr: Trainer, handle) -> list[torch.Tensor]:
+    """`_step_grads(tr)`'s gradient, with the hook `handle` removed afterwards."""
+    try:
+        return _step_grads(tr)[1]
+    finally:
+        handle.remove()
+
+
+def _assert_grads_match(got: list[torch.Tensor], want: tuple[torch.Tensor, ...]) -> None:
+    scale = max(float(w.abs().max()) for w in want)
+    for a, b in zip(got, want, strict=True):
+        assert float((a - b).abs().max()) <= 1e-6 * scale
+
+
 def _token_logprobs(model, prompt: list[int], cont: list[int]) -> torch.Tensor:
     """log p(cont_t | prompt, cont_<t), one unpadded forward, (len(cont),)."""
     logits = model(input_ids=torch.tensor([prompt + cont])).logits[0]  # (P + L, V)
@@ -216,13 +230,7 @@ def test_chunked_log_probs_give_the_same_step_without_whole_logits(
     hook = head.register_forward_hook(
         lambda _m, args, _out: rows.append(args[0].shape[0]) if args[0].dim() == 2 else None
     )
-    try:
-        _, got = _step_grads(tr)
-    finally:
-        hook.remove()
-    scale = max(float(w.abs().max()) for w in want)
-    for a, b in zip(got, want, strict=True):
-        assert float((a - b).abs().max()) <= 1e-6 * scale
+    _assert_grads_match(_hooked_step_grads(tr, hook), want)
     assert rows and max(rows) <= 5, rows
 
 
@@ -457,12 +465,6 @@ def test_step_under_gradient_checkpointing_equals_independent_objective_gradient
     recomputed: list[int] = []
     mlp = model.get_base_model().model.layers[0].mlp  # transformers checkpoints layer.forward
     hook = mlp.register_forward_pre_hook(lambda *_: recomputed.append(torch.is_grad_enabled()))
-    try:
-        _, got = _step_grads(tr)
-    finally:
-        hook.remove()
-    scale = max(float(w.abs().max()) for w in want)
-    for a, b in zip(got, want, strict=True):
-        assert float((a - b).abs().max()) <= 1e-6 * scale
+    _assert_grads_match(_hooked_step_grads(tr, hook), want)
     # checkpointing was live: layer 0's MLP ran again inside the backward (grad mode there)
     assert recomputed.count(True) >= 2, recomputed
