@@ -5,8 +5,9 @@
 #   bash scripts/gpu_pack.sh [social|qa|code ...|PACKAGE==VERSION ...]   # default: social (= qa)
 # Several domains make one pack of their packages together (`code qa`: one lease, both curves).
 # Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored in
-# .gitignore), each holding `part`, and .gpu/p00/pk.sha256. Environment: FIRST_KB
-# (default 28672: 28 MiB), PART_KB (default 57344: 56 MiB), PACK_DIR (default .gpu), PACK_FROM (a folder of files to
+# .gitignore), each holding `part`, and .gpu/p00/pk.sha256. A call also carries the working tree
+# (~10 MB on 2026-12-01; 56 MiB parts stopped fitting at 9.3 MB): environment FIRST_KB
+# (default 24576: 24 MiB), PART_KB (default 49152: 48 MiB), PACK_DIR (default .gpu), PACK_FROM (a folder of files to
 # pack as they are, instead of downloading the packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ else
   python3 -m pip download -q --no-deps -d "$g/pk" "${pkgs[@]}"
 fi
 tar -cf "$g/pk.tar" -C "$g/pk" .
-first=$((${FIRST_KB:-28672} * 1024)) part=$((${PART_KB:-57344} * 1024))
+first=$((${FIRST_KB:-24576} * 1024)) part=$((${PART_KB:-49152} * 1024))
 mkdir -p "$g/p00"
 head -c "$first" "$g/pk.tar" >"$g/p00/part"
 tail -c +$((first + 1)) "$g/pk.tar" | split -b "$part" -d -a 2 - "$g/rest."
