@@ -65,6 +65,7 @@ stages:
 
 
 def _run(cwd: Path, *cmd: str) -> str:
+    # HOME is the test's own: no global git identity (as on CI); the repo sets one.
     p = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"{cmd}: {p.stdout[-2000:]}\n{p.stderr[-2000:]}"
     return p.stdout
@@ -81,10 +82,13 @@ def _scores_at(repo: Path, rev: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(out))
 
 
-def test_scores_an_experiment_whose_model_stayed_on_the_gpu(tmp_path):
+def test_scores_an_experiment_whose_model_stayed_on_the_gpu(tmp_path, monkeypatch):
+    monkeypatch.setitem(ENV, "HOME", str(tmp_path))
     repo = tmp_path / "repo"
     repo.mkdir()
     _run(repo, "git", "init", "-q")
+    _run(repo, "git", "config", "user.name", "t")  # dvc exp commits need an identity in the repo
+    _run(repo, "git", "config", "user.email", "t@t")
     _run(repo, DVC, "init", "-q")
     (repo / "params.yaml").write_text("k: 1\neval_split: val\n")
     (repo / "dvc.yaml").write_text(STAGES)
