@@ -433,8 +433,12 @@ def test_fused_kl_refuses_gradient_checkpointing(tiny_model):
     _, tok = tiny_model
     model = _checkpointed(_model(tok))
     examples, _ = build_examples(_df(4), tok, 48)
+    fused = replace(LOSS, kl_pass="fused")
     with pytest.raises(ValueError, match="kl_pass fused cannot run with model.gradient_check"):
-        Trainer("polychromic", model, tok, examples, TP, SEED, replace(LOSS, kl_pass="fused"), GEM)
+        Trainer("polychromic", model, tok, examples, TP, SEED, fused, GEM)
+    # No KL pass runs at kl_coef 0, nor in baseline's step: nothing to refuse there.
+    Trainer("polychromic", model, tok, examples, TP, SEED, replace(fused, kl_coef=0.0), GEM)
+    Trainer("baseline", model, tok, examples, TP, SEED, fused, GEM)
 
 
 def test_auto_kl_pass_is_separate_under_gradient_checkpointing_on_cuda(tiny_model):

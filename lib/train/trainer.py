@@ -122,7 +122,8 @@ class Trainer:
         )
         self._decoder: StaticDecoder | None = None
         self._lora_layers: list[torch.nn.Module] | None = None  # found on the first KL pass
-        self._fused_kl()  # an impossible kl_pass fails here, before any step
+        if self.objective.samples and loss is not None and loss.kl_coef != 0:
+            self._fused_kl()  # the KL pass runs each step: an impossible kl_pass fails here
         self.seen_batches: list[list[int]] = []  # example indices per micro-batch (tests read it)
         self.last_draw: Draw | None = None  # the last micro-batch's samples (tests read it)
 
