@@ -82,7 +82,7 @@ enqueue() {
   n=$(find "$root/queue" -name '*.cmd' | wc -l)
   printf '%s\0' "$@" >"$root/queue/$(printf %04d "$n")-$1.cmd"
 }
-# running: how many runs started by `drain` have not ended yet.
+# running: how many background runs of this lease have not ended (curves too: they share the GPU).
 running() {
   local n=0 s
   for s in "$root"/*.started; do
