@@ -57,9 +57,10 @@ background() {
 }
 
 # base_commit PROFILES: $root/base, a clone of this checkout's working tree with the profiles
-# applied and prepare + split run, committed with its dvc.lock (cwd: $root/base).
+# applied and prepare + split run, committed with its dvc.lock (cwd: $root/base); an empty queue.
 base_commit() {
   local base=$root/base
+  rm -rf "$root/queue"
   rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" && identity || return 1
   for p in $1; do PYTHONPATH=. python3 scripts/use_params.py "$p" || return 1; done
   (source scripts/gpu_env.sh && dvc repro -q split) || return 1
@@ -126,7 +127,6 @@ seeds)
   shift 2
   [[ ${1:-} == -- ]] && shift
   base_commit "$profiles" || exit 1
-  rm -rf "$root/queue"
   for k in $seeds; do
     run_clone "$k" -n "gpu-s$k" -S "train.seed=$k" "$@" || exit 1
     step "seed $k queued"
@@ -139,7 +139,6 @@ sweep)
   [[ ${1:-} == -- ]] && shift
   grid=$(PRINT=1 bash scripts/sweep.sh) || exit 1
   base_commit "$profiles" || exit 1
-  rm -rf "$root/queue"
   while read -r name sargs; do
     read -ra args <<<"$sargs"
     run_clone "$name" -n "$name" "${args[@]}" "$@" </dev/null || exit 1

@@ -9,7 +9,7 @@ that its dvc.lock lists as outputs (table.md, stats.json, headline/, the trainin
 stage_times.tsv some other run left in the tree), and
 for each `--outs` prefix the matching outputs of its dvc.lock, copied from the DVC cache (checked
 against the lock's md5). It refuses an experiment whose dvc.lock is not one consistent run
-(lib.experiments.stale_at) and writes the folder whole or not at all.
+(lib.experiments.stale_stages) and writes the folder whole or not at all.
 
 A sweep's experiment runs only up to its val samples and their scores (`dvc exp run ...
 generate@polychromic`, then `scripts/score_exps.sh`), so the later stages in its lock are the
@@ -34,7 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.experiments import exp_show, exp_states, stale_at  # noqa: E402
+from lib.experiments import exp_show, exp_states, stale_stages  # noqa: E402
 
 
 def _git(*args: str, binary: bool = False) -> bytes | str:
@@ -90,7 +90,7 @@ def keep(rev: str, out: Path, outs: list[str], upto: list[str] | None = None) ->
     if upto:
         chosen = upstream(stages, upto)
         stages = {k: v for k, v in stages.items() if k in chosen}
-    stale = {k: v for k, v in stale_at(rev).items() if k in stages}
+    stale = {k: v for k, v in stale_stages(lock).items() if k in stages}
     if stale:
         raise SystemExit(f"keep_exp: {rev[:7]}'s dvc.lock is not one run: stale deps {stale}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -68,12 +68,17 @@ def experiments(
 CHAIN = ("train_polychromic", "generate@polychromic", "score@polychromic")
 
 
+def refuse_stale_chain(stale: dict[str, list[str]], what: str) -> None:
+    """Stop on a stale stage along CHAIN: its scores would belong to other generations."""
+    stale = {k: v for k, v in stale.items() if k in CHAIN}
+    if stale:
+        raise SystemExit(f"select_sweep: {what}: stale stages in its dvc.lock, {stale}")
+
+
 def read_scores(rev: str) -> pd.DataFrame | None:
     import dvc.api
 
-    stale = {k: v for k, v in stale_at(rev).items() if k in CHAIN}
-    if stale:  # its scores would belong to other generations: a stale result, not this one's
-        raise SystemExit(f"select_sweep: {rev[:7]}: stale stages in its dvc.lock, {stale}")
+    refuse_stale_chain(stale_at(rev), rev[:7])
 
     try:
         with dvc.api.open(SCORES_FILE, rev=rev, mode="rb") as f:
@@ -94,12 +99,10 @@ def read_kept(folder: Path, where: dict, params: tuple[str, ...]):
     if any(lookup(par, k) != v for k, v in where.items()):
         return None
     lock = yaml.safe_load((folder / "dvc.lock").read_text(encoding="utf-8"))
-    stale = {k: v for k, v in stale_stages(lock).items() if k in CHAIN}
-    if stale:
-        raise SystemExit(f"select_sweep: {folder}: stale stages in its dvc.lock, {stale}")
+    refuse_stale_chain(stale_stages(lock), str(folder))
     path = folder / SCORES_FILE
     want = next(
-        (o["md5"] for o in lock["stages"]["score@polychromic"]["outs"] if o["path"] == SCORES_FILE),
+        (o["md5"] for o in lock["stages"][CHAIN[-1]]["outs"] if o["path"] == SCORES_FILE),
         None,
     )
     if not path.exists() or hashlib.md5(path.read_bytes()).hexdigest() != want:
