@@ -15,6 +15,7 @@ pass keeping LoRA dropout on (on-policy test).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -23,7 +24,7 @@ import torch
 from lib.chat import IGNORE_INDEX
 from lib.models import load_model
 from lib.sampling import eos_ids, sample
-from lib.train import Trainer, attach_lora, build_examples, sample_seed
+from lib.train import Trainer, attach_lora, build_examples, packed_lm, sample_seed
 from tests.test_train import FAST, GEM, LORA, MP, SEM, _df, replace
 
 N, NEW, SEED = 3, 5, 11
@@ -454,21 +455,53 @@ def test_auto_kl_pass_is_separate_under_gradient_checkpointing_on_cuda(tiny_mode
     assert fused == {False: True, True: False}
 
 
-def test_step_under_gradient_checkpointing_equals_independent_objective_gradient(tiny_model):
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_step_under_gradient_checkpointing_equals_independent_objective_gradient(
+    tiny_model, monkeypatch, dropout
+):
     # The whole step (draw, reward, packed pass, KL, backward) with every layer recomputed in the
-    # backward: the gradient the optimizer gets is still ∇ of the objective built here.
+    # backward: the gradient the optimizer gets is still ∇ of the objective built here. LoRA
+    # dropout > 0 (nn.Dropout, not 0's nn.Identity): the packed pass's forward runs it off, so the
+    # recompute must too; the H200 run died at step 1 with a CheckpointError (the dropout masks)
+    # when the backward ran with it back on. The objective is built on a dropout-free twin (the
+    # same weights): the on-policy step's gradient has no dropout in it.
     _, tok = tiny_model
-    model = _model(tok)
+    model, twin = _model(tok, dropout), _model(tok)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert bool(drops) == (dropout > 0)
     examples, _ = build_examples(_df(4), tok, 48)
     tr = Trainer("polychromic", model, tok, examples, TP, SEED, replace(LOSS, kl_pass="auto"), GEM)
     batch = [examples[i] for i in tr.order.take(0, TP.batch_size)]
+    twin_params = [p for p in twin.parameters() if p.requires_grad]
+    assert all(torch.equal(a, b) for a, b in zip(tr.params, twin_params, strict=True))
     want = torch.autograd.grad(
-        _independent_loss("polychromic", "additive", model, tok, batch, step=0)[0], tr.params
+        _independent_loss("polychromic", "additive", twin, tok, batch, step=0)[0], twin_params
     )
     _checkpointed(model)
-    recomputed: list[int] = []
+    # The attention kernels too: on CUDA the packed pass picks sdpa's backends in a context
+    # (`packed_lm.attention_backends`); a recompute outside it took another backend, whose saved
+    # tensors differ (the H200's second CheckpointError). A CPU has one backend, so the context's
+    # depth is what is checked: it must be entered in the forward and still be in the backward.
+    depth = [0]
+
+    @contextlib.contextmanager
+    def backends(device):
+        depth[0] += 1
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+
+    monkeypatch.setattr(packed_lm, "attention_backends", backends)
+    recomputed: list[tuple[bool, int]] = []
     mlp = model.get_base_model().model.layers[0].mlp  # transformers checkpoints layer.forward
-    hook = mlp.register_forward_pre_hook(lambda *_: recomputed.append(torch.is_grad_enabled()))
+    hook = mlp.register_forward_pre_hook(
+        lambda *_: recomputed.append((torch.is_grad_enabled(), depth[0]))
+    )
     _assert_grads_match(_hooked_step_grads(tr, hook), want)
     # checkpointing was live: layer 0's MLP ran again inside the backward (grad mode there)
-    assert recomputed.count(True) >= 2, recomputed
+    with_grad = [d for g, d in recomputed if g]
+    assert len(with_grad) >= 2, recomputed
+    assert all(d > 0 for d in with_grad), recomputed  # forward and recompute: the same kernels
+    assert depth == [0]
+    assert all(m.training for m in drops)  # dropout back on after the step

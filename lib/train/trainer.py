@@ -9,11 +9,13 @@ On-policy. Samples are drawn with every dropout off (eval mode), at temperature 
 (`LossParams` refuses anything else), and the packed pass that computes log π runs with every
 dropout module off too: log π in the loss is the distribution the samples came from (the
 sampler's recorded log-probs agree to float rounding; tested, and logged as `onpolicy_gap`). The
-polychromic step's CE therefore sees no LoRA dropout either; baseline and gem keep it.
+polychromic step's CE therefore sees no LoRA dropout either; baseline and gem keep it. The step's
+backward keeps the forward's dropout state: gradient checkpointing recomputes the layers there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -366,7 +368,17 @@ class Trainer:
             # The wrapper averages gradients over ranks in the last micro-batch's backward; a norm
             # step's per-term autograd.grad bypasses it (averaged explicitly below).
             last = micro == self.train.grad_accum - 1
-            with self.engine.sync(norms is None and last):
+            # Gradient checkpointing recomputes the layers in the backward, which must see the
+            # forward's dropout state and attention kernels, or torch refuses the recompute
+            # (CheckpointError on the H200: extra dropout masks; another sdpa backend's saved
+            # tensors) and the gradient would be of another function. The packed pass runs with
+            # dropout off (on-policy); baseline and gem keep dropout on throughout.
+            hold = getattr(self.objective, "packed", False)
+            with (
+                self.engine.sync(norms is None and last),
+                dropout_off(self.model) if hold else contextlib.nullcontext(),
+                packed_lm.attention_backends(self.device),
+            ):
                 t = time.perf_counter()
                 out = self.objective.forward(self, batch, draw)  # the forward pass(es)
                 timing["fwd_bwd"] += time.perf_counter() - t
