@@ -151,8 +151,9 @@ queue)
   ;;
 drain)
   # Start the queued runs in order, at most JOBS at a time (0: all at once): a process of the
-  # 0.5B coder at 16 problems a step peaks at 56 GiB, so one H200 holds two (JOBS=2), and five
-  # at once ran out of memory at step 1. Ends when every run it started has ended.
+  # 0.5B coder at 16 problems a step peaks at 56 GiB (fused KL pass), so one H200 holds two
+  # (JOBS=2; five at once ran out of memory at step 1), three at 30.6 GiB (kl_pass separate);
+  # with gradient checkpointing (5.9 GiB) all at once. Ends when every run it started has ended.
   jobs=${JOBS:-0}
   for q in "$root"/queue/*.cmd; do
     [[ -f $q ]] || continue
