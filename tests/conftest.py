@@ -25,3 +25,13 @@ def tiny_model():
     from lib.models import load_model
 
     return load_model(params_for("model", base="tiny-random", device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def smoke_repro(tmp_path_factory):
+    """(root, output) of `dvc repro` on the smoke configuration in a scratch repo, run once per
+    session. Never mutate it: take `tests.pipeline_util.reproduced_copy` of it."""
+    from tests.pipeline_util import dvc, scratch_repo
+
+    root = scratch_repo(tmp_path_factory.mktemp("smoke"))
+    return root, dvc(["repro"], root)

@@ -35,6 +35,15 @@ def scratch_repo(dest: Path, overrides: str | None = "configs/smoke.yaml") -> Pa
     return dest
 
 
+def reproduced_copy(template: tuple[Path, str], dest: Path) -> tuple[Path, str]:
+    """A copy of a reproduced scratch repo (`smoke_repro`'s) at `dest`, with its outputs, DVC
+    cache and git history, and the `dvc repro` output that made it: a module that mutates its
+    repo gets its own without paying the repro again (two modules each ran it: ~2.4 min)."""
+    root, out = template
+    shutil.copytree(root, dest, symlinks=True)
+    return dest, out
+
+
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of pipeline runs: offline, no API key unless `extra` sets one."""
     e = dict(os.environ)

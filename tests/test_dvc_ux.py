@@ -16,7 +16,7 @@ import yaml
 
 from lib.report import HEADLINE
 from lib.schemas import SYSTEMS
-from tests.pipeline_util import VENV_BIN, dvc, env, scratch_repo, stages_run
+from tests.pipeline_util import VENV_BIN, dvc, env, reproduced_copy, scratch_repo, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -81,10 +81,8 @@ def test_bad_params_fail_at_the_first_stage_of_dvc_repro_before_any_work(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = scratch_repo(tmp_path_factory.mktemp("repo"))
-    dvc(["repro"], root)
-    return root
+def repo(smoke_repro, tmp_path_factory):
+    return reproduced_copy(smoke_repro, tmp_path_factory.mktemp("repo") / "repo")[0]
 
 
 def test_alias_key_in_an_experiment_fails_before_training(repo):

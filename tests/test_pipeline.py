@@ -11,16 +11,14 @@ import pytest
 import yaml
 
 from lib.schemas import SYSTEMS
-from tests.pipeline_util import dvc, scratch_repo, stages_run
+from tests.pipeline_util import dvc, reproduced_copy, scratch_repo, stages_run
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = scratch_repo(tmp_path_factory.mktemp("repo"))
-    out = dvc(["repro"], root)
-    return root, out
+def repo(smoke_repro, tmp_path_factory):
+    return reproduced_copy(smoke_repro, tmp_path_factory.mktemp("repo") / "repo")
 
 
 def _declared_outputs(root):
