@@ -62,6 +62,8 @@ base_commit() {
   local base=$root/base
   rm -rf "$root/queue"
   rm -rf "$base" && git clone -q . "$base" && worktree_to "$base" && cd "$base" && identity || return 1
+  # The commit the lease started from, which the importing side has: bundles leave it out.
+  git rev-parse HEAD >"$root/origin" || return 1
   for p in $1; do PYTHONPATH=. python3 scripts/use_params.py "$p" || return 1; done
   (source scripts/gpu_env.sh && dvc repro -q split) || return 1
   git add -A && git commit -q --allow-empty -m "GPU lease base: $1" || return 1
@@ -191,19 +193,33 @@ collect)
     while [[ ! -f $run.rc ]] && ((SECONDS < deadline)); do sleep 5; done
     if [[ -f $run.rc ]]; then step "${run##*/}: exit $(cat "$run.rc")"; else step "${run##*/}: still running"; fi
   done
+  # A call brings back at most 8 files of at most 16 MiB: every run's bundle and cache go into
+  # one tar, cut into parts of COLLECT_PART_KB (runs.tar.00, .01, ...; gpu_import.sh joins them).
+  # A bundle holds only what the lease made (the base and the experiments, not the history
+  # before $root/origin), ~100 KB instead of ~7.6 MB: round 2 brought back four full bundles
+  # and nine files, and the ninth stayed behind.
   mkdir -p "$OUT"
+  pack=$root/collect
+  rm -rf "$pack" && mkdir -p "$pack"
+  not=()
+  [[ -s $root/origin ]] && not=(--not "$(cat "$root/origin")")
   for t in "$root"/t*; do
     [[ -d $t/.git ]] || continue
     k=${t##*/t}
     grep -a -E "Running stage|took|Ran experiment|ERROR" "$root/t$k.log" | tail -n 12
-    (cd "$t" && git bundle create -q "$OUT/t$k.bundle" --all \
-      && find .dvc/cache -type f -size -8M -print0 | tar -czf "$OUT/cache_t$k.tgz" --null -T -)
+    (cd "$t" && git bundle create -q "$pack/t$k.bundle" --all "${not[@]}" \
+      && find .dvc/cache -type f -size -8M -print0 | tar -czf "$pack/cache_t$k.tgz" --null -T -)
   done
+  if compgen -G "$pack/*" >/dev/null; then
+    tar -cf - -C "$pack" . | split -b "${COLLECT_PART_KB:-15360}k" -d -a 2 - "$OUT/runs.tar."
+  fi
   cat "$root"/t*.log "$root"/curves*.log 2>/dev/null | gzip >"$OUT/logs.gz"
   for q in "$root"/curves*/; do
     [[ -d $q/out ]] && tar -czf "$OUT/$(basename "$q").tgz" -C "$q" out
   done
   ls -la "$OUT"
+  n=$(find "$OUT" -type f | wc -l)
+  ((n <= 8)) || echo "collect: $n files in $OUT; a call brings back 8: copy the rest to \$OUT in another call" >&2
   ;;
 *) echo "unknown command: $cmd" >&2; exit 2 ;;
 esac

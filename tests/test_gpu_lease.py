@@ -66,14 +66,34 @@ def test_seeds_collect_import_round_trip(tmp_path):
         src, env)  # fmt: skip
     # The runs committed with a lease identity set in their own repositories, not in HOME.
     assert not (tmp_path / "home" / ".gitconfig").exists()
-    out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], src, env)
+    # Parts of 64 KB: the archive of both runs comes back in several, which the import joins.
+    out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], src, {**env, "COLLECT_PART_KB": "64"})
     assert "t0: exit 0" in out and "t1: exit 0" in out, out
     # prepare and split ran once, in the base; each run restored them from the shared cache
     for k in (0, 1):
         log = (tmp_path / "lease" / f"t{k}.log").read_text()
         assert "Running stage 'prepare'" not in log and "Running stage 'split'" not in log, log
+    # A call brings back at most 8 files: the runs travel as one archive in parts.
     got = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert got == ["cache_t0.tgz", "cache_t1.tgz", "logs.gz", "t0.bundle", "t1.bundle"]
+    parts = [n for n in got if n.startswith("runs.tar.")]
+    assert got == ["logs.gz", *parts] and len(parts) >= 2, got
+    assert parts == [f"runs.tar.{i:02d}" for i in range(len(parts))]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    subprocess.run(f"cat {' '.join(parts)} | tar -xf - -C {runs}", shell=True,
+                   cwd=tmp_path / "out", check=True)  # fmt: skip
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "cache_t0.tgz", "cache_t1.tgz", "t0.bundle", "t1.bundle"
+    ]  # fmt: skip
+    # Each bundle leaves out the history the importing side has (the lease's starting commit):
+    # it requires that commit and holds only the base and the experiment.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    for k in (0, 1):
+        v = subprocess.run(["git", "bundle", "verify", str(runs / f"t{k}.bundle")], cwd=ROOT,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        assert head in v.stdout + v.stderr, v.stdout + v.stderr
+        assert (runs / f"t{k}.bundle").stat().st_size < 1_000_000
 
     # A run the lease cut short leaves a bundle with the base and no experiment: skipped, named.
     subprocess.run(["git", "bundle", "create", "-q", str(tmp_path / "out" / "t9.bundle"), "HEAD"],
@@ -189,9 +209,11 @@ def test_sweep_starts_every_grid_line_as_its_experiment(tmp_path):
     names = ["val-addi-l1", "val-mult-l1"]
     for name in names:
         assert f"t{name}: exit 0" in out, out
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.bundle")) == [
-        f"t{n}.bundle" for n in names
-    ]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    subprocess.run(f"cat runs.tar.* | tar -xf - -C {runs}", shell=True, cwd=tmp_path / "out",
+                   check=True)  # fmt: skip
+    assert sorted(p.name for p in runs.glob("*.bundle")) == [f"t{n}.bundle" for n in names]
     for name in names:
         repo = tmp_path / "lease" / f"t{name}"
         ref = subprocess.run(
