@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import figures as F  # noqa: E402
 from lib.config import params_for  # noqa: E402
 from lib.experiments import (  # noqa: E402
+    _flatten,
     exp_show,
     exp_states,
     lookup,
@@ -49,9 +50,9 @@ SCORES_FILE = "data/scores/polychromic.parquet"
 
 def experiments(
     exp_show: list, where: dict, params: tuple[str, ...]
-) -> dict[str, tuple[str, dict]]:
-    """name -> (commit, {param: value}) of the experiments whose params match `where`: the
-    experiments under each baseline, never a baseline commit or the workspace itself."""
+) -> dict[str, tuple[str, dict, dict]]:
+    """name -> (commit, {param: value}, all its params) of the experiments whose params match
+    `where`: the experiments under each baseline, never a baseline commit or the workspace."""
     out = {}
     runs = [r for st in exp_show for g in st.get("experiments") or [] for r in g.get("revs") or []]
     for st in exp_states(runs):
@@ -61,7 +62,7 @@ def experiments(
         par = (((st.get("data") or {}).get("params") or {}).get("params.yaml") or {}).get("data")
         if not par or any(lookup(par, k) != v for k, v in where.items()):
             continue
-        out[name] = (rev, {p: lookup(par, p) for p in params})
+        out[name] = (rev, {p: lookup(par, p) for p in params}, par)
     return out
 
 
@@ -109,7 +110,33 @@ def read_kept(folder: Path, where: dict, params: tuple[str, ...]):
         raise SystemExit(f"select_sweep: {path} is not the output its dvc.lock records ({want})")
     table = pq.read_table(path)
     SCORES.check(table.schema, where=str(path))
-    return {p: lookup(par, p) for p in params}, table.to_pandas()
+    return {p: lookup(par, p) for p in params}, table.to_pandas(), par
+
+
+def other_differences(full: dict[str, dict], swept: tuple[str, ...]) -> dict[str, dict]:
+    """params.yaml keys besides `swept` whose values differ between the experiments: key ->
+    {value: [experiment, ...]}. A sweep run over several leases can differ in more than its
+    grid (code's rounds 1 and 2: the KL pass), and its table must say so."""
+    flats = {name: _flatten(par) for name, par in full.items()}
+    out: dict[str, dict] = {}
+    for key in sorted(set().union(*flats.values()) - set(swept)):
+        groups: dict[str, list[str]] = {}
+        for name in sorted(flats):
+            value = flats[name].get(key, "(absent)")
+            groups.setdefault(str(value), []).append(name)
+        if len(groups) > 1:
+            out[key] = groups
+    return out
+
+
+def differences_md(diff: dict[str, dict], swept: tuple[str, ...]) -> str:
+    if not diff:
+        return f"\nThe experiments differ only in {', '.join(swept)}.\n"
+    lines = [f"\nBesides {', '.join(swept)}, the experiments differ in:\n"]
+    for key, groups in diff.items():
+        parts = "; ".join(f"{v} ({', '.join(names)})" for v, names in groups.items())
+        lines.append(f"- `{key}`: {parts}")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(df: pd.DataFrame, params: tuple[str, ...], primary: str, diversity: str) -> str:
@@ -162,27 +189,31 @@ def main(argv: list[str] | None = None) -> None:
 
     params = tuple(args.param or ["loss.lambda", "loss.objective"])
     where = where_params(args.where or ["eval_split=val"])
-    scores, shown = {}, {}
+    scores, shown, full = {}, {}, {}
     if args.kept:
         for folder in sorted(args.kept):
             got = read_kept(folder, where, params)
             if got is not None:
-                shown[folder.name], scores[folder.name] = got
+                shown[folder.name], scores[folder.name], full[folder.name] = got
     else:
         shown_exps = exp_show(args.exp_json, ["--rev", args.rev] if args.rev else ["--all-commits"])
-        for name, (rev, par) in sorted(experiments(shown_exps, where, params).items()):
+        for name, (rev, par, all_par) in sorted(experiments(shown_exps, where, params).items()):
             df = read_scores(rev)
             if df is not None:
-                scores[name], shown[name] = df, par
+                scores[name], shown[name], full[name] = df, par, all_par
     if not scores:
         raise SystemExit(f"select_sweep: no experiment matching {where} has {SCORES_FILE}")
     table = select(scores, shown, args.primary, args.diversity, smaller_first=params[0])
+    diff = other_differences(full, params)
+    for key, groups in diff.items():
+        print(f"select_sweep: the experiments also differ in {key}: {dict(groups)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(args.out.with_suffix(".md")) as tmp:
         Path(tmp).write_text(
-            markdown(table, params, args.primary, args.diversity), encoding="utf-8"
+            markdown(table, params, args.primary, args.diversity) + differences_md(diff, params),
+            encoding="utf-8",
         )
     pts = F.front_rows(table.rename(columns={"primary": "quality"}), params)
     fig = F.pareto_figure(pts, METRIC[args.diversity].label, METRIC[args.primary].label)

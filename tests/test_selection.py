@@ -115,7 +115,9 @@ def test_select_sweep_reads_experiments_not_their_baselines():
     kids = [_state("c1", "val-a", "val", 3), _state("c2", "test-a", "test", 3)]
     shown = [_state("workspace", None, "val", 1), _state("b0", "main", "val", 1, kids)]
     found = mod.experiments(shown, {"eval_split": "val"}, ("loss.lambda",))
-    assert found == {"val-a": ("c1", {"loss.lambda": 3})}
+    assert list(found) == ["val-a"]
+    assert found["val-a"][:2] == ("c1", {"loss.lambda": 3})
+    assert found["val-a"][2]["eval_split"] == "val"  # all its params, for the differences
 
 
 def test_select_sweep_reads_a_kept_folder_and_refuses_scores_its_lock_did_not_make(tmp_path):
@@ -124,7 +126,7 @@ def test_select_sweep_reads_a_kept_folder_and_refuses_scores_its_lock_did_not_ma
     mod = _select_sweep()
     kept = tmp_path / "val-addi-l0"
     shutil.copytree(ROOT / "reports" / "code_sweep" / "val-addi-l0", kept)
-    par, df = mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda", "loss.objective"))
+    par, df, _ = mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda", "loss.objective"))
     assert par == {"loss.lambda": 0, "loss.objective": "additive"}
     assert len(df) == 89 and df["id"].str.startswith("MBPP-").all()
     assert mod.read_kept(kept, {"eval_split": "test"}, ("loss.lambda",)) is None
@@ -133,3 +135,22 @@ def test_select_sweep_reads_a_kept_folder_and_refuses_scores_its_lock_did_not_ma
     df.iloc[1:].to_parquet(scores)
     with pytest.raises(SystemExit, match="is not the output its dvc.lock records"):
         mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda",))
+
+
+def test_select_sweep_names_what_else_differs_between_the_kept_runs(tmp_path, capsys):
+    # The code sweep ran over two leases: round 1 with the KL pass `auto` (fused on the H200),
+    # round 2 with `-S loss.kl_pass=separate`. The same math, other bits: the table says so,
+    # and names which runs had which. The swept keys (λ, objective) are not "other".
+    mod = _select_sweep()
+    folders = [ROOT / "reports" / "code_sweep" / n for n in ("val-addi-l0", "val-addi-l10",
+                                                             "val-addi-l30")]  # fmt: skip
+    mod.main(["--kept", *map(str, folders), "--out", str(tmp_path / "sel"), "--formats", "png"])
+    md = (tmp_path / "sel.md").read_text(encoding="utf-8")
+    assert "Besides loss.lambda, loss.objective, the experiments differ in:" in md, md
+    assert "- `loss.kl_pass`: auto (val-addi-l0, val-addi-l10); separate (val-addi-l30)" in md, md
+    assert "loss.lambda`" not in md.split("differ in:")[1]
+    assert "also differ in loss.kl_pass" in capsys.readouterr().out
+    # Runs of one lease differ only in the grid.
+    mod.main(["--kept", *map(str, folders[:2]), "--out", str(tmp_path / "one"), "--formats", "png"])
+    one = (tmp_path / "one.md").read_text(encoding="utf-8")
+    assert "The experiments differ only in loss.lambda, loss.objective." in one, one
