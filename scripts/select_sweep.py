@@ -48,11 +48,9 @@ from lib.selection import select  # noqa: E402
 SCORES_FILE = "data/scores/polychromic.parquet"
 
 
-def experiments(
-    exp_show: list, where: dict, params: tuple[str, ...]
-) -> dict[str, tuple[str, dict, dict]]:
-    """name -> (commit, {param: value}, all its params) of the experiments whose params match
-    `where`: the experiments under each baseline, never a baseline commit or the workspace."""
+def experiments(exp_show: list, where: dict) -> dict[str, tuple[str, dict]]:
+    """name -> (commit, its params.yaml) of the experiments whose params match `where`: the
+    experiments under each baseline, never a baseline commit or the workspace itself."""
     out = {}
     runs = [r for st in exp_show for g in st.get("experiments") or [] for r in g.get("revs") or []]
     for st in exp_states(runs):
@@ -62,7 +60,7 @@ def experiments(
         par = (((st.get("data") or {}).get("params") or {}).get("params.yaml") or {}).get("data")
         if not par or any(lookup(par, k) != v for k, v in where.items()):
             continue
-        out[name] = (rev, {p: lookup(par, p) for p in params}, par)
+        out[name] = (rev, par)
     return out
 
 
@@ -91,8 +89,8 @@ def read_scores(rev: str) -> pd.DataFrame | None:
     return table.to_pandas()
 
 
-def read_kept(folder: Path, where: dict, params: tuple[str, ...]):
-    """(params, scores) of a scripts/keep_exp.py folder, or None when its params miss `where`.
+def read_kept(folder: Path, where: dict):
+    """(its params.yaml, scores) of a scripts/keep_exp.py folder, or None when its params miss `where`.
     Refuses a folder whose lock is stale along CHAIN or whose scores are not the lock's."""
     import yaml
 
@@ -110,7 +108,7 @@ def read_kept(folder: Path, where: dict, params: tuple[str, ...]):
         raise SystemExit(f"select_sweep: {path} is not the output its dvc.lock records ({want})")
     table = pq.read_table(path)
     SCORES.check(table.schema, where=str(path))
-    return {p: lookup(par, p) for p in params}, table.to_pandas(), par
+    return par, table.to_pandas()
 
 
 def other_differences(full: dict[str, dict], swept: tuple[str, ...]) -> dict[str, dict]:
@@ -189,20 +187,21 @@ def main(argv: list[str] | None = None) -> None:
 
     params = tuple(args.param or ["loss.lambda", "loss.objective"])
     where = where_params(args.where or ["eval_split=val"])
-    scores, shown, full = {}, {}, {}
+    scores, full = {}, {}
     if args.kept:
         for folder in sorted(args.kept):
-            got = read_kept(folder, where, params)
+            got = read_kept(folder, where)
             if got is not None:
-                shown[folder.name], scores[folder.name], full[folder.name] = got
+                full[folder.name], scores[folder.name] = got
     else:
         shown_exps = exp_show(args.exp_json, ["--rev", args.rev] if args.rev else ["--all-commits"])
-        for name, (rev, par, all_par) in sorted(experiments(shown_exps, where, params).items()):
+        for name, (rev, par) in sorted(experiments(shown_exps, where).items()):
             df = read_scores(rev)
             if df is not None:
-                scores[name], shown[name], full[name] = df, par, all_par
+                scores[name], full[name] = df, par
     if not scores:
         raise SystemExit(f"select_sweep: no experiment matching {where} has {SCORES_FILE}")
+    shown = {name: {p: lookup(par, p) for p in params} for name, par in full.items()}
     table = select(scores, shown, args.primary, args.diversity, smaller_first=params[0])
     diff = other_differences(full, params)
     for key, groups in diff.items():

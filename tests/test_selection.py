@@ -114,10 +114,8 @@ def test_select_sweep_reads_experiments_not_their_baselines():
     mod = _select_sweep()
     kids = [_state("c1", "val-a", "val", 3), _state("c2", "test-a", "test", 3)]
     shown = [_state("workspace", None, "val", 1), _state("b0", "main", "val", 1, kids)]
-    found = mod.experiments(shown, {"eval_split": "val"}, ("loss.lambda",))
-    assert list(found) == ["val-a"]
-    assert found["val-a"][:2] == ("c1", {"loss.lambda": 3})
-    assert found["val-a"][2]["eval_split"] == "val"  # all its params, for the differences
+    found = mod.experiments(shown, {"eval_split": "val"})
+    assert found == {"val-a": ("c1", {"eval_split": "val", "loss": {"lambda": 3}})}
 
 
 def test_select_sweep_reads_a_kept_folder_and_refuses_scores_its_lock_did_not_make(tmp_path):
@@ -126,15 +124,15 @@ def test_select_sweep_reads_a_kept_folder_and_refuses_scores_its_lock_did_not_ma
     mod = _select_sweep()
     kept = tmp_path / "val-addi-l0"
     shutil.copytree(ROOT / "reports" / "code_sweep" / "val-addi-l0", kept)
-    par, df, _ = mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda", "loss.objective"))
-    assert par == {"loss.lambda": 0, "loss.objective": "additive"}
+    par, df = mod.read_kept(kept, {"eval_split": "val"})
+    assert (par["loss"]["lambda"], par["loss"]["objective"]) == (0, "additive")
     assert len(df) == 89 and df["id"].str.startswith("MBPP-").all()
-    assert mod.read_kept(kept, {"eval_split": "test"}, ("loss.lambda",)) is None
+    assert mod.read_kept(kept, {"eval_split": "test"}) is None
     # The scores of one prompt fewer: no longer the output the lock records.
     scores = kept / "data" / "scores" / "polychromic.parquet"
     df.iloc[1:].to_parquet(scores)
     with pytest.raises(SystemExit, match="is not the output its dvc.lock records"):
-        mod.read_kept(kept, {"eval_split": "val"}, ("loss.lambda",))
+        mod.read_kept(kept, {"eval_split": "val"})
 
 
 def test_select_sweep_names_what_else_differs_between_the_kept_runs(tmp_path, capsys):
