@@ -48,6 +48,14 @@ def _sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     return p.stdout + p.stderr
 
 
+def _runs(out: Path, dest: Path) -> Path:
+    """`collect`'s runs.tar.NN parts in `out`, joined in order and unpacked into `dest`."""
+    dest.mkdir()
+    subprocess.run(f"cat runs.tar.[0-9][0-9] | tar -xf - -C {dest}", shell=True, cwd=out,
+                   check=True)  # fmt: skip
+    return dest
+
+
 def _yaml_at(repo: Path, ref: str, path: str) -> dict:
     """The YAML file `path` as committed at `ref` (an experiment's params.yaml, dvc.lock)."""
     return yaml.safe_load(
@@ -78,10 +86,7 @@ def test_seeds_collect_import_round_trip(tmp_path):
     parts = [n for n in got if n.startswith("runs.tar.")]
     assert got == ["logs.gz", *parts] and len(parts) >= 2, got
     assert parts == [f"runs.tar.{i:02d}" for i in range(len(parts))]
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    subprocess.run(f"cat {' '.join(parts)} | tar -xf - -C {runs}", shell=True,
-                   cwd=tmp_path / "out", check=True)  # fmt: skip
+    runs = _runs(tmp_path / "out", tmp_path / "runs")
     assert sorted(p.name for p in runs.iterdir()) == [
         "cache_t0.tgz", "cache_t1.tgz", "t0.bundle", "t1.bundle"
     ]  # fmt: skip
@@ -209,10 +214,7 @@ def test_sweep_starts_every_grid_line_as_its_experiment(tmp_path):
     names = ["val-addi-l1", "val-mult-l1"]
     for name in names:
         assert f"t{name}: exit 0" in out, out
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    subprocess.run(f"cat runs.tar.* | tar -xf - -C {runs}", shell=True, cwd=tmp_path / "out",
-                   check=True)  # fmt: skip
+    runs = _runs(tmp_path / "out", tmp_path / "runs")
     assert sorted(p.name for p in runs.glob("*.bundle")) == [f"t{n}.bundle" for n in names]
     for name in names:
         repo = tmp_path / "lease" / f"t{name}"
