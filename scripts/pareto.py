@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 
 from lib import experiments  # noqa: E402
 from lib import figures as F  # noqa: E402
+from lib import pareto as P  # noqa: E402
 from lib.config import params_for  # noqa: E402
 from lib.io import atomic_path  # noqa: E402
 
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             raise SystemExit(f"pareto: {args.rows} has no column {missing}")
         table = table[cols].rename(columns={args.rows_quality: "quality"})
-        df = F.front_rows(table.dropna(subset=["diversity", "quality"]), params)
+        df = P.front_rows(table.dropna(subset=["diversity", "quality"]), params)
     else:
-        df = F.experiment_rows(
+        df = P.experiment_rows(
             experiments.exp_show(args.exp_json),
             args.metrics_file,
             args.diversity,
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"pareto: no experiment has both {args.diversity} and {args.quality}")
     with atomic_path(args.out.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False)
-    fig = F.pareto_figure(
+    fig = P.pareto_figure(
         df,
         F.METRIC_LABELS.get(args.diversity, args.diversity),
         F.METRIC_LABELS.get(args.quality, args.quality),

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import figures as F  # noqa: E402
+from lib import pareto as P  # noqa: E402
 from lib.config import params_for  # noqa: E402
 from lib.experiments import (  # noqa: E402
     _flatten,
@@ -214,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
             markdown(table, params, args.primary, args.diversity) + differences_md(diff, params),
             encoding="utf-8",
         )
-    pts = F.front_rows(table.rename(columns={"primary": "quality"}), params)
-    fig = F.pareto_figure(pts, METRIC[args.diversity].label, METRIC[args.primary].label)
+    pts = P.front_rows(table.rename(columns={"primary": "quality"}), params)
+    fig = P.pareto_figure(pts, METRIC[args.diversity].label, METRIC[args.primary].label)
     paths = F.save(
         fig,
         args.out.parent,

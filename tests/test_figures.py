@@ -14,6 +14,7 @@ import pytest
 from score_tables import PARAMS_YAML, score_table, write_judgments, write_scores
 
 from lib import figures as F
+from lib import pareto as P
 from lib.config import params_for
 from lib.experiments import lookup
 from lib.schemas import SCORE_METRICS, SYSTEMS
@@ -33,9 +34,9 @@ def test_non_dominated_exact():
         (math.nan, 2.0),  # missing: never on the front, dominates nothing
         (0.2, 0.2),  # dominated
     ]
-    assert F.non_dominated(pts) == [True, True, False, True, False, True, False, False]
-    assert F.non_dominated([]) == []
-    assert F.non_dominated([(0.0, 0.0)]) == [True]
+    assert P.non_dominated(pts) == [True, True, False, True, False, True, False, False]
+    assert P.non_dominated([]) == []
+    assert P.non_dominated([(0.0, 0.0)]) == [True]
 
 
 def _exp(name, lam, metrics):
@@ -62,7 +63,7 @@ def exp_show_json():
 
 
 def test_experiment_rows_and_front():
-    df = F.experiment_rows(
+    df = P.experiment_rows(
         exp_show_json(), "metrics/polychromic.json", "semantic_diversity", "rouge_l"
     )
     by = df.set_index("loss.lambda")
@@ -87,7 +88,7 @@ def test_front_rows_label_names_lambda_and_gives_other_params_by_value():
             "quality": [0.98, 0.98],
         }
     )
-    out = F.front_rows(df, ("loss.lambda", "loss.objective"))
+    out = P.front_rows(df, ("loss.lambda", "loss.objective"))
     assert out["label"].tolist() == ["λ=10, additive", "λ=30, passk"]
     assert out["on_front"].tolist() == [True, False]  # same quality, less diverse: dominated
 
@@ -103,7 +104,7 @@ def test_experiment_rows_filter_by_params_and_name_the_workspace_after_its_exper
     head["experiments"] = [
         {"revs": [exp("val-a", 0.0, "val", 0.6, 0.9), exp("val-b", 1.0, "val", 0.8, 0.9)]}
     ]
-    df = F.experiment_rows(
+    df = P.experiment_rows(
         [ws, head],
         "metrics/polychromic.json",
         "semantic_diversity",
@@ -134,6 +135,26 @@ def test_lookup_reads_the_score_stages_own_metrics_layout():
     assert lookup(summary, "semantic_diversity") == pytest.approx(0.3)
     assert lookup(summary, "pass_at_10") == pytest.approx(0.3)
     assert np.isfinite(lookup(summary, "mean_n_pass"))
+
+
+def test_pareto_labels_of_three_tied_configurations_do_not_overlap():
+    # The code sweep (reports/code_sweep/selection.csv, rounded): three configurations tie at
+    # Pass@10 0.652 within 0.011 of semantic diversity, a fourth sits 0.012 below. Labels put
+    # above-right, or below when a neighbour's label was above, stacked two of the three ties'
+    # labels on one another ("λ=30, additive" over "λ=30, multiplicative").
+    table = pd.DataFrame(
+        {
+            "loss.lambda": [0, 3, 10, 30, 10, 30, 10, 30],
+            "loss.objective": ["additive"] * 4 + ["multiplicative"] * 2 + ["passk"] * 2,
+            "diversity": [0.111, 0.131, 0.144, 0.149, 0.145, 0.155, 0.126, 0.132],
+            "quality": [0.584, 0.629, 0.652, 0.652, 0.640, 0.652, 0.596, 0.618],
+        }
+    )
+    fig = P.pareto_figure(P.front_rows(table, ("loss.lambda", "loss.objective")), "div", "q")
+    boxes = P.label_boxes(fig)
+    assert len(boxes) == 8
+    clashes = [(i, j) for i in range(8) for j in range(i + 1, 8) if boxes[i].overlaps(boxes[j])]
+    assert clashes == [], [fig.axes[0].texts[i].get_text() for pair in clashes for i in pair]
 
 
 def test_pareto_script(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import yaml
 
 from lib.io import read_parquet
 from lib.schemas import EXAMPLES
@@ -72,6 +73,45 @@ def test_split_killed_at_a_random_point(repo):
     ref = K.reference(repo, "split")
     r = K.kill_once(repo, ref, seed=0)
     assert r.resumed_equal
+
+
+@pytest.mark.e2e
+def test_a_dvc_lock_cut_by_the_kill_is_put_back_and_the_resume_matches(repo):
+    # DVC writes dvc.lock in place: a SIGKILL inside that write (once in CI, 2026-12-01) left it
+    # 0 bytes and DVC refused it ("dvc.lock validation failed"). The harness tells that apart from
+    # a stage's partial output, puts the previous lock back (a user's `git checkout dvc.lock`),
+    # and the resumed run must still equal the uninterrupted one. Here the cut is made by hand:
+    # P1 set, the new lock's first 40 bytes written, as the kill would leave them.
+    ref = K.reference(repo, "split")
+    assert ref.lock_new != ref.lock_previous
+    section, key, p1 = K.CHANGES["split"]
+    K.set_param(repo, section, key, p1)
+    try:
+        (repo / "dvc.lock").write_bytes(ref.lock_new[:40])
+        refused = K.dvc_cmd(["status"], repo, check=False)
+        assert refused.returncode != 0 and "validation failed" in refused.stdout + refused.stderr
+        assert K._lock_after_kill(repo, ref) == "cut"
+        assert (repo / "dvc.lock").read_bytes() == ref.lock_previous
+        K.dvc_cmd(["repro", "--no-run-cache", "split"], repo)
+        assert {o: K.fingerprint(repo, o) for o in ref.outs} == ref.new
+    finally:
+        K.set_param(repo, section, key, ref.p0)
+        K.dvc_cmd(["repro", "split"], repo)
+    # DVC records each stage with its own write of the whole lock: a kill between two leaves
+    # complete entries, each the previous or the new one (seen: check_params new, split previous).
+    prev, new = (yaml.safe_load(b)["stages"] for b in (ref.lock_previous, ref.lock_new))
+    mixed = {"schema": "2.0", "stages": {**prev, "split": new["split"]}}
+    # Anything else is neither DVC's write cut short nor its entries: the harness fails.
+    wrong = ref.lock_new.replace(b"max_train: 15", b"max_train: 99")
+    assert wrong != ref.lock_new
+    try:
+        (repo / "dvc.lock").write_text(yaml.safe_dump(mixed, sort_keys=False))
+        assert K._lock_after_kill(repo, ref) == "mixed"
+        (repo / "dvc.lock").write_bytes(wrong)
+        with pytest.raises(AssertionError, match="nor one of those cut short"):
+            K._lock_after_kill(repo, ref)
+    finally:
+        (repo / "dvc.lock").write_bytes(ref.lock_previous)
 
 
 # In the slow suite: CI has the in-process resume test (tests/test_train.py). It once failed here

@@ -157,6 +157,8 @@ class KillResult:
     resumed_equal: bool
     resumed_from_checkpoint: bool
     stale_lock_warning: bool
+    # dvc.lock after the kill: previous | new | mixed | cut (`_lock_after_kill`)
+    lock_state: str = "previous"
     leftover_tmp: list[str] = field(default_factory=list)
 
 
@@ -168,6 +170,8 @@ class StageReference:
     new: dict[str, dict | None]
     seconds: float
     p0: object
+    lock_previous: bytes = b""  # dvc.lock at P0 and after the uninterrupted P1 run
+    lock_new: bytes = b""
 
 
 def reference(root: Path, stage: str) -> StageReference:
@@ -179,13 +183,16 @@ def reference(root: Path, stage: str) -> StageReference:
     p0 = set_param(root, section, key, p1)
     assert p0 != p1, f"{stage}: {section}.{key} is already {p1!r}"
     t0 = time.monotonic()
+    lock_previous = (root / "dvc.lock").read_bytes()
     dvc_cmd(["repro", "--no-run-cache", stage], root)
     seconds = time.monotonic() - t0
     new = {o: fingerprint(root, o) for o in outs}
+    lock_new = (root / "dvc.lock").read_bytes()
     set_param(root, section, key, p0)
     dvc_cmd(["repro", stage], root)  # P0 back (from the run cache where it has one)
     assert {o: fingerprint(root, o) for o in outs} == previous, f"{stage}: P0 not restored"
-    return StageReference(stage, outs, previous, new, seconds, p0)
+    assert (root / "dvc.lock").read_bytes() == lock_previous, f"{stage}: P0's dvc.lock not restored"
+    return StageReference(stage, outs, previous, new, seconds, p0, lock_previous, lock_new)
 
 
 def kill_once(
@@ -205,6 +212,47 @@ def kill_once(
     finally:
         set_param(root, section, key, ref.p0)
         dvc_cmd(["repro", stage], root)  # P0 back for the next kill
+
+
+def _lock_after_kill(root: Path, ref: StageReference) -> str:
+    """previous | new | mixed | cut: what a SIGKILL left of dvc.lock.
+
+    DVC rewrites the whole lock once per stage it records, so `dvc repro split` writes it twice
+    (check_params, then split): a kill between the two leaves a complete lock whose entries are
+    each the previous or the new one ("mixed"; DVC reads it and reruns split). Each write is in
+    place (open "w+", then ruamel's writes), so a kill inside one leaves the lock cut short, which
+    DVC refuses ("dvc.lock validation failed"); that is DVC's, not a stage's: the lock is put back
+    as a user puts back a committed one (`git checkout dvc.lock`, docs/training.md) and the checks
+    go on. Anything else fails.
+    """
+    lock = root / "dvc.lock"
+    got = lock.read_bytes()
+    if got == ref.lock_previous:
+        return "previous"
+    if got == ref.lock_new:
+        return "new"
+    prev, new = (yaml.safe_load(b)["stages"] for b in (ref.lock_previous, ref.lock_new))
+    with contextlib.suppress(yaml.YAMLError, TypeError, KeyError):
+        stages = yaml.safe_load(got)["stages"]
+        if stages.keys() == prev.keys() == new.keys() and all(
+            v in (prev[k], new[k]) for k, v in stages.items()
+        ):
+            return "mixed"
+    # Cut short: every whole line is the previous or the new lock's line there, the last a prefix.
+    lines = got.split(b"\n")
+    olds, news = ref.lock_previous.split(b"\n"), ref.lock_new.split(b"\n")
+    whole, last = lines[:-1], lines[-1]
+    if len(olds) == len(news) and len(lines) <= len(news):
+        i = len(whole)
+        if all(line in (olds[j], news[j]) for j, line in enumerate(whole)) and (
+            olds[i].startswith(last) or news[i].startswith(last)
+        ):
+            lock.write_bytes(ref.lock_previous)
+            return "cut"
+    raise AssertionError(
+        f"{ref.stage}: dvc.lock after the kill ({len(got)} bytes) is neither the previous lock, "
+        "the new one, a mix of their entries, nor one of those cut short"
+    )
 
 
 def _kill_and_check(
@@ -242,6 +290,7 @@ def _kill_and_check(
     proc.wait()
     if finished:
         assert proc.returncode == 0, f"{stage}: dvc repro failed before the kill"
+    lock_state = _lock_after_kill(root, ref)
 
     states = {}
     for o in ref.outs:
@@ -293,6 +342,7 @@ def _kill_and_check(
         resumed_equal=equal,
         resumed_from_checkpoint=had_ckpt and "resuming" in log,
         stale_lock_warning=stale_lock,
+        lock_state=lock_state,
         leftover_tmp=leftover,
     )
     if not equal:

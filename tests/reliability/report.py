@@ -182,6 +182,7 @@ def pipeline_sweep(tmp: Path, kill_seeds: int) -> dict:
             "resumed_equal": sum(k.resumed_equal for k in kills),
             "resumed_from_checkpoint": sum(k.resumed_from_checkpoint for k in kills),
             "stale_lock_warnings": sum(k.stale_lock_warning for k in kills),
+            "dvc_lock_cut": sum(k.lock_state == "cut" for k in kills),
             "output_states_after_kill": states,
             "leftover_tmp_files": sorted({f for k in kills for f in k.leftover_tmp}),
             "per_kill": [
@@ -193,6 +194,7 @@ def pipeline_sweep(tmp: Path, kill_seeds: int) -> dict:
                     "states": sorted(set(k.states.values())),
                     "status_changed": k.status_changed,
                     "resumed_equal": k.resumed_equal,
+                    "dvc_lock": k.lock_state,
                     "from_checkpoint": k.resumed_from_checkpoint,
                 }
                 for k in kills
@@ -268,6 +270,9 @@ def render(r: dict) -> str:
         f"DVC's `.dvc/tmp/rwlock` left by a killed dvc: DVC checks the PIDs in it and drops dead "
         f"ones itself (warning 'had been killed. Auto removed it from the lock file.', seen after "
         f"{p['stale_lock_warnings']} kills); nothing to clean by hand.",
+        f"dvc.lock cut short by a kill inside DVC's own in-place write of it (DVC then refuses "
+        f"it: 'dvc.lock validation failed'; put back with `git checkout dvc.lock`): "
+        f"{p['dvc_lock_cut']} of {p['kills']} kills.",
         f"Temp files left beside outputs by killed writers (never inside an output; git-ignored "
         f"`*.tmp`): {len(p['leftover_tmp_files'])}"
         + (f" ({', '.join(p['leftover_tmp_files'][:8])})" if p["leftover_tmp_files"] else "")
