@@ -13,6 +13,8 @@
 #   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT
 #   JOBS=2 bash scripts/gpu_lease.sh sweep ...     # at most 2 runs at a time (default: all at once)
 #   bash scripts/gpu_lease.sh queue NAME DIR CMD...; bash scripts/gpu_lease.sh drain  # any command
+#   bash scripts/gpu_lease.sh stop tval-mult-l3 ... # end exactly those runs (their whole session);
+#                                                  # collect leaves their clones out
 # `seeds "configs/gpu.yaml configs/social.yaml" "0 1 2" -- -S loss.lambda=10 judge` commits the
 # checkout with the profiles applied as one base commit, clones it once per seed and runs
 # `dvc exp run -n gpu-s<k> -S train.seed=<k> ARGS` in each clone at once (a 135M step is
@@ -54,6 +56,7 @@ background() {
   rm -f "$root/$name.rc"
   touch "$root/$name.started"
   setsid bash -c '"$@"; echo $? >"$0"' "$root/$name.rc" "$@" >"$root/$name.log" 2>&1 </dev/null &
+  echo $! >"$root/$name.pid"  # setsid execs (no job control here): its pid is the session's id
 }
 
 # base_commit PROFILES: $root/base, a clone of this checkout's working tree with the profiles
@@ -182,6 +185,18 @@ curves)
   done
   background "$name" bash scripts/gpu_curves.sh params.yaml data/split "$steps" "$q/out"
   step "$name started ($steps steps)"
+  ;;
+stop)
+  # Round 3 stopped two of five runs for time with a cwd glob, `tval-mult-l3*`, which also matched
+  # tval-mult-l30 and killed it. A run is its setsid session (NAME.pid): kill that session and
+  # nothing else, record exit 137, and move its clone out of collect's t* glob.
+  for name in "$@"; do
+    pid=$(cat "$root/$name.pid" 2>/dev/null) || { echo "stop: no run $name in $root" >&2; exit 1; }
+    pkill -KILL -s "$pid"
+    [[ -f $root/$name.rc ]] || echo 137 >"$root/$name.rc"
+    [[ -d $root/$name ]] && rm -rf "$root/stopped-$name" && mv "$root/$name" "$root/stopped-$name"
+    step "$name: stopped (session $pid)"
+  done
   ;;
 collect)
   # Wait for every run this lease started, at most LIMIT seconds (the call's own limit is 600).

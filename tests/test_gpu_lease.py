@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,50 @@ def test_drain_runs_at_most_jobs_at_a_time_in_queue_order(tmp_path):
     # JOBS=0 (the default): all at once, so the three overlap (the guard for the check above).
     every = _spans(tmp_path / "all", "0")
     assert max(s for s, _ in every) < min(e for _, e in every), every
+
+
+def test_stop_ends_exactly_the_named_run_and_collect_leaves_its_clone_out(tmp_path):
+    # Round 3 on the H200 stopped two of five runs with a glob over their folders, and the glob
+    # `tval-mult-l3*` also took down tval-mult-l30. `stop NAME` ends NAME's session, no other.
+    env = {**_env(tmp_path), "POLL": "0.1"}
+    lease = tmp_path / "lease"
+    for name in ("tx", "tx0"):
+        _sh(["bash", "scripts/gpu_lease.sh", "queue", name, str(ROOT), "sleep", "60"], ROOT, env)
+    drain = subprocess.Popen(["bash", "scripts/gpu_lease.sh", "drain"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        pids = {}
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids = {n: int((lease / f"{n}.pid").read_text()) for n in ("tx", "tx0")
+                    if (lease / f"{n}.pid").exists()}  # fmt: skip
+            time.sleep(0.1)
+        assert len(pids) == 2, "the two runs did not start"
+        (lease / "tx").mkdir()  # its clone, as run_clone makes it
+        _sh(["bash", "scripts/gpu_lease.sh", "stop", "tx"], ROOT, env)
+        assert (lease / "tx.rc").read_text().strip() == "137"
+        assert not (lease / "tx").exists() and (lease / "stopped-tx").is_dir()
+        time.sleep(0.3)
+        assert not _alive(pids["tx"])
+        assert _alive(pids["tx0"]) and not (lease / "tx0.rc").exists()  # the prefix is untouched
+        _sh(["bash", "scripts/gpu_lease.sh", "stop", "tx0"], ROOT, env)
+        assert drain.wait(timeout=30) == 0  # nothing left running
+    finally:
+        for n in ("tx", "tx0"):
+            subprocess.run(["pkill", "-KILL", "-s", str(pids.get(n, 0) or 999999)])
+        drain.kill()
+    with pytest.raises(AssertionError, match="stop: no run ty in"):
+        _sh(["bash", "scripts/gpu_lease.sh", "stop", "ty"], ROOT, env)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a killed child stays a zombie until its parent reaps it: not alive
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
 
 
 def test_sweep_grid_runs_lambda_zero_once():
