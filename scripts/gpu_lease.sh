@@ -158,9 +158,9 @@ drain)
   # Start the queued runs in order, at most JOBS at a time (0: all at once): a process of the
   # 0.5B coder at 16 problems a step peaks at 56 GiB (fused KL pass), so one H200 holds two
   # (JOBS=2; five at once ran out of memory at step 1), three at 30.6 GiB (kl_pass separate);
-  # with gradient checkpointing (5.9 GiB) all at once fit, but processes time-slice the GPU and a
-  # step is launch-bound: five ran at 8 s a step each, three at 4.5 s, one at 2.1 s (0.63, 0.67,
-  # 0.47 steps/s in all), so more than three buys nothing. Ends when every run it started has ended.
+  # with gradient checkpointing (5.9 GiB) all at once fit, but throughput does not grow past
+  # three: five ran at 8 s a step each, three at 4.5 s, one at 2.1 s (0.63, 0.67, 0.47 steps/s in
+  # all; RESULTS.md, code round 3). Ends when every run it started has ended.
   jobs=${JOBS:-0}
   for q in "$root"/queue/*.cmd; do
     [[ -f $q ]] || continue

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, system: str | None = None) -> None:
         f"({d['skipped_null_reference']} skipped: null reference; {d['truncated']} truncated) -> {args.out}"
     )
     gpu = f", GPU peak {result['gpu_peak_gib']:.1f} GiB" if result["gpu_peak_gib"] else ""
-    print(f"{system}: steps took {result['seconds']:.1f} s{gpu}")
+    print(f"{system}: steps took {result['seconds']:.1f} s{gpu} ({result['split']})")
 
 
 if __name__ == "__main__":

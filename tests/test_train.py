@@ -446,7 +446,7 @@ def _params(tmp_path, **train_overrides):
     return path
 
 
-def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
+def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path, capsys):
     from lib.io import write_parquet
     from lib.schemas import EXAMPLES
     from stages import train_polychromic
@@ -500,6 +500,11 @@ def test_stage_writes_adapter_only_and_dvclive_metrics(tmp_path):
     assert rows[0].split("\t") == ["step", "loss"] and len(rows) == 3
     assert set(metrics["val"]) == {"ce", "reward"}  # at the last step (val_every > max_steps)
     assert not (tmp_path / "models" / ".ckpt" / "polychromic").exists()
+    # Where the steps' time went, over the whole run, on the closing line: the GPU sweeps run
+    # without val lines (train.val_every=0), so the per-val-point split never showed there.
+    took = [ln for ln in capsys.readouterr().out.splitlines() if "steps took" in ln]
+    assert len(took) == 1 and "s/step over 2 steps: sampling " in took[0], took
+    assert all(f"{k} " in took[0] for k in ("reward", "scoring", "fwd_bwd")), took
 
 
 def _train_stage(tmp_path, name, **params):

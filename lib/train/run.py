@@ -153,15 +153,18 @@ def train(
     )
     seconds, gpu_peak = 0.0, 0.0
     # Wall seconds of the steps since the last val line, summed: where a GPU run's time goes.
+    # `whole` is the same over the run, for the closing line (the sweeps run without val lines).
     since: dict[str, float] = {}
+    whole: dict[str, float] = {}
     while trainer.step_idx < trainer.total_steps:
         m = trainer.step()
         log.add(m)
         seconds += m["step_time"]
         gpu_peak = max(gpu_peak, m.get("gpu_peak_gib", 0.0))
-        for k in ("step_time", *(k for k in m if k.startswith("time_"))):
-            since[k] = since.get(k, 0.0) + m[k]
-        since["steps"] = since.get("steps", 0.0) + 1
+        for acc in (since, whole):
+            for k in ("step_time", *(k for k in m if k.startswith("time_"))):
+                acc[k] = acc.get(k, 0.0) + m[k]
+            acc["steps"] = acc.get("steps", 0.0) + 1
         post = {
             "loss": f"{m['loss']:.3f}",
             "ce": f"{m['ce']:.3f}",
@@ -216,4 +219,5 @@ def train(
         "world": dist.world,
         "seconds": seconds,  # wall time of this run's steps (a resumed run: since the resume)
         "gpu_peak_gib": gpu_peak,
+        "split": step_split(whole),  # "2.10 s/step over 200 steps: sampling 1.20, ..."
     }
