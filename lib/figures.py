@@ -51,7 +51,9 @@ class PlotParams:
     bar_metrics: tuple[str, ...] = param()
 
 
-def _style() -> None:
+def paper_style() -> None:
+    """The papers' figure style (small type, no top/right spines, TrueType in PDFs), for every
+    figure here and in lib.pareto."""
     plt.rcParams.update(
         {
             "font.size": 9,
@@ -175,7 +177,7 @@ def _legend_below(fig: plt.Figure, axes: Iterable[plt.Axes], ncol: int = 5) -> N
 def pass_at_k_figure(stats: Mapping[str, Any]) -> plt.Figure | None:
     """Pass@k (any of k passes) and pass^k (all k pass) for k = 1…10 per system, a panel each,
     with the bootstrap CI as a band; a family no system has is left out, None if neither."""
-    _style()
+    paper_style()
     titles = {"pass_at_k": "Pass@k (any of k passes)", "pass_hat_k": "Pass^k (all k pass)"}
     frames = {f: pass_at_k_frame(stats, f) for f in titles}
     frames = {f: df for f, df in frames.items() if not df[f].isna().all()}
@@ -214,7 +216,7 @@ def tradeoff_figure(
     stats: Mapping[str, Any], diversity: str, qualities: Sequence[str]
 ) -> plt.Figure | None:
     """One panel per quality metric: x = diversity, y = quality, one point per system, CI bars."""
-    _style()
+    paper_style()
     panels = []
     for q in qualities:
         pts = [(s, summary_value(stats, diversity, s), summary_value(stats, q, s)) for s in SYSTEMS]
@@ -249,7 +251,7 @@ def tradeoff_figure(
 
 def metric_bars_figure(stats: Mapping[str, Any], metrics: Sequence[str]) -> plt.Figure | None:
     """One small panel per metric, one bar per system with its CI; missing values are marked n/a."""
-    _style()
+    paper_style()
     metrics = [m for m in metrics if m in stats["summary"] or m == "inv_self_bleu"]
     if not metrics:
         return None
@@ -283,7 +285,7 @@ def _judge_label(r: Any) -> str:
 
 def judge_figure(judge: pd.DataFrame, backend: str) -> plt.Figure | None:
     """Stacked horizontal bars: polychromic's win / tie / loss rates against each opponent."""
-    _style()
+    paper_style()
     judge = judge[judge["n"] > 0]
     if judge.empty:
         return None
@@ -361,7 +363,7 @@ def training_panels(train_logs: Path) -> list[tuple[str, str, list[tuple[str, pd
 
 def training_figure(train_logs: Path) -> plt.Figure | None:
     """Every training curve in its own panel with baseline / gem / polychromic overlaid."""
-    _style()
+    paper_style()
     panels = training_panels(train_logs)
     if not panels:
         return None

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lib.experiments import exp_states, lookup
-from lib.figures import COLORS, _style
+from lib.figures import COLORS, paper_style
 
 
 def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -40,7 +40,7 @@ def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 def pareto_figure(df: pd.DataFrame, x_label: str, y_label: str) -> plt.Figure:
     """Scatter of experiments (columns diversity, quality, label, on_front), front as a step line."""
-    _style()
+    paper_style()
     fig, ax = plt.subplots(figsize=(4.4, 3.4))
     off = df[~df["on_front"]]
     on = df[df["on_front"]].sort_values("diversity")
