@@ -162,6 +162,12 @@ drain)
   # three: five ran at 8 s a step each, three at 4.5 s, one at 2.1 s (0.63, 0.67, 0.47 steps/s in
   # all; RESULTS.md, code round 3). Ends when every run it started has ended.
   jobs=${JOBS:-0}
+  # The GPU's utilisation while the runs go (round 3 could not tell what five processes waited
+  # on): `nvidia-smi dmon` every DMON_S seconds into dmon.log, summarised by collect.
+  if command -v nvidia-smi >/dev/null; then
+    setsid nvidia-smi dmon -s u -d "${DMON_S:-10}" >"$root/dmon.log" 2>&1 </dev/null &
+    echo $! >"$root/dmon.pid"
+  fi
   for q in "$root"/queue/*.cmd; do
     [[ -f $q ]] || continue
     while ((jobs > 0)) && (($(running) >= jobs)); do sleep "${POLL:-5}"; done
@@ -171,6 +177,10 @@ drain)
     step "${c[0]} started"
   done
   while (($(running) > 0)); do sleep "${POLL:-5}"; done
+  if [[ -f $root/dmon.pid ]]; then
+    pkill -s "$(cat "$root/dmon.pid")"
+    rm -f "$root/dmon.pid"
+  fi
   ;;
 curves)
   profiles=$1 steps=$2 name=curves${3:+-$3}
@@ -230,7 +240,12 @@ collect)
   if compgen -G "$pack/*" >/dev/null; then
     tar -cf - -C "$pack" . | split -b "${COLLECT_PART_KB:-15360}k" -d -a 2 - "$OUT/runs.tar."
   fi
-  cat "$root"/t*.log "$root"/curves*.log 2>/dev/null | gzip >"$OUT/logs.gz"
+  cat "$root"/t*.log "$root"/curves*.log "$root"/dmon.log 2>/dev/null | gzip >"$OUT/logs.gz"
+  # dmon's columns: gpu sm mem enc dec ...; the mean and the median of `sm` (% of time a kernel ran)
+  if [[ -s $root/dmon.log ]]; then
+    awk '$1 !~ /^#/ && $2 ~ /^[0-9]+$/ {print $2}' "$root/dmon.log" | sort -n | awk '{v[NR] = $1; s += $1}
+      END {if (NR) printf "GPU utilisation (nvidia-smi dmon sm): mean %.0f %%, median %d %% over %d readings\n", s / NR, v[int((NR + 1) / 2)], NR}'
+  fi
   for q in "$root"/curves*/; do
     [[ -d $q/out ]] && tar -czf "$OUT/$(basename "$q").tgz" -C "$q" out
   done

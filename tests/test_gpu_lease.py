@@ -226,6 +226,47 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
 
 
+FAKE_DMON = """#!/bin/bash
+[[ $1 == dmon ]] || exit 1
+echo "# gpu     sm    mem    enc    dec"
+echo "# Idx      %      %      %      %"
+i=0
+while true; do echo "    0     $((40 + i % 3))      1      0      0"; i=$((i + 1)); sleep 0.05; done
+"""
+
+
+def test_drain_records_gpu_utilisation_and_collect_summarises_it(tmp_path):
+    # Round 3 had one nvidia-smi reading per call to go on (5 % busy with five runs, 83 % with
+    # three): drain now runs `nvidia-smi dmon` beside the runs, ends it with them, and collect
+    # prints the mean and median `sm` and keeps the readings in logs.gz.
+    import gzip
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_DMON)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = _env(tmp_path)
+    env.update({"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}", "POLL": "0.1", "DMON_S": "1"})
+    lease = tmp_path / "lease"
+    _sh(["bash", "scripts/gpu_lease.sh", "queue", "r0", str(ROOT), "sleep", "1"], ROOT, env)
+    drain = subprocess.Popen(["bash", "scripts/gpu_lease.sh", "drain"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not (lease / "dmon.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dmon = int((lease / "dmon.pid").read_text())
+    assert drain.wait(timeout=30) == 0
+    time.sleep(0.2)
+    assert not _alive(dmon) and not (lease / "dmon.pid").exists()  # ended with the runs
+    out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], ROOT, {**env, "LIMIT": "5"})
+    line = [ln for ln in out.splitlines() if ln.startswith("GPU utilisation")]
+    assert len(line) == 1 and "mean 41 %, median 41 %" in line[0], out  # 40, 41, 42, ... cycled
+    n = int(line[0].split(" over ")[1].split()[0])
+    assert n >= 10  # ~1 s at 0.05 s a reading
+    logs = gzip.decompress((tmp_path / "out" / "logs.gz").read_bytes()).decode()
+    assert "# gpu     sm" in logs
+
+
 def test_sweep_grid_runs_lambda_zero_once():
     env = {**os.environ, "PRINT": "1", "LAMBDAS": "0 3", "OBJECTIVES": "additive passk"}
     out = subprocess.run(
