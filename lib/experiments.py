@@ -59,12 +59,13 @@ def stale_at(rev: str) -> dict[str, list[str]]:
     return stale_stages(yaml.safe_load(text) or {})
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted keys: {"loss": {"lambda": 3}} → {"loss.lambda": 3}."""
     if not isinstance(d, Mapping):
         return {prefix: d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
     return out
 
 
@@ -74,7 +75,7 @@ def lookup(d: Mapping[str, Any], key: str) -> Any:
     Lets the Pareto script read `semantic_diversity` whether metrics/polychromic.json is flat or
     nests it (e.g. under `mean`). Two different matches raise ValueError rather than guess.
     """
-    flat = _flatten(d)
+    flat = flatten(d)
     if key in flat:
         return flat[key]
     if f"mean.{key}" in flat:  # the score stage's layout: `mean` beside `n_prompts_with` counts

@@ -34,9 +34,9 @@ from lib import figures as F  # noqa: E402
 from lib import pareto as P  # noqa: E402
 from lib.config import params_for  # noqa: E402
 from lib.experiments import (  # noqa: E402
-    _flatten,
     exp_show,
     exp_states,
+    flatten,
     lookup,
     stale_at,
     stale_stages,
@@ -116,7 +116,7 @@ def other_differences(full: dict[str, dict], swept: tuple[str, ...]) -> dict[str
     """params.yaml keys besides `swept` whose values differ between the experiments: key ->
     {value: [experiment, ...]}. A sweep run over several leases can differ in more than its
     grid (code's rounds 1 and 2: the KL pass), and its table must say so."""
-    flats = {name: _flatten(par) for name, par in full.items()}
+    flats = {name: flatten(par) for name, par in full.items()}
     out: dict[str, dict] = {}
     for key in sorted(set().union(*flats.values()) - set(swept)):
         groups: dict[str, list[str]] = {}

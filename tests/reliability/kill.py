@@ -170,8 +170,8 @@ class StageReference:
     new: dict[str, dict | None]
     seconds: float
     p0: object
-    lock_previous: bytes = b""  # dvc.lock at P0 and after the uninterrupted P1 run
-    lock_new: bytes = b""
+    lock_previous: bytes  # dvc.lock at P0 and after the uninterrupted P1 run
+    lock_new: bytes
 
 
 def reference(root: Path, stage: str) -> StageReference:
@@ -182,8 +182,8 @@ def reference(root: Path, stage: str) -> StageReference:
     assert all(v is not None for v in previous.values()), f"{stage}: run the pipeline first"
     p0 = set_param(root, section, key, p1)
     assert p0 != p1, f"{stage}: {section}.{key} is already {p1!r}"
-    t0 = time.monotonic()
     lock_previous = (root / "dvc.lock").read_bytes()
+    t0 = time.monotonic()
     dvc_cmd(["repro", "--no-run-cache", stage], root)
     seconds = time.monotonic() - t0
     new = {o: fingerprint(root, o) for o in outs}
