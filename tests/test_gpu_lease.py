@@ -209,8 +209,8 @@ def test_stop_ends_exactly_the_named_run_and_collect_leaves_its_clone_out(tmp_pa
         _sh(["bash", "scripts/gpu_lease.sh", "stop", "tx0"], ROOT, env)
         assert drain.wait(timeout=30) == 0  # nothing left running
     finally:
-        for n in ("tx", "tx0"):
-            subprocess.run(["pkill", "-KILL", "-s", str(pids.get(n, 0) or 999999)])
+        for pid in pids.values():  # the sessions that started, should an assertion fail
+            subprocess.run(["pkill", "-KILL", "-s", str(pid)])
         drain.kill()
     with pytest.raises(AssertionError, match="stop: no run ty in"):
         _sh(["bash", "scripts/gpu_lease.sh", "stop", "ty"], ROOT, env)
