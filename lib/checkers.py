@@ -112,9 +112,13 @@ def social_tau(
 
 
 def code_passes(
-    items: Sequence[tuple[str, str, str]], limits: SandboxLimits, workers: int
+    items: Sequence[tuple[str, str, str]],
+    limits: SandboxLimits,
+    workers: int,
+    desc: str | None = None,
 ) -> list[bool]:
-    """items: (meta JSON, completion, where) → whether each completion passes its HumanEval tests."""
+    """items: (meta JSON, completion, where) → whether each completion passes its HumanEval tests
+    (`desc`: a progress bar with that label)."""
     programs = []
     for meta_json, completion, where in items:
         try:
@@ -127,4 +131,4 @@ def code_passes(
         programs.append(
             humaneval_program(meta["prompt"], completion, meta["test"], meta["entry_point"])
         )
-    return [r.passed for r in run_many(programs, limits, workers)]
+    return [r.passed for r in run_many(programs, limits, workers, desc)]

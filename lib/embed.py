@@ -129,9 +129,13 @@ def load_encoder(name: str = MINILM, device: str = "cpu") -> Any:
 
 
 def embed(
-    texts: Sequence[str], name: str = MINILM, device: str = "cpu", batch_size: int = 64
+    texts: Sequence[str],
+    name: str = MINILM,
+    device: str = "cpu",
+    batch_size: int = 64,
+    progress: bool = False,
 ) -> np.ndarray:
-    """Unit-normalised embeddings, shape (len(texts), d), float32."""
+    """Unit-normalised embeddings, shape (len(texts), d), float32 (`progress`: a bar of batches)."""
     model = load_encoder(name, device)
     with torch.inference_mode():
         out = model.encode(
@@ -139,7 +143,7 @@ def embed(
             batch_size=batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
-            show_progress_bar=False,
+            show_progress_bar=progress,
         )
     return np.asarray(out, dtype=np.float32)
 

@@ -293,8 +293,10 @@ def bertscore_f1(
     encoder: str = "minilm",
     batch_size: int = 64,
     device: str = "cpu",
+    progress: bool = False,
 ) -> tuple[np.ndarray, str]:
-    """BERTScore F1 per candidate (max over its references) with a local encoder, and the hash.
+    """BERTScore F1 per candidate (max over its references) with a local encoder, and the hash
+    (`progress`: bert_score's own bars and timing).
 
     `encoder` is a `lib.embed` name (`minilm`, `mpnet`) or a local folder. bert_score takes a local
     folder as `model_type` (AutoModel/AutoTokenizer.from_pretrained on the path, no download) as
@@ -338,7 +340,7 @@ def bertscore_f1(
             batch_size=batch_size,
             lang=None,
             rescale_with_baseline=False,
-            verbose=False,
+            verbose=progress,
             device=device,  # bert_score's own default takes any visible GPU; ours is the param
         )
         out[todo] = f1.numpy().astype(np.float64)

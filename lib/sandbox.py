@@ -270,9 +270,13 @@ def run_program(
 
 
 def run_many(
-    programs: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int = 2
+    programs: Sequence[str],
+    limits: SandboxLimits = SandboxLimits(),
+    workers: int = 2,
+    desc: str | None = None,
 ) -> list[SandboxResult]:
-    """`run_program` over `programs` in parallel, results in input order."""
+    """`run_program` over `programs` in parallel, results in input order; `desc`: a progress bar
+    with that label (scoring 5 × 1,640 HumanEval programs on 2 cores takes minutes)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not programs:
@@ -281,7 +285,12 @@ def run_many(
     # preexec_fn is only safe in a single-threaded process.
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(programs)), mp_context=ctx) as pool:
-        return list(pool.map(run_program, programs, [limits] * len(programs)))
+        results = pool.map(run_program, programs, [limits] * len(programs))
+        if desc is not None:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(programs), desc=desc, unit="program")
+        return list(results)
 
 
 _THREADS: cf.ThreadPoolExecutor | None = None

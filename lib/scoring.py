@@ -47,6 +47,12 @@ class ScoreParams:
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 
+def _phase(system: str, what: str) -> None:
+    # The encoders, the sandbox and BERTScore are minutes on a CPU at HumanEval's 1,640 samples a
+    # system; each announces itself before its own progress bar.
+    tqdm.write(f"score {system}: {what}")
+
+
 def _unique_embed(texts: list[str], embed_fn: EmbedFn) -> dict[str, np.ndarray]:
     uniq = list(dict.fromkeys(texts))
     if not uniq:
@@ -93,12 +99,14 @@ def score_generations(
     if embed_fn is None:
 
         def embed_fn(texts: list[str]) -> np.ndarray:
-            return embed(texts, params.eval_encoder, device, params.embed_batch_size)
+            _phase(system, f"{len(texts)} texts through {model_name(params.eval_encoder)}")
+            return embed(texts, params.eval_encoder, device, params.embed_batch_size, True)
 
     if train_embed_fn is None:
 
         def train_embed_fn(texts: list[str]) -> np.ndarray:
-            return embed(texts, TRAIN_ENCODER, device, params.embed_batch_size)
+            _phase(system, f"{len(texts)} texts through {model_name(TRAIN_ENCODER)}")
+            return embed(texts, TRAIN_ENCODER, device, params.embed_batch_size, True)
 
     if gens.empty:
         raise ValueError(f"{where}: no generations to score")
@@ -163,7 +171,9 @@ def score_generations(
         ]
         limits = SandboxLimits(timeout_s=params.code_timeout_s, memory_mb=params.code_memory_mb)
         for r, ok in zip(
-            code.itertuples(), checkers.code_passes(items, limits, params.code_workers), strict=True
+            code.itertuples(),
+            checkers.code_passes(items, limits, params.code_workers, f"score {system}: tests"),
+            strict=True,
         ):
             passed[r.row_] = ok
 
@@ -172,6 +182,7 @@ def score_generations(
     bert: dict[int, float] = {}
     bs_hash = None
     if bs_rows:
+        _phase(system, f"BERTScore of {len(bs_rows)} samples")
         f1, bs_hash = metrics.bertscore_f1(
             [r.output for r in bs_rows],
             [_references(r) for r in bs_rows],
@@ -179,6 +190,7 @@ def score_generations(
             encoder=params.eval_encoder,
             batch_size=params.embed_batch_size,
             device=device,
+            progress=True,
         )
         bert = {r.row_: float(v) for r, v in zip(bs_rows, f1, strict=True)}
 

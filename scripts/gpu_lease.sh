@@ -160,7 +160,9 @@ drain)
   # (JOBS=2; five at once ran out of memory at step 1), three at 30.6 GiB (kl_pass separate);
   # with gradient checkpointing (5.9 GiB) all at once fit, but throughput does not grow past
   # three: five ran at 8 s a step each, three at 4.5 s, one at 2.1 s (0.63, 0.67, 0.47 steps/s in
-  # all; RESULTS.md, code round 3). Ends when every run it started has ended.
+  # all; RESULTS.md, code round 3): processes' kernels time-slice the GPU, and two polychromic
+  # runs already keep it busy (dmon: a kernel running 97-100 % of the time in 44 of 62 readings,
+  # code test). Ends when every run it started has ended.
   jobs=${JOBS:-0}
   # The GPU's utilisation while the runs go (round 3 could not tell what five processes waited
   # on): `nvidia-smi dmon` every DMON_S seconds into dmon.log, summarised by collect.

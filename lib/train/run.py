@@ -219,5 +219,5 @@ def train(
         "world": dist.world,
         "seconds": seconds,  # wall time of this run's steps (a resumed run: since the resume)
         "gpu_peak_gib": gpu_peak,
-        "split": step_split(whole),  # "2.10 s/step over 200 steps: sampling 1.20, ..."
+        "split": step_split(whole),  # "3.03 s/step over 200 steps: sampling 1.86, ..."
     }
