@@ -7,6 +7,14 @@ For system s, metric m over the runs r = 1..R (one per training seed) with a val
 and the same for the per-seed difference d_r = x_r(system) − x_r(reference), paired by seed: the
 spread a system difference must clear before a single seed's result means anything. A value a
 run lacks (a metric that could not be computed) is left out, and R counts the runs that have it.
+
+`pool_scores` is the per-prompt view of the same runs: for system s, prompt i and metric m,
+
+    x̄_si = Σ_{r ∈ R_si} x_rsi / |R_si|,     R_si = the runs where x_rsi is defined
+
+so that the stats stage's paired tests (`lib.stats.compute_stats`) run over prompts on the
+seed-mean of each prompt. Its inference is over prompts, conditional on these training seeds:
+averaging removes part of the seed noise from each prompt's difference, it does not sample seeds.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
+
+from lib.schemas import SCORE_METRICS
 
 Headline = Mapping[str, Mapping[str, float | None]]  # system -> metric -> value
 
@@ -96,3 +107,46 @@ def to_markdown(
             name = f"{labels.get(system, system)} − {labels.get(vs, vs)} (paired by seed)"
         out.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(out) + "\n"
+
+
+def pool_scores(runs: Mapping[str, Mapping[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """run -> system -> its per-prompt SCORES table, to system -> the seed-mean table (module
+    docstring). Every run must hold every system, on the same prompts: a run that scored other
+    prompts would change what is averaged, so it fails, named. n_samples and n_pass add up over
+    the runs (n_pass stays null where no run has a checker)."""
+    names = list(runs)
+    if not names:
+        raise ValueError("pool_scores: no runs")
+    systems = list(runs[names[0]])
+    out = {}
+    for sy in systems:
+        tables = []
+        for r in names:
+            if sy not in runs[r]:
+                raise ValueError(f"pool_scores: run {r!r} has no scores for {sy!r}")
+            df = runs[r][sy]
+            if df["id"].duplicated().any():
+                raise ValueError(
+                    f"pool_scores: run {r!r}, {sy}: id {df['id'][df['id'].duplicated()].iloc[0]!r} twice"
+                )
+            tables.append(df.set_index("id"))
+        ids = tables[0].index
+        for r, t in zip(names, tables, strict=True):
+            if set(t.index) != set(ids):
+                odd = sorted(set(t.index) ^ set(ids))
+                raise ValueError(
+                    f"pool_scores: run {r!r}, {sy}: {len(t)} prompts, not those of run "
+                    f"{names[0]!r} ({len(ids)}); e.g. {odd[0]!r} is in one only"
+                )
+        stack = np.stack([t.loc[ids, list(SCORE_METRICS)].to_numpy(float) for t in tables])
+        with np.errstate(invalid="ignore"):  # a prompt with no run's value stays NaN
+            counts = np.isfinite(stack).sum(axis=0)  # (P, M)
+            mean = np.where(counts > 0, np.nansum(stack, axis=0) / np.maximum(counts, 1), np.nan)
+        pooled = pd.DataFrame(mean, columns=list(SCORE_METRICS))
+        pooled.insert(0, "system", sy)
+        pooled.insert(1, "id", list(ids))
+        pooled.insert(2, "n_samples", sum(t.loc[ids, "n_samples"].to_numpy() for t in tables))
+        n_pass = pd.concat([t.loc[ids, "n_pass"] for t in tables], axis=1)
+        pooled.insert(3, "n_pass", n_pass.sum(axis=1, min_count=1).astype("Int64").to_numpy())
+        out[sy] = pooled
+    return out

@@ -1,7 +1,8 @@
 """Keep a DVC experiment's record in git: its dvc.lock, params.yaml and metrics, and the small
 cached outputs a report needs (the samples), under a folder of reports/.
 
-    python scripts/keep_exp.py test-s0 reports/social_test/seed0 --outs data/generations
+    python scripts/keep_exp.py test-s0 reports/social_test/seed0 --outs data/generations \\
+        --outs data/scores
 
 Experiment refs and the DVC cache live with one checkout and its remote; a folder in git is what
 every clone has. The folder gets `dvc.lock`, `params.yaml`, the git-tracked files under `metrics/`
