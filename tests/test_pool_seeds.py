@@ -6,6 +6,7 @@ on seed-mean differences computed here with numpy, not through pool_scores.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -142,3 +143,45 @@ def test_pool_seeds_names_a_run_kept_without_its_scores(tmp_path):
     with pytest.raises(SystemExit, match=r"seed1/data/scores/ has no scores: keep them with"):
         _pool(tmp_path, tmp_path / "o")
     assert not (tmp_path / "o.md").exists()
+
+
+KEPT = {  # RESULTS.md's pooled tables and the kept runs they come from
+    "code_test": ("seed0", "seed1"),
+    "social_test": ("seed0", "seed1", "seed2"),
+}
+
+
+def _lock_md5(lock: Path, path: str) -> str:
+    """The md5 a dvc.lock records for an output `path` (the stage that writes it)."""
+    for stage in yaml.safe_load(lock.read_text())["stages"].values():
+        for out in stage.get("outs", []):
+            if out["path"] == path:
+                return out["md5"]
+    raise AssertionError(f"{lock}: no output {path}")
+
+
+@pytest.mark.parametrize("domain", sorted(KEPT))
+def test_kept_scores_are_the_runs_own_outputs(domain):
+    # A kept score file that is not the one its run's dvc.lock recorded (a copy from another seed,
+    # a rescore under other code) would make the pooled table another experiment's.
+    for seed in KEPT[domain]:
+        run = ROOT / "reports" / domain / seed
+        files = sorted((run / "data" / "scores").glob("*.parquet"))
+        assert [f.stem for f in files] == sorted(SYSTEMS)
+        for f in files:
+            want = _lock_md5(run / "dvc.lock", f"data/scores/{f.name}")
+            assert hashlib.md5(f.read_bytes()).hexdigest() == want, f
+
+
+@pytest.mark.parametrize("domain", sorted(KEPT))
+def test_kept_pooled_tables_regenerate_byte_for_byte(domain, tmp_path, monkeypatch):
+    # RESULTS.md quotes reports/<domain>/pooled.*: a change to pooling or to the stats that
+    # would give other numbers leaves them stale, and this fails until they are made again.
+    monkeypatch.chdir(ROOT)  # the runs as RESULTS.md names them: paths from the repo root
+    folder = Path("reports") / domain
+    runs = [a for seed in KEPT[domain] for a in ("--run", str(folder / seed))]
+    _script().main([*runs, "--out", str(tmp_path / "pooled")])
+    for suffix in (".md", ".json"):
+        got = (tmp_path / "pooled").with_suffix(suffix).read_text()
+        want = (folder / "pooled").with_suffix(suffix).read_text()
+        assert got == want, suffix
