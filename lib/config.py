@@ -36,7 +36,7 @@ class ParamsError(ValueError):
 SECTIONS: dict[str, str] = {
     "model": "lib.models:ModelParams",
     "data": "lib.data:DataParams",
-    "split": "lib.data:SplitParams",
+    "split": "lib.split:SplitParams",
     "lora": "lib.train.params:LoraParams",
     "train": "lib.train.params:TrainParams",
     "loss": "lib.train.params:LossParams",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from lib.cli import run
 from lib.config import load_section, load_seed
-from lib.data import SPLITS, SplitParams, check_sizes, split_pairs
 from lib.io import atomic_path, read_parquet, write_json, write_parquet
 from lib.schemas import EXAMPLES, PAIRS
+from lib.split import SPLITS, SplitParams, check_sizes, split_pairs
 
 
 def main(argv: list[str] | None = None) -> None:

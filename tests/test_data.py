@@ -17,10 +17,10 @@ from lib.data import (
     filter_reason,
     near_duplicate_groups,
     prepare_pairs,
-    split_pairs,
     validate,
 )
 from lib.domains import CURATED, NO_REFERENCE, load_domain
+from lib.split import split_pairs
 
 P = params_for(
     "data", min_input_chars=3, max_input_chars=40, min_reference_chars=2, max_reference_chars=30

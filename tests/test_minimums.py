@@ -12,10 +12,11 @@ import yaml
 from score_tables import score_table
 
 from lib.config import ParamsError, merged_params, params_for
-from lib.data import DataError, check_sizes, split_pairs
+from lib.data import DataError
 from lib.io import write_parquet
 from lib.report import to_markdown
 from lib.schemas import PAIRS, SYSTEMS
+from lib.split import check_sizes, split_pairs
 from lib.stats import compute_stats
 
 ROOT = Path(__file__).resolve().parents[1]
