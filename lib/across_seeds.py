@@ -20,6 +20,7 @@ averaging removes part of the seed noise from each prompt's difference, it does 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -139,9 +140,9 @@ def pool_scores(runs: Mapping[str, Mapping[str, pd.DataFrame]]) -> dict[str, pd.
                     f"{names[0]!r} ({len(ids)}); e.g. {odd[0]!r} is in one only"
                 )
         stack = np.stack([t.loc[ids, list(SCORE_METRICS)].to_numpy(float) for t in tables])
-        with np.errstate(invalid="ignore"):  # a prompt with no run's value stays NaN
-            counts = np.isfinite(stack).sum(axis=0)  # (P, M)
-            mean = np.where(counts > 0, np.nansum(stack, axis=0) / np.maximum(counts, 1), np.nan)
+        with warnings.catch_warnings():  # a prompt with no run's value stays NaN, unwarned
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(stack, axis=0)  # (R, P, M) -> (P, M)
         pooled = pd.DataFrame(mean, columns=list(SCORE_METRICS))
         pooled.insert(0, "system", sy)
         pooled.insert(1, "id", list(ids))

@@ -93,12 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_json(stats, args.out.with_suffix(".json"))
     runs_note = ", ".join(r.name for r in args.run)
-    table = to_markdown(stats, p.decimals, p.ci_format).replace(
-        " inputs).",
-        f" inputs): per prompt, each system's mean over the {len(args.run)} training seeds' runs "
-        f"({runs_note}); tests over prompts, conditional on these seeds.",
-        1,
+    caption = (
+        f"Pooled: per prompt, each system's mean over the {len(args.run)} training seeds' runs "
+        f"({runs_note}); tests over prompts, conditional on these seeds.\n\n"
     )
+    table = caption + to_markdown(stats, p.decimals, p.ci_format)
     write_text(table, args.out.with_suffix(".md"))
     print(table, end="")
 
