@@ -10,7 +10,9 @@
 #   bash scripts/gpu_lease.sh curves PROFILES STEPS [TAG]  # val curves for a domain's training
 #                                                  # length (TAG: two domains' curves side by side)
 #   bash scripts/gpu_lease.sh sweep PROFILES -- DVC_EXP_RUN_ARGS...  # scripts/sweep.sh's grid at once
-#   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT
+#   bash scripts/gpu_lease.sh collect              # wait (LIMIT s), then bundles + caches to $OUT;
+#                                                  # exit 3 while runs go on: call it again AT ONCE
+#                                                  # (the machine goes back 30 s after a call)
 #   JOBS=2 bash scripts/gpu_lease.sh sweep ...     # at most 2 runs at a time (default: all at once)
 #   bash scripts/gpu_lease.sh queue NAME DIR CMD...; bash scripts/gpu_lease.sh drain  # any command
 #   bash scripts/gpu_lease.sh stop tval-mult-l3 ... # end exactly those runs (their whole session);
@@ -221,12 +223,19 @@ collect)
   # A run is over when its exit status is written (NAME.rc beside NAME.started).
   deadline=$((SECONDS + ${LIMIT:-540}))
   # The queue first: every run it will start has a NAME.started once it has ended.
-  while [[ -f $root/drain.started && ! -f $root/drain.rc ]] && ((SECONDS < deadline)); do sleep 5; done
+  while [[ -f $root/drain.started && ! -f $root/drain.rc ]] && ((SECONDS < deadline)); do sleep "${POLL:-5}"; done
+  live=()
   for started in "$root"/*.started; do
     [[ -f $started ]] || continue
     run=${started%.started}
-    while [[ ! -f $run.rc ]] && ((SECONDS < deadline)); do sleep 5; done
-    if [[ -f $run.rc ]]; then step "${run##*/}: exit $(cat "$run.rc")"; else step "${run##*/}: still running"; fi
+    while [[ ! -f $run.rc ]] && ((SECONDS < deadline)); do sleep "${POLL:-5}"; done
+    if [[ -f $run.rc ]]; then
+      step "${run##*/}: exit $(cat "$run.rc")"
+    else
+      # Where it is: the log's last progress-bar frame (tqdm redraws with \r) or line.
+      step "${run##*/}: still running: $(tail -c 2000 "$run.log" 2>/dev/null | tr '\r' '\n' | grep -v '^\s*$' | tail -n 1 | cut -c 1-200)"
+      live+=("${run##*/}")
+    fi
   done
   # A call brings back at most 8 files of at most 16 MiB: every run's bundle and cache go into
   # one tar, cut into parts of COLLECT_PART_KB (runs.tar.00, .01, ...; gpu_import.sh joins them).
@@ -260,6 +269,14 @@ collect)
   ls -la "$OUT"
   n=$(find "$OUT" -type f | wc -l)
   ((n <= 8)) || echo "collect: $n files in $OUT; a call brings back 8: copy the rest to \$OUT in another call" >&2
+  # A lent machine goes back 30 s after a call ends, and every run with it: on 2026-12-02 a code
+  # seed 90 % through its pipeline was lost to a minute spent here between the watching call and
+  # this one. So `collect` is itself the watching call, and says when to call it again.
+  if ((${#live[@]})); then
+    echo "collect: still running: ${live[*]}. The machine goes back 30 s after this call ends, and" \
+      "these runs with it: call collect again at once, with nothing in between." >&2
+    exit 3
+  fi
   ;;
 *) echo "unknown command: $cmd" >&2; exit 2 ;;
 esac

@@ -316,3 +316,37 @@ def test_sweep_starts_every_grid_line_as_its_experiment(tmp_path):
             float(lam),
             obj,
         )
+
+
+def test_collect_says_which_runs_go_on_and_exits_3(tmp_path):
+    # 2026-12-02: a code seed 90 % through its pipeline was lost because the machine went back
+    # 30 s after a watching call, before the collecting call came. `collect` is now the watching
+    # call: past LIMIT with a run still going, it names the run and where it is, and exits 3.
+    env = {**_env(tmp_path), "POLL": "0.1", "LIMIT": "1"}
+    lease = tmp_path / "lease"
+    prog = "printf 'train: 1/9\\rtrain: 7/9 s/step=2.3'; sleep 60"
+    _sh(["bash", "scripts/gpu_lease.sh", "queue", "r0", str(ROOT), "bash", "-c", prog], ROOT, env)
+    drain = subprocess.Popen(["bash", "scripts/gpu_lease.sh", "drain"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "7/9" not in _read(lease / "r0.log") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p = subprocess.run(["bash", "scripts/gpu_lease.sh", "collect"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert "r0: still running: train: 7/9 s/step=2.3" in p.stdout  # the last frame, not 1/9
+        assert "still running: r0." in p.stderr and "call collect again at once" in p.stderr
+        _sh(["bash", "scripts/gpu_lease.sh", "stop", "r0"], ROOT, env)
+        assert drain.wait(timeout=30) == 0
+        # Every run ended: collect exits 0 and says nothing is left.
+        done = _sh(["bash", "scripts/gpu_lease.sh", "collect"], ROOT, env)
+        assert "r0: exit 137" in done and "still running" not in done
+    finally:
+        if (lease / "r0.pid").exists():
+            subprocess.run(["pkill", "-KILL", "-s", (lease / "r0.pid").read_text().strip()])
+        drain.kill()
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
