@@ -166,3 +166,18 @@ def test_the_committed_code_selection_is_the_rule_over_the_kept_folders(tmp_path
         assert got == (sweep / f"selection.{ext}").read_text(encoding="utf-8"), (
             f"reports/code_sweep/selection.{ext} is stale: rerun scripts/select_sweep.py --kept"
         )
+
+
+# Every kept sweep run, each domain's val size after prepare (code: 89 of MBPP's 100 val problems).
+KEPT_SWEEPS = sorted((ROOT / "reports").glob("*_sweep/val-*"))
+VAL_PROMPTS = {"code": 89, "qa": 100}
+
+
+@pytest.mark.parametrize("folder", KEPT_SWEEPS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_kept_sweep_run_is_its_locks_own_and_covers_val(folder):
+    # A folder copied in by hand (another run's scores, a partly scored run) would enter the next
+    # selection: each must be one consistent run whose scores are its lock's, over every val prompt.
+    par, df = _select_sweep().read_kept(folder, {"eval_split": "val"})
+    domain = folder.parent.name.removesuffix("_sweep")
+    assert par["data"]["domain"] == domain
+    assert df["id"].nunique() == len(df) == VAL_PROMPTS[domain]
