@@ -15,6 +15,7 @@
 #                                                  # (the machine goes back 30 s after a call)
 #   JOBS=2 bash scripts/gpu_lease.sh sweep ...     # at most 2 runs at a time (default: all at once)
 #   bash scripts/gpu_lease.sh queue NAME DIR CMD...; bash scripts/gpu_lease.sh drain  # any command
+#   bash scripts/gpu_lease.sh keep DEST ARGS...    # each finished run: keep_exp.py EXP DEST/EXP ARGS
 #   bash scripts/gpu_lease.sh stop tval-mult-l3 ... # end exactly those runs (their whole session);
 #                                                  # collect leaves their clones out
 # `seeds "configs/gpu.yaml configs/social.yaml" "0 1 2" -- -S loss.lambda=10 judge` commits the
@@ -33,7 +34,7 @@ root=${LEASE_ROOT:-/root/lease}
 export SITE=${SITE:-/root/site}
 mkdir -p "$root/parts"
 export OUT=${OUT:-$root/out}
-cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|sweep|curves|queue|drain|collect ...}
+cmd=${1:?usage: bash scripts/gpu_lease.sh stash|unpack|seeds|sweep|curves|keep|queue|drain|collect|stop ...}
 shift
 step() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
 # worktree_to DIR: DIR's files become this checkout's working tree (tracked and untracked files
@@ -158,6 +159,27 @@ sweep)
     step "$name queued"
   done <<<"$grid"
   background drain bash scripts/gpu_lease.sh drain
+  ;;
+keep)
+  # keep DEST KEEP_EXP_ARGS...: every run of this lease that ended with exit 0, kept with
+  # scripts/keep_exp.py from its own clone (its experiment and DVC cache are there) into
+  # DEST/<experiment>, here, so a lease can select over a sweep and start the test seeds
+  # without the round trip through this side (`select_sweep.py --args-out`). E.g. after a sweep
+  # to score@polychromic: keep reports/qa_sweep --upto score@polychromic --outs ...
+  source scripts/gpu_env.sh || exit 1
+  dest=$(realpath -m "${1:?usage: bash scripts/gpu_lease.sh keep DEST [keep_exp args]}")
+  shift
+  n=0
+  for t in "$root"/t*/; do
+    t=${t%/}
+    [[ -d $t/.git && $(cat "$t.rc" 2>/dev/null) == 0 ]] || continue
+    # The run's experiment: its one ref under refs/exps (exec/ holds DVC's run-time pointers).
+    name=$(cd "$t" && git for-each-ref --format='%(refname)' refs/exps | grep -v '^refs/exps/exec/' | head -n 1)
+    [[ -n $name ]] || { echo "keep: ${t##*/} ended with no experiment" >&2; exit 1; }
+    (cd "$t" && python3 scripts/keep_exp.py "$name" "$dest/${name##*/}" "$@") || exit 1
+    n=$((n + 1))
+  done
+  ((n)) || { echo "keep: no run of this lease ended with exit 0" >&2; exit 1; }
   ;;
 queue)
   enqueue "$@"

@@ -45,6 +45,10 @@ def _git(*args: str, binary: bool = False) -> bytes | str:
 
 def rev_of(name: str) -> str:
     """The commit of the experiment called `name` (or `name` itself when it is a revision)."""
+    # A full ref (gpu_lease.sh keep passes refs/exps/...) needs no `dvc exp show --all-commits`,
+    # which reads every commit's metrics: half a minute and more on this repository's history.
+    if name.startswith("refs/"):
+        return str(_git("rev-parse", "--verify", f"{name}^{{commit}}")).strip()
     for st in exp_states(exp_show(None, ["--all-commits"])):
         if st.get("name") == name:
             return str(st["rev"])

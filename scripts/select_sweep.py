@@ -184,6 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--out", type=Path, required=True, help="path without suffix")
     ap.add_argument("--formats", default="pdf,png")
+    ap.add_argument(
+        "--args-out",
+        type=Path,
+        help="also write the chosen configuration as `dvc exp run` arguments (-S key=value ...), "
+        "so a lease can start the test runs right after the sweep, with no hand step between",
+    )
     args = ap.parse_args(argv)
 
     params = tuple(args.param or ["loss.lambda", "loss.objective"])
@@ -228,6 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         f"select_sweep: {len(table)} experiments; chosen {chosen['experiment']} "
         + ", ".join(f"{p}={chosen[p]}" for p in params)
     )
+    if args.args_out:
+        # The chosen run's own params.yaml values, as `-S` parses them (YAML scalars).
+        line = " ".join(f"-S {p}={lookup(full[chosen['experiment']], p)}" for p in params)
+        with atomic_path(args.args_out) as tmp:
+            Path(tmp).write_text(line + "\n", encoding="utf-8")
+        paths = [args.args_out, *paths]
     print(
         "select_sweep: wrote "
         + ", ".join(map(str, [args.out.with_suffix(".csv"), args.out.with_suffix(".md"), *paths]))

@@ -78,6 +78,15 @@ def test_seeds_collect_import_round_trip(tmp_path):
     # Parts of 64 KB: the archive of both runs comes back in several, which the import joins.
     out = _sh(["bash", "scripts/gpu_lease.sh", "collect"], src, {**env, "COLLECT_PART_KB": "64"})
     assert "t0: exit 0" in out and "t1: exit 0" in out, out
+    # `keep` keeps each finished run from its own clone, under its experiment's name, as
+    # scripts/keep_exp.py does here: a lease can select and go on without a trip through here.
+    kept = tmp_path / "kept"
+    _sh(["bash", "scripts/gpu_lease.sh", "keep", str(kept), "--upto", "split"], src, env)
+    assert sorted(p.name for p in kept.iterdir()) == ["gpu-s0", "gpu-s1"]
+    for k in (0, 1):
+        par = yaml.safe_load((kept / f"gpu-s{k}" / "params.yaml").read_text())
+        assert par["train"]["seed"] == k  # each folder is its own run's, not the first one's
+        assert "split" in yaml.safe_load((kept / f"gpu-s{k}" / "dvc.lock").read_text())["stages"]
     # prepare and split ran once, in the base; each run restored them from the shared cache
     for k in (0, 1):
         log = (tmp_path / "lease" / f"t{k}.log").read_text()

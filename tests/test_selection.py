@@ -181,3 +181,15 @@ def test_every_kept_sweep_run_is_its_locks_own_and_covers_val(folder):
     domain = folder.parent.name.removesuffix("_sweep")
     assert par["data"]["domain"] == domain
     assert df["id"].nunique() == len(df) == VAL_PROMPTS[domain]
+
+
+def test_args_out_is_the_chosen_configuration_as_dvc_exp_run_arguments(tmp_path):
+    # A lease that sweeps, selects and starts the test seeds in one go reads the choice from this
+    # file. The code sweep's kept folders choose multiplicative λ 30 (selection.md), which is not
+    # the table's first row (additive λ 10, tied on Pass@10): the chosen row, not the top one.
+    mod = _select_sweep()
+    folders = sorted((ROOT / "reports" / "code_sweep").glob("val-*"))
+    out = tmp_path / "chosen.args"
+    mod.main(["--kept", *map(str, folders), "--out", str(tmp_path / "sel"), "--formats", "png",
+              "--args-out", str(out)])  # fmt: skip
+    assert out.read_text(encoding="utf-8") == "-S loss.lambda=30 -S loss.objective=multiplicative\n"
