@@ -264,8 +264,10 @@ def _three_steps() -> tuple[list[list[int]], _Rows]:
 
 
 def test_cpu_rows_draw_what_they_drew_before(monkeypatch):
-    # (e) On a CPU, `_Rows.step` calls `draw` and never `draw_rejection`, and its tokens,
-    # lengths and log-probs are the old code's, bit for bit.
+    # (e) On a CPU, `_Rows.step` calls `draw` and never `draw_rejection`, and its tokens and
+    # lengths are the old code's, bit for bit. Its log-probs agree to 1e-6 (float32 rounding):
+    # their last bits are the CPU's (the golden predates a change of the project's CPU model; an
+    # AMD EPYC with AVX2 rounds the log-softmax differently, by ~1 ulp).
     calls = []
 
     def spy(name, fn):
@@ -278,7 +280,8 @@ def test_cpu_rows_draw_what_they_drew_before(monkeypatch):
     assert tokens == GOLDEN_TOKENS
     assert rows.lengths.tolist() == GOLDEN_LENGTHS
     assert rows.eos_hit.tolist() == [False, False, True, False, False, True, False, False]
-    assert [float(x).hex() for x in rows.logprob] == GOLDEN_LOGPROB
+    golden = torch.tensor([float.fromhex(h) for h in GOLDEN_LOGPROB], dtype=torch.float64)
+    torch.testing.assert_close(rows.logprob.double(), golden, rtol=1e-6, atol=1e-6)
 
 
 def test_rows_draw_by_rejection_on_cuda_only(monkeypatch):
