@@ -3,14 +3,19 @@
     python scripts/seeds.py --exp test-s0-addi-l10 --exp test-s1-addi-l10 --exp test-s2-addi-l10 \\
         --out reports/social_test/seeds
 
+    python scripts/seeds.py --run reports/qa_test/seed0 --run reports/qa_test/seed1 \\
+        --run reports/qa_test/seed2 --out reports/qa_test/seeds     # kept runs (keep_exp.py)
+
 Reads each experiment's `metrics/headline/<system>.json` (the stats stage's DVC metrics) from
-`dvc exp show --json` (or --exp-json), and writes <out>.md and <out>.csv: per system and metric the
+`dvc exp show --json` (or --exp-json), or from a kept run's folder (experiment refs and the DVC
+cache do not outlive a workplace; reports/ does), and writes <out>.md and <out>.csv: per system and metric the
 mean ± sd over the seeds, and polychromic − baseline paired by seed (`lib.across_seeds`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,6 +42,23 @@ def headlines(exp_show: list, names: list[str]) -> dict[str, dict]:
     return {n: found[n] for n in names}
 
 
+def kept_headlines(runs: list[Path]) -> dict[str, dict]:
+    """folder name -> system -> headline metrics, from kept runs' metrics/headline/ (keep_exp.py
+    checked them against each run's dvc.lock); a run lacking a system's file fails, named."""
+    found = {}
+    for run in runs:
+        files = {s: run / "metrics" / "headline" / f"{s}.json" for s in SYSTEMS}
+        missing = [str(f) for f in files.values() if not f.is_file()]
+        if missing:
+            raise SystemExit(
+                f"seeds: {run}: no headline metrics {missing} (keep the run's metrics/)"
+            )
+        found[run.name] = {s: json.loads(f.read_text(encoding="utf-8")) for s, f in files.items()}
+    if len(found) < len(runs):
+        raise SystemExit(f"seeds: two runs share a folder name: {[str(r) for r in runs]}")
+    return found
+
+
 def revs(exp_show: list, names: list[str]) -> dict[str, str]:
     return {st["name"]: str(st["rev"]) for st in exp_states(exp_show) if st.get("name") in names}
 
@@ -56,16 +78,21 @@ def check_fresh(rev_of: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--exp", action="append", required=True, help="experiment name, one a seed")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--exp", action="append", help="experiment name, one a seed")
+    src.add_argument("--run", action="append", type=Path, help="a kept run's folder, one a seed")
     ap.add_argument("--exp-json", type=Path, help="saved `dvc exp show --json` (default: run it)")
     ap.add_argument("--metric", action="append", help=f"default: {', '.join(COLUMNS)}")
     ap.add_argument("--out", type=Path, required=True, help="path without suffix")
     args = ap.parse_args(argv)
-    exp = exp_show(args.exp_json, ["--all-commits"])
     metrics = tuple(args.metric or COLUMNS)
-    heads = headlines(exp, args.exp)
-    if args.exp_json is None:  # the commits are in this repository: check each lock
-        check_fresh(revs(exp, args.exp))
+    if args.run:
+        heads = kept_headlines(args.run)
+    else:
+        exp = exp_show(args.exp_json, ["--all-commits"])
+        heads = headlines(exp, args.exp)
+        if args.exp_json is None:  # the commits are in this repository: check each lock
+            check_fresh(revs(exp, args.exp))
     df = across_seeds(heads, metrics, SYSTEMS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out.with_suffix(".csv")) as tmp:

@@ -119,3 +119,41 @@ def test_a_system_named_with_a_dash_is_still_a_system_row():
     md = to_markdown(df, {}, {})
     assert "| gem−v2 | 0.850 ± 0.050 |" in md  # (0.90 + 0.80 + 0.85) / 3, sd 0.05, unsigned
     assert "| polychromic − gem−v2 (paired by seed) | +0.050 ± 0.050 |" in md
+
+
+def _seeds_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "seeds.py"
+    spec = importlib.util.spec_from_file_location("seeds_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("domain", ["code_test", "qa_test", "social_test"])
+def test_kept_seed_tables_regenerate_from_the_kept_runs(domain, tmp_path):
+    # RESULTS.md's per-domain seed tables were made from the experiments (`--exp`), whose refs do
+    # not outlive a workplace; the kept folders must give the same table, or the table quotes
+    # numbers no kept run holds (a seed's folder swapped, a headline file edited).
+    folder = ROOT / "reports" / domain
+    runs = sorted(folder.glob("seed[0-9]"))
+    _seeds_script().main(
+        [a for r in runs for a in ("--run", str(r))] + ["--out", str(tmp_path / "s")]
+    )
+    assert (tmp_path / "s.md").read_text() == (folder / "seeds.md").read_text()
+    # The CSV's per-seed columns are named by the source (experiment or folder); the rows match.
+    got = (tmp_path / "s.csv").read_text().splitlines()
+    want = (folder / "seeds.csv").read_text().splitlines()
+    assert got[0].split(",")[:6] == want[0].split(",")[:6] and got[1:] == want[1:]
+
+
+def test_a_kept_run_without_a_systems_headline_is_named(tmp_path):
+    run = tmp_path / "seed0" / "metrics" / "headline"
+    run.mkdir(parents=True)
+    for s in ("zero_shot", "few_shot", "baseline", "gem"):  # polychromic's file is missing
+        (run / f"{s}.json").write_text('{"pass_at_10": 0.5}')
+    with pytest.raises(SystemExit, match=r"seed0: no headline metrics \[.*polychromic\.json'\]"):
+        _seeds_script().main(["--run", str(tmp_path / "seed0"), "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s.md").exists()

@@ -154,17 +154,19 @@ def test_select_sweep_names_what_else_differs_between_the_kept_runs(tmp_path, ca
     assert "The experiments differ only in loss.lambda, loss.objective." in one, one
 
 
-def test_the_committed_code_selection_is_the_rule_over_the_kept_folders(tmp_path):
-    # reports/code_sweep/selection.{csv,md} are what RESULTS.md quotes (multiplicative λ 30 over
-    # eight configurations): a folder added without the selection rerun would leave them stale.
+@pytest.mark.parametrize("domain", ["code", "qa"])
+def test_the_committed_selection_is_the_rule_over_the_kept_folders(domain, tmp_path):
+    # reports/<domain>_sweep/selection.{csv,md} are what RESULTS.md quotes (code: multiplicative
+    # λ 30 over eight configurations; qa: additive λ 30 over ten, by the diversity tie-break): a
+    # folder added without the selection rerun would leave them stale.
     mod = _select_sweep()
-    sweep = ROOT / "reports" / "code_sweep"
+    sweep = ROOT / "reports" / f"{domain}_sweep"
     folders = sorted(sweep.glob("val-*"))
     mod.main(["--kept", *map(str, folders), "--out", str(tmp_path / "sel"), "--formats", "png"])
     for ext in ("csv", "md"):
         got = (tmp_path / f"sel.{ext}").read_text(encoding="utf-8")
         assert got == (sweep / f"selection.{ext}").read_text(encoding="utf-8"), (
-            f"reports/code_sweep/selection.{ext} is stale: rerun scripts/select_sweep.py --kept"
+            f"reports/{domain}_sweep/selection.{ext} is stale: rerun scripts/select_sweep.py --kept"
         )
 
 
