@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -10,6 +9,9 @@ import pytest
 
 from lib.across_seeds import across_seeds, to_markdown
 from lib.experiments import stale_stages
+from scripts import seeds as seeds_script
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Pass@10 at three seeds: baseline 0.90, 0.80, 0.85; polychromic 1.00, 0.80, 0.90.
 #   polychromic: mean 0.9, sd √((0.1² + 0.1² + 0²)/2) = 0.1
@@ -56,10 +58,6 @@ def test_one_seed_has_no_sd():
 
 
 def test_seeds_script_fails_naming_an_experiment_without_stats():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "seeds.py"
-    spec = importlib.util.spec_from_file_location("seeds_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     head = "metrics/headline/baseline.json"
     shown = [
         {
@@ -80,9 +78,9 @@ def test_seeds_script_fails_naming_an_experiment_without_stats():
             ],
         }
     ]
-    assert mod.headlines(shown, ["s0"])["s0"]["baseline"] == {"pass_at_10": 0.9}
+    assert seeds_script.headlines(shown, ["s0"])["s0"]["baseline"] == {"pass_at_10": 0.9}
     with pytest.raises(SystemExit, match=r"no headline metrics for \['s1'\]"):
-        mod.headlines(shown, ["s0", "s1"])
+        seeds_script.headlines(shown, ["s0", "s1"])
 
 
 def _lock(**stages):
@@ -121,17 +119,6 @@ def test_a_system_named_with_a_dash_is_still_a_system_row():
     assert "| polychromic − gem−v2 (paired by seed) | +0.050 ± 0.050 |" in md
 
 
-def _seeds_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "seeds.py"
-    spec = importlib.util.spec_from_file_location("seeds_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.mark.parametrize("domain", ["code_test", "qa_test", "social_test"])
 def test_kept_seed_tables_regenerate_from_the_kept_runs(domain, tmp_path):
     # RESULTS.md's per-domain seed tables were made from the experiments (`--exp`), whose refs do
@@ -139,9 +126,7 @@ def test_kept_seed_tables_regenerate_from_the_kept_runs(domain, tmp_path):
     # numbers no kept run holds (a seed's folder swapped, a headline file edited).
     folder = ROOT / "reports" / domain
     runs = sorted(folder.glob("seed[0-9]"))
-    _seeds_script().main(
-        [a for r in runs for a in ("--run", str(r))] + ["--out", str(tmp_path / "s")]
-    )
+    seeds_script.main([a for r in runs for a in ("--run", str(r))] + ["--out", str(tmp_path / "s")])
     assert (tmp_path / "s.md").read_text() == (folder / "seeds.md").read_text()
     # The CSV's per-seed columns are named by the source (experiment or folder); the rows match.
     got = (tmp_path / "s.csv").read_text().splitlines()
@@ -155,5 +140,5 @@ def test_a_kept_run_without_a_systems_headline_is_named(tmp_path):
     for s in ("zero_shot", "few_shot", "baseline", "gem"):  # polychromic's file is missing
         (run / f"{s}.json").write_text('{"pass_at_10": 0.5}')
     with pytest.raises(SystemExit, match=r"seed0: no headline metrics \[.*polychromic\.json'\]"):
-        _seeds_script().main(["--run", str(tmp_path / "seed0"), "--out", str(tmp_path / "s")])
+        seeds_script.main(["--run", str(tmp_path / "seed0"), "--out", str(tmp_path / "s")])
     assert not (tmp_path / "s.md").exists()

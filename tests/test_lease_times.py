@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from scripts import lease_times
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,18 +31,11 @@ LOG = (
 )
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("lease_times", ROOT / "scripts/lease_times.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_each_run_gets_its_own_stages_from_the_concatenated_log(tmp_path):
     log = tmp_path / "logs.gz"
     log.write_bytes(gzip.compress(LOG.encode()))
-    _script().main([str(log), "--exp", "gpu-s0", "--out", str(tmp_path / "a.tsv")])
-    _script().main([str(log), "--exp", "gpu-s1", "--out", str(tmp_path / "b.tsv")])
+    lease_times.main([str(log), "--exp", "gpu-s0", "--out", str(tmp_path / "a.tsv")])
+    lease_times.main([str(log), "--exp", "gpu-s1", "--out", str(tmp_path / "b.tsv")])
     assert (tmp_path / "a.tsv").read_text() == (
         "stage\tseconds\ntrain_baseline\t93.0\ngenerate@baseline\t6.0\n"
     )
@@ -54,7 +48,7 @@ def test_a_run_that_did_not_end_is_named_not_guessed(tmp_path):
     log = tmp_path / "t.log"  # a plain log works too
     log.write_text(LOG + "baseline: steps took 10.0 s\n")  # gpu-s2 started and never ended
     with pytest.raises(SystemExit, match=r"no run of gpu-s2 ended \(ran: \['gpu-s0', 'gpu-s1'\]\)"):
-        _script().main([str(log), "--exp", "gpu-s2", "--out", str(tmp_path / "c.tsv")])
+        lease_times.main([str(log), "--exp", "gpu-s2", "--out", str(tmp_path / "c.tsv")])
     assert not (tmp_path / "c.tsv").exists()
 
 
@@ -64,5 +58,5 @@ def test_kept_qa_stage_times_come_from_the_kept_lease_log(seed, tmp_path):
     # must be what the kept log of that lease says for that seed, not another seed's.
     folder = ROOT / "reports" / "qa_test"
     out = tmp_path / "t.tsv"
-    _script().main([str(folder / "lease_logs.gz"), "--exp", f"gpu-s{seed}", "--out", str(out)])
+    lease_times.main([str(folder / "lease_logs.gz"), "--exp", f"gpu-s{seed}", "--out", str(out)])
     assert out.read_text() == (folder / f"seed{seed}" / "h200_stage_times.tsv").read_text()
