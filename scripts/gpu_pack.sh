@@ -10,9 +10,11 @@
 # PRINT=1: print the packages a pack would hold, one a line, and stop.
 # Writes .gpu/p00 .. .gpu/pNN (two digits, so a shell glob orders them; git-ignored in
 # .gitignore), each holding `part`, and .gpu/p00/pk.sha256. A call also carries the working tree
-# (~10 MB on 2026-12-01; 56 MiB parts stopped fitting at 9.3 MB): environment FIRST_KB
-# (default 24576: 24 MiB), PART_KB (default 49152: 48 MiB), PACK_DIR (default .gpu), PACK_FROM (a folder of files to
-# pack as they are, instead of downloading the packages).
+# (10 MB on 2026-12-01, 19 MB on 2026-12-02, when the old fixed 48 MiB parts no longer fit), so
+# the part sizes are what is left of the call's limit: CARRY_LIMIT_KB (default 65536: the
+# device's 64 MiB) less the tree and 1 MiB of margin, and for the first part the wheelhouse
+# (WHEELS, default .whl) too. Environment FIRST_KB and PART_KB set them by hand; PACK_DIR
+# (default .gpu); PACK_FROM (a folder of files to pack as they are, instead of downloading).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 g=${PACK_DIR:-.gpu}
@@ -38,7 +40,19 @@ else
   python3 -m pip download -q --no-deps -d "$g/pk" "${pkgs[@]}"
 fi
 tar -cf "$g/pk.tar" -C "$g/pk" .
-first=$((${FIRST_KB:-24576} * 1024)) part=$((${PART_KB:-49152} * 1024))
+# What a call carries besides its part: the files git does not ignore (as the device tool
+# counts them), and the wheelhouse with the first part.
+kb() { du -cbL --files0-from=- 2>/dev/null | awk 'END {print int(($1 + 1023) / 1024)}'; }
+tree_kb=$(git ls-files -z -co --exclude-standard | kb)
+whl_kb=0
+[[ -d ${WHEELS:-.whl} ]] && whl_kb=$(find "${WHEELS:-.whl}" -type f -print0 | kb)
+room=$((${CARRY_LIMIT_KB:-65536} - tree_kb - 1024))
+first_kb=${FIRST_KB:-$((room - whl_kb))} part_kb=${PART_KB:-$room}
+if ((first_kb < 1 || part_kb < 1)); then
+  echo "gpu_pack: a call carries ${CARRY_LIMIT_KB:-65536} KiB; the working tree takes ${tree_kb} KiB and ${WHEELS:-.whl} ${whl_kb} KiB, leaving no room for a part (set FIRST_KB/PART_KB, or make the tree smaller)" >&2
+  exit 1
+fi
+first=$((first_kb * 1024)) part=$((part_kb * 1024))
 mkdir -p "$g/p00"
 head -c "$first" "$g/pk.tar" >"$g/p00/part"
 tail -c +$((first + 1)) "$g/pk.tar" | split -b "$part" -d -a 2 - "$g/rest."
@@ -53,4 +67,4 @@ sha256sum "$g/pk.tar" | cut -d' ' -f1 >"$g/p00/pk.sha256"
 joined=$(cat "$g"/p[0-9][0-9]/part | sha256sum | cut -d' ' -f1)
 [[ $joined == "$(cat "$g/p00/pk.sha256")" ]] || { echo "gpu_pack: the parts do not join to the archive" >&2; exit 1; }
 rm "$g/pk.tar"
-echo "gpu_pack: $(ls "$g/pk" | wc -l) files in $i parts under $g/ (sha256 $(cat "$g/p00/pk.sha256"))"
+echo "gpu_pack: $(ls "$g/pk" | wc -l) files in $i parts under $g/ (sha256 $(cat "$g/p00/pk.sha256")); parts of ${part_kb} KiB (the first ${first_kb}) beside a ${tree_kb} KiB tree"

