@@ -32,6 +32,20 @@ for d in "${@:-social}"; do
 done
 pkgs=($(printf '%s\n' "${pkgs[@]}" | sort -u))
 [[ -n ${PRINT:-} ]] && { printf '%s\n' "${pkgs[@]}"; exit 0; }
+# What a call carries besides its part: the files git does not ignore (as the device tool
+# counts them), and the wheelhouse with the first part. Sized before the download, so a pack
+# that cannot fit stops before it fetches or deletes anything.
+kb() { du -cbL --files0-from=- 2>/dev/null | awk 'END {print int(($1 + 1023) / 1024)}'; }
+tree_kb=$(git ls-files -z -co --exclude-standard | kb)
+whl_kb=0
+whl=${WHEELS:-.whl} limit_kb=${CARRY_LIMIT_KB:-65536}
+[[ -d $whl ]] && whl_kb=$(find "$whl" -type f -print0 | kb)
+room=$((limit_kb - tree_kb - 1024))
+first_kb=${FIRST_KB:-$((room - whl_kb))} part_kb=${PART_KB:-$room}
+if ((first_kb < 1 || part_kb < 1)); then
+  echo "gpu_pack: a call carries ${limit_kb} KiB; the working tree takes ${tree_kb} KiB and ${whl} ${whl_kb} KiB, leaving no room for a part (set FIRST_KB/PART_KB, or make the tree smaller)" >&2
+  exit 1
+fi
 rm -rf "$g/pk" "$g"/p[0-9][0-9] "$g/pk.tar" "$g"/rest.*
 mkdir -p "$g/pk"
 if [[ -n ${PACK_FROM:-} ]]; then
@@ -40,18 +54,6 @@ else
   python3 -m pip download -q --no-deps -d "$g/pk" "${pkgs[@]}"
 fi
 tar -cf "$g/pk.tar" -C "$g/pk" .
-# What a call carries besides its part: the files git does not ignore (as the device tool
-# counts them), and the wheelhouse with the first part.
-kb() { du -cbL --files0-from=- 2>/dev/null | awk 'END {print int(($1 + 1023) / 1024)}'; }
-tree_kb=$(git ls-files -z -co --exclude-standard | kb)
-whl_kb=0
-[[ -d ${WHEELS:-.whl} ]] && whl_kb=$(find "${WHEELS:-.whl}" -type f -print0 | kb)
-room=$((${CARRY_LIMIT_KB:-65536} - tree_kb - 1024))
-first_kb=${FIRST_KB:-$((room - whl_kb))} part_kb=${PART_KB:-$room}
-if ((first_kb < 1 || part_kb < 1)); then
-  echo "gpu_pack: a call carries ${CARRY_LIMIT_KB:-65536} KiB; the working tree takes ${tree_kb} KiB and ${WHEELS:-.whl} ${whl_kb} KiB, leaving no room for a part (set FIRST_KB/PART_KB, or make the tree smaller)" >&2
-  exit 1
-fi
 first=$((first_kb * 1024)) part=$((part_kb * 1024))
 mkdir -p "$g/p00"
 head -c "$first" "$g/pk.tar" >"$g/p00/part"
